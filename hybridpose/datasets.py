@@ -1,0 +1,136 @@
+"""Labelled data sets: an image folder (one sub-folder per class) or a Yoga-82 list file.
+
+Everything is validated up front so a long run never dies half way on a data problem.
+"""
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import DatasetError
+from .hierarchy import Hierarchy, read_hierarchy_csv
+from .images import IMAGE_EXTENSIONS
+
+YOGA82_LEVELS = ["class82", "class20", "class6"]
+YOGA82_CLASS6 = ["standing", "sitting", "balancing", "inverted", "reclining", "wheel"]
+
+
+@dataclass
+class Dataset:
+    root: Path
+    paths: list[Path]
+    labels: list[str]  # leaf class of each photo
+    hierarchy: Hierarchy
+    flip_pairs: dict[str, str] = field(default_factory=dict)  # class -> its mirror class
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def level_labels(self, level: str) -> list[str]:
+        return [self.hierarchy.ancestor(y, level) for y in self.labels]
+
+
+def list_images(root: str | Path) -> list[Path]:
+    """All image files under ``root`` (by extension), sorted, hidden files skipped."""
+    root = Path(root)
+    if root.is_file():
+        return [root]
+    return sorted(
+        p for p in root.rglob("*")
+        if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file() and not any(s.startswith(".") for s in p.relative_to(root).parts)
+    )
+
+
+def load_dataset(path: str | Path, *, hierarchy: str | Path | None = None, images: str | Path | None = None,
+                 flip_pairs: str | None = None) -> Dataset:
+    """An image folder, or a Yoga-82 list (``.txt``) whose images lie under ``images``."""
+    path = Path(path)
+    if not path.exists():
+        raise DatasetError(f"{path}: no such file or folder; give an image folder with one sub-folder per class.")
+    if path.is_file():
+        ds = load_yoga82_list(path, images)
+    else:
+        ds = load_image_folder(path, hierarchy)
+    ds.flip_pairs = parse_flip_pairs(flip_pairs, ds)
+    return ds
+
+
+def load_image_folder(root: Path, hierarchy: str | Path | None = None) -> Dataset:
+    try:
+        class_dirs = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+    except OSError as e:
+        raise DatasetError(f"{root}: cannot read folder ({e.strerror}).") from None
+    if not class_dirs:
+        raise DatasetError(f"{root}: no class sub-folders found; put each class's photos in a folder named after the class.")
+    paths, labels, empty = [], [], []
+    for d in class_dirs:
+        files = list_images(d)
+        if not files:
+            empty.append(d.name)
+        paths += files
+        labels += [d.name] * len(files)
+    if empty:
+        raise DatasetError(f"{root}: class folders {empty} hold no images ({', '.join(sorted(IMAGE_EXTENSIONS))}); add photos or remove the folders.")
+    leaves = [d.name for d in class_dirs]
+    hfile = Path(hierarchy) if hierarchy else root / "hierarchy.csv"
+    if hierarchy and not hfile.exists():
+        raise DatasetError(f"{hfile}: hierarchy file not found.")
+    h = read_hierarchy_csv(hfile, leaves) if hfile.exists() else Hierarchy.flat(leaves)
+    return Dataset(root, paths, labels, h)
+
+
+def load_yoga82_list(list_file: Path, images: str | Path | None) -> Dataset:
+    root = Path(images) if images else list_file.parent
+    if not root.is_dir():
+        raise DatasetError(f"{root}: image root not found; pass --images ROOT, the folder holding the Yoga-82 pose folders.")
+    names = _yoga82_names(list_file.parent / "yoga82_hierarchy.csv")
+    paths, labels, ancestors = [], [], {}
+    with open(list_file, encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            parts = [p.strip() for p in line.rsplit(",", 3)]
+            if len(parts) != 4 or not all(p.isdigit() for p in parts[1:]):
+                raise DatasetError(f"{list_file}:{lineno}: expected 'Folder/image.jpg,class6,class20,class82', got {line.strip()!r}.")
+            rel, c6, c20, c82 = parts[0], int(parts[1]), int(parts[2]), int(parts[3])
+            leaf = names.get(c82, f"class82_{c82:02d}")
+            anc = [f"class20_{c20:02d}", YOGA82_CLASS6[c6] if c6 < len(YOGA82_CLASS6) else f"class6_{c6}"]
+            if ancestors.setdefault(leaf, anc) != anc:
+                raise DatasetError(f"{list_file}:{lineno}: class {leaf!r} appears with two parents ({ancestors[leaf]} and {anc}).")
+            paths.append(root / rel)
+            labels.append(leaf)
+    if not paths:
+        raise DatasetError(f"{list_file}: the list is empty.")
+    present = [p.exists() for p in paths]
+    if not any(present):
+        raise DatasetError(f"{root}: none of the {len(paths)} images of {list_file.name} is there; check --images.")
+    return Dataset(root, paths, labels, Hierarchy(list(YOGA82_LEVELS), ancestors))
+
+
+def _yoga82_names(path: Path) -> dict[int, str]:
+    if not path.exists():
+        return {}
+    with open(path, newline="", encoding="utf-8") as fh:
+        return {int(r["class82_id"]): r["pose_name"] for r in csv.DictReader(fh)}
+
+
+def parse_flip_pairs(spec: str | None, ds: Dataset) -> dict[str, str]:
+    """``A:B,C:D`` or a flip_pairs.csv (left,right) at the data root; classes that mirror into each other."""
+    pairs: list[tuple[str, str]] = []
+    if spec:
+        for item in spec.split(","):
+            a, sep, b = item.partition(":")
+            if not sep:
+                raise DatasetError(f"--flip-pairs: {item!r} is not of the form LEFT_CLASS:RIGHT_CLASS.")
+            pairs.append((a.strip(), b.strip()))
+    elif (ds.root / "flip_pairs.csv").exists():
+        with open(ds.root / "flip_pairs.csv", newline="", encoding="utf-8") as fh:
+            pairs = [(r[0].strip(), r[1].strip()) for r in csv.reader(fh) if r and r[0].strip() != "left"]
+    out: dict[str, str] = {}
+    for a, b in pairs:
+        for c in (a, b):
+            if c not in ds.hierarchy.leaves:
+                raise DatasetError(f"flip pair {a}:{b}: class {c!r} is not one of the data set's classes.")
+        out[a], out[b] = b, a
+    return out

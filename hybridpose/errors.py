@@ -1,0 +1,21 @@
+"""Errors a user can act on. The CLI prints their message as one line, no traceback."""
+
+
+class HybridPoseError(Exception):
+    """Base class: the message says which file, what is wrong and what to do."""
+
+
+class DatasetError(HybridPoseError):
+    pass
+
+
+class RunError(HybridPoseError):
+    """A run directory or checkpoint is missing, corrupt or foreign."""
+
+
+class RulesError(HybridPoseError):
+    pass
+
+
+class WeightsError(HybridPoseError):
+    pass

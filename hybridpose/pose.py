@@ -1,0 +1,299 @@
+"""Pose front end: MediaPipe's 33 keypoints per photo, cached by the photo's content hash.
+
+`extract` turns a list of image paths into the poses table (docs/FORMATS.md), one row per
+image whatever happens to it: bad files get a status and a reason, never an exception.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import multiprocessing as mp
+import os
+import sqlite3
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Iterable, Iterator, Sequence
+
+import numpy as np
+import pandas as pd
+
+from .images import ImageLoadError, load_image
+from .progress import progress_bar
+
+KEYPOINT_NAMES = [
+    "nose", "left_eye_inner", "left_eye", "left_eye_outer", "right_eye_inner", "right_eye",
+    "right_eye_outer", "left_ear", "right_ear", "mouth_left", "mouth_right", "left_shoulder",
+    "right_shoulder", "left_elbow", "right_elbow", "left_wrist", "right_wrist", "left_pinky",
+    "right_pinky", "left_index", "right_index", "left_thumb", "right_thumb", "left_hip",
+    "right_hip", "left_knee", "right_knee", "left_ankle", "right_ankle", "left_heel",
+    "right_heel", "left_foot_index", "right_foot_index",
+]
+N_KEYPOINTS = len(KEYPOINT_NAMES)
+KEYPOINT_COLUMNS = [f"{n}_{c}" for n in KEYPOINT_NAMES for c in "xyzv"]
+BOX_COLUMNS = ["box_x0", "box_y0", "box_x1", "box_y1"]
+TABLE_COLUMNS = ["path", "sha256", "status", "reason", "width", "height", *BOX_COLUMNS, *KEYPOINT_COLUMNS]
+
+# Bump when anything that changes the stored result changes (model, resizing, box rule).
+POSE_VERSION = "mediapipe-0.10.21-c1-v1"
+POSE_MAX_SIDE = 1024  # the pose model works at 256 px; larger input only costs decode time
+MIN_VISIBILITY = 0.3
+
+
+@dataclass
+class PoseResult:
+    status: str
+    reason: str = ""
+    width: int = 0
+    height: int = 0
+    box: tuple[float, float, float, float] | None = None
+    keypoints: list[list[float]] | None = None  # 33 x [x, y, z, visibility], pixels of the original
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> "PoseResult":
+        d = json.loads(text)
+        d["box"] = tuple(d["box"]) if d["box"] is not None else None
+        return cls(**d)
+
+
+class PoseEstimator:
+    """MediaPipe Pose in static-image mode. Complexity 1 is the model the wheel bundles."""
+
+    def __init__(self) -> None:
+        os.environ.setdefault("GLOG_minloglevel", "2")
+        import mediapipe as mediapipe
+
+        self._pose = mediapipe.solutions.pose.Pose(
+            static_image_mode=True, model_complexity=1, enable_segmentation=False
+        )
+
+    def landmarks(self, rgb: np.ndarray) -> np.ndarray | None:
+        """33 x 4 array (x, y normalised to [0, 1], z, visibility), or None if no person."""
+        result = self._pose.process(np.ascontiguousarray(rgb))
+        if result.pose_landmarks is None:
+            return None
+        return np.array([[p.x, p.y, p.z, p.visibility] for p in result.pose_landmarks.landmark], dtype=np.float64)
+
+    def close(self) -> None:
+        self._pose.close()
+
+    def __enter__(self) -> "PoseEstimator":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def analyse(path: str | Path, estimator: PoseEstimator) -> PoseResult:
+    """Load one image and find its person; bad input becomes a status, never an exception."""
+    try:
+        image = load_image(path, max_side=POSE_MAX_SIDE)
+    except ImageLoadError as e:
+        return PoseResult(status=e.status, reason=e.reason)
+    try:
+        norm = estimator.landmarks(image.rgb)
+    except Exception as e:  # the pose graph rejecting an odd frame must not end the run
+        return PoseResult("unreadable", f"pose model failed: {e}", image.width, image.height)
+    if norm is None:
+        return PoseResult("no_person", "MediaPipe found no person", image.width, image.height)
+    kp = norm.copy()
+    kp[:, 0] *= image.width
+    kp[:, 1] *= image.height
+    kp[:, 2] *= image.width  # MediaPipe's z uses roughly the scale of x
+    return PoseResult("ok", "", image.width, image.height, person_box(kp, image.width, image.height), kp.round(3).tolist())
+
+
+def person_box(kp: np.ndarray, width: int, height: int) -> tuple[float, float, float, float]:
+    """Tight box around the visible keypoints (all of them if few are visible), inside the image."""
+    visible = kp[:, 3] >= MIN_VISIBILITY
+    pts = kp[visible, :2] if visible.sum() >= 4 else kp[:, :2]
+    x0, y0 = pts.min(axis=0)
+    x1, y1 = pts.max(axis=0)
+    # The head reaches above the eyes: extend up by a third of the eye-to-shoulder distance.
+    head = abs(kp[11:13, 1].mean() - kp[1:7, 1].mean()) / 3 if visible[[0, 11, 12]].all() else 0.0
+    y0 -= head
+    return (
+        float(np.clip(x0, 0, width)), float(np.clip(y0, 0, height)),
+        float(np.clip(x1, 0, width)), float(np.clip(y1, 0, height)),
+    )
+
+
+def file_sha256(path: str | Path) -> str | None:
+    h = hashlib.sha256()
+    try:
+        with open(path, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+    except OSError:
+        return None
+    return h.hexdigest()
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("HYBRIDPOSE_CACHE", Path.home() / ".cache" / "hybridpose"))
+
+
+class PoseCache:
+    """Results keyed by (content hash, pose version) in one SQLite file: each commit is atomic."""
+
+    def __init__(self, directory: str | Path | None = None) -> None:
+        directory = Path(directory) if directory else default_cache_dir()
+        directory.mkdir(parents=True, exist_ok=True)
+        self.path = directory / "poses.sqlite"
+        self._db = sqlite3.connect(self.path, timeout=60)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("CREATE TABLE IF NOT EXISTS pose (key TEXT PRIMARY KEY, result TEXT NOT NULL)")
+        self._db.commit()
+
+    @staticmethod
+    def key(sha: str) -> str:
+        return f"{POSE_VERSION}:{sha}"
+
+    def get_many(self, shas: Sequence[str]) -> dict[str, PoseResult]:
+        out: dict[str, PoseResult] = {}
+        keys = [self.key(s) for s in shas]
+        for i in range(0, len(keys), 500):
+            chunk = keys[i : i + 500]
+            rows = self._db.execute(
+                f"SELECT key, result FROM pose WHERE key IN ({','.join('?' * len(chunk))})", chunk
+            ).fetchall()
+            for key, text in rows:
+                out[key.split(":", 1)[1]] = PoseResult.from_json(text)
+        return out
+
+    def put_many(self, items: Iterable[tuple[str, PoseResult]]) -> None:
+        self._db.executemany(
+            "INSERT OR REPLACE INTO pose (key, result) VALUES (?, ?)",
+            [(self.key(sha), r.to_json()) for sha, r in items],
+        )
+        self._db.commit()
+
+    def close(self) -> None:
+        self._db.close()
+
+
+# Worker processes each hold their own estimator (MediaPipe graphs are not shareable).
+_WORKER_ESTIMATOR: PoseEstimator | None = None
+
+
+def _worker_init() -> None:
+    global _WORKER_ESTIMATOR
+    _WORKER_ESTIMATOR = PoseEstimator()
+
+
+def _worker_analyse(item: tuple[int, str]) -> tuple[int, PoseResult]:
+    i, path = item
+    assert _WORKER_ESTIMATOR is not None
+    return i, analyse(path, _WORKER_ESTIMATOR)
+
+
+def _run_pose(paths: list[str], workers: int) -> Iterator[tuple[int, PoseResult]]:
+    items = list(enumerate(paths))
+    if workers <= 1:
+        with PoseEstimator() as est:
+            for i, p in items:
+                yield i, analyse(p, est)
+        return
+    # fork: workers start in milliseconds and inherit the imported modules
+    ctx = mp.get_context("fork" if os.name == "posix" else "spawn")
+    with ctx.Pool(workers, initializer=_worker_init) as pool:
+        yield from pool.imap_unordered(_worker_analyse, items, chunksize=4)
+
+
+def extract(
+    paths: Sequence[str | Path],
+    *,
+    cache_dir: str | Path | None = None,
+    workers: int = 1,
+    show_progress: bool = True,
+    use_cache: bool = True,
+) -> pd.DataFrame:
+    """Poses table for ``paths`` (one row each, in order). Cached results cost no pose model run."""
+    paths = [str(p) for p in paths]
+    shas = [file_sha256(p) for p in paths]
+    results: list[PoseResult | None] = [None] * len(paths)
+    for i, sha in enumerate(shas):
+        if sha is None:
+            results[i] = PoseResult("unreadable", "file cannot be read (missing or no permission)")
+    cache = PoseCache(cache_dir) if use_cache else None
+    try:
+        if cache is not None:
+            hits = cache.get_many(sorted({s for s in shas if s}))
+            for i, sha in enumerate(shas):
+                if sha in hits:
+                    results[i] = hits[sha]
+        todo = _first_of_each_hash([i for i, r in enumerate(results) if r is None], shas)
+        _compute(paths, shas, todo, results, cache, workers, show_progress)
+    finally:
+        if cache is not None:
+            cache.close()
+    return _table(paths, shas, results)
+
+
+def _first_of_each_hash(indices: list[int], shas: list[str | None]) -> list[int]:
+    seen: set[str] = set()
+    out = []
+    for i in indices:
+        if shas[i] not in seen:
+            seen.add(shas[i])  # type: ignore[arg-type]
+            out.append(i)
+    return out
+
+
+def _compute(paths, shas, todo, results, cache, workers, show_progress) -> None:
+    if not todo:
+        _fill_duplicates(shas, results)
+        return
+    pending: list[tuple[str, PoseResult]] = []
+    with progress_bar("pose", total=len(todo), enabled=show_progress) as advance:
+        for j, result in _run_pose([paths[i] for i in todo], workers):
+            i = todo[j]
+            results[i] = result
+            pending.append((shas[i], result))
+            if cache is not None and len(pending) >= 32:
+                cache.put_many(pending)
+                pending.clear()
+            advance()
+    if cache is not None and pending:
+        cache.put_many(pending)
+    _fill_duplicates(shas, results)
+
+
+def _fill_duplicates(shas, results) -> None:
+    by_sha = {s: r for s, r in zip(shas, results) if r is not None and s}
+    for i, r in enumerate(results):
+        if r is None:
+            results[i] = by_sha[shas[i]]
+
+
+def _table(paths: list[str], shas: list[str | None], results: list[PoseResult | None]) -> pd.DataFrame:
+    rows = np.full((len(paths), 4 + len(KEYPOINT_COLUMNS)), np.nan)
+    for i, r in enumerate(results):
+        assert r is not None
+        if r.box is not None:
+            rows[i, :4] = r.box
+        if r.keypoints is not None:
+            rows[i, 4:] = np.asarray(r.keypoints).reshape(-1)
+    frame = pd.DataFrame(rows, columns=[*BOX_COLUMNS, *KEYPOINT_COLUMNS])
+    frame.insert(0, "height", [r.height for r in results])  # type: ignore[union-attr]
+    frame.insert(0, "width", [r.width for r in results])  # type: ignore[union-attr]
+    frame.insert(0, "reason", [r.reason for r in results])  # type: ignore[union-attr]
+    frame.insert(0, "status", [r.status for r in results])  # type: ignore[union-attr]
+    frame.insert(0, "sha256", [s or "" for s in shas])
+    frame.insert(0, "path", paths)
+    return frame
+
+
+def keypoints_array(table: pd.DataFrame) -> np.ndarray:
+    """(N, 33, 4) keypoints from a poses table; NaN where no person was found."""
+    return table[KEYPOINT_COLUMNS].to_numpy(dtype=np.float64).reshape(len(table), N_KEYPOINTS, 4)
+
+
+def boxes_array(table: pd.DataFrame) -> np.ndarray:
+    return table[BOX_COLUMNS].to_numpy(dtype=np.float64)
+
+
+def summarize(table: pd.DataFrame) -> dict[str, int]:
+    return {str(k): int(v) for k, v in table["status"].value_counts().items()}
