@@ -101,6 +101,103 @@ def _print_fit(summary: dict, out: Path) -> None:
     console.print(f"run saved in {out} ({summary['seconds']:.0f} s); next: hybridpose calibrate {out}")
 
 
+@app.command()
+def calibrate(
+    run: Path = typer.Argument(..., help="Run directory written by `hybridpose fit`."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Also write the rules here (a .yaml file or a folder, e.g. rules/)."),
+    min_gain: float = typer.Option(0.02, "--min-gain", help="Keep a rule only if it improves its pair's out-of-fold accuracy by this much."),
+    min_fired: int = typer.Option(3, "--min-fired", help="... and decides at least this many photos."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Show what would be found; write nothing."),
+) -> None:
+    """Find threshold rules on keypoint statistics for the sibling classes the model confuses."""
+    from rich.table import Table
+
+    from hybridpose.jobs import calibrate as run_calibrate
+
+    res = run_calibrate(run, out=out, dry_run=dry_run, min_gain=min_gain, min_fired=min_fired)
+    table = Table(title="confusable sibling pairs (out-of-fold photos where the fused top-2 is the pair)")
+    for col in ("pair", "confused", "fired", "statistic", "threshold", "before", "after", "gain", "kept"):
+        table.add_column(col, justify="left" if col in ("pair", "statistic") else "right")
+    for r in res["table"].itertuples(index=False):
+        table.add_row(str(r.pair), str(r.n_confused), str(r.n_fired), str(r.statistic or "-"), _num(r.threshold),
+                      _num(r.accuracy_before), _num(r.accuracy_after), _num(r.gain), "yes" if r.kept else f"no: {r.why}")
+    console.print(table)
+    console.print(f"{len(res['rules'].rules)} rule(s). Cross-validated leaf top-1 (rules calibrated on the other folds): "
+                  f"fused {res['cv_before']:.4f} -> fused + rules {res['cv_after']:.4f}, {res['cv_fired']} photo(s) decided by a rule.")
+    for path in res["written"]:
+        console.print(f"wrote {path}")
+    if dry_run:
+        console.print("dry run: nothing written.")
+
+
+def _num(v) -> str:
+    try:
+        return "-" if v != v else f"{float(v):.3f}"
+    except (TypeError, ValueError):
+        return str(v)
+
+
+@app.command()
+def predict(
+    inputs: Path = typer.Argument(..., help="An image or a folder (searched recursively)."),
+    model: Path = typer.Option(..., "--model", "-m", help="Run directory written by `hybridpose fit`."),
+    out: Path = typer.Option(Path("predictions.csv"), "--out", "-o", help="Output table."),
+    rules: Optional[Path] = typer.Option(None, "--rules", help="Rules file (default RUN/rules.yaml when present)."),
+    no_rules: bool = typer.Option(False, "--no-rules", help="Fused prediction without rules."),
+    fmt: str = typer.Option("csv", "--format", help="csv or json (one JSON object per line)."),
+    batch_size: int = typer.Option(32, "--batch-size"),
+    cache: Optional[Path] = CacheOpt,
+) -> None:
+    """Label every photo at every hierarchy level: one row per file, whatever the file holds."""
+    from hybridpose.jobs import predict as run_predict
+
+    if fmt not in ("csv", "json"):
+        raise typer.BadParameter("--format must be csv or json")
+    res = run_predict(inputs, model, out, rules=rules, no_rules=no_rules, fmt=fmt, batch_size=batch_size, cache_dir=cache)
+    counts = ", ".join(f"{k}: {v}" for k, v in res["status"].items())
+    console.print(f"{res['images']} images ({counts}) -> {res['out']}" + (f" (rules: {res['rules']})" if res["rules"] else ""))
+
+
+@app.command()
+def evaluate(
+    target: Path = typer.Argument(..., help="A run directory (its out-of-fold predictions), a labelled folder or Yoga-82 list (with --model), or a predictions CSV (with --data)."),
+    model: Optional[Path] = typer.Option(None, "--model", "-m", help="Run directory, to evaluate on a labelled data set."),
+    data: Optional[Path] = typer.Option(None, "--data", help="Labelled folder, to evaluate a predictions CSV."),
+    images: Optional[Path] = typer.Option(None, "--images", help="Image root for a Yoga-82 list."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output folder (tables, PNGs, report.html)."),
+) -> None:
+    """Accuracy, top-5 and macro-F1 per level, per-class table, confusion matrices, ablation, label review, report.html."""
+    from rich.table import Table
+
+    from hybridpose.jobs import evaluate as run_evaluate
+
+    res = run_evaluate(target, model=model, out=out, data=data, images=images)
+    table = Table(title=res["title"])
+    for col in ("branch", "level", "n", "top-1", "top-5", "macro-F1"):
+        table.add_column(col)
+    for r in res["metrics"]:
+        table.add_row(r["branch"], r["level"], str(r["n"]), _num(r["top1"]), _num(r["top5"]), _num(r["macro_f1"]))
+    console.print(table)
+    console.print(f"report: {res['report']}")
+
+
+@app.command()
+def explain(
+    inputs: Path = typer.Argument(..., help="An image or a folder of images."),
+    model: Path = typer.Option(..., "--model", "-m", help="Run directory written by `hybridpose fit`."),
+    out: Path = typer.Option(Path("explain"), "--out", "-o", help="Output folder for the PNGs."),
+    method: str = typer.Option("hirescam", "--method", help="hirescam, xgradcam or gradcam."),
+    tsne: Optional[Path] = typer.Option(None, "--tsne", help="Also plot a t-SNE of the embeddings of this labelled folder."),
+    limit: int = typer.Option(48, "--limit", help="At most this many photos."),
+) -> None:
+    """Per photo: crop with keypoints, CAM overlay of the predicted class, top-5 and the rule that fired."""
+    from hybridpose.explain import explain as run_explain
+
+    res = run_explain(inputs, model, out, method=method, tsne=tsne, limit=limit)
+    console.print(f"{res['photos']} explanations in {out}; contact sheet {res['contact_sheet']}"
+                  + (f"; t-SNE {res['tsne']}" if "tsne" in res else ""))
+
+
 def _print_summary(summary: dict, path: Path) -> None:
     counts = ", ".join(f"{k}: {v}" for k, v in summary["status"].items())
     console.print(f"[bold]{summary['images']}[/] images ({counts}) in {summary['seconds']:.1f} s -> {path}")

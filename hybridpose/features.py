@@ -7,6 +7,8 @@ change when the photo is mirrored; rules prefer those.
 """
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pandas as pd
 
@@ -83,8 +85,10 @@ def normalise(kp: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     hip = _mid(xy, "left_hip", "right_hip")
     shoulder = _mid(xy, "left_shoulder", "right_shoulder")
     scale = np.linalg.norm((shoulder - hip)[:, :2], axis=-1)
-    span = np.nanmax(xy[..., 1], axis=1) - np.nanmin(xy[..., 1], axis=1) if len(xy) else np.zeros(0)
-    scale = np.where(scale > 1e-6, scale, np.maximum(span / 3, 1e-6))
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # rows without a person are all NaN
+        span = np.nanmax(xy[..., 1], axis=1) - np.nanmin(xy[..., 1], axis=1) if len(xy) else np.zeros(0)
+        scale = np.where(scale > 1e-6, scale, np.maximum(span / 3, 1e-6))
     out = (xy - hip[:, None, :]) / scale[:, None, None]
     return out, scale
 

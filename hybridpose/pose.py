@@ -12,13 +12,16 @@ import os
 import sqlite3
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Iterable, Iterator, Sequence
 
 import numpy as np
 import pandas as pd
 
 from .images import ImageLoadError, load_image
 from .progress import progress_bar
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 KEYPOINT_NAMES = [
     "nose", "left_eye_inner", "left_eye", "left_eye_outer", "right_eye_inner", "right_eye",
@@ -92,17 +95,31 @@ def analyse(path: str | Path, estimator: PoseEstimator) -> PoseResult:
         image = load_image(path, max_side=POSE_MAX_SIDE)
     except ImageLoadError as e:
         return PoseResult(status=e.status, reason=e.reason)
+    return analyse_array(image.rgb, image.width, image.height, estimator)
+
+
+def analyse_loaded(image: "Image.Image", estimator: PoseEstimator) -> PoseResult:
+    """Same as ``analyse`` for a full-size RGB PIL image already in memory."""
+    small = image
+    if max(image.size) > POSE_MAX_SIDE:
+        small = image.copy()
+        small.thumbnail((POSE_MAX_SIDE, POSE_MAX_SIDE))
+    return analyse_array(np.asarray(small), image.width, image.height, estimator)
+
+
+def analyse_array(rgb: np.ndarray, width: int, height: int, estimator: PoseEstimator) -> PoseResult:
+    """Keypoints in pixels of the original ``width`` x ``height`` photo, from a (maybe smaller) ``rgb``."""
     try:
-        norm = estimator.landmarks(image.rgb)
+        norm = estimator.landmarks(rgb)
     except Exception as e:  # the pose graph rejecting an odd frame must not end the run
-        return PoseResult("unreadable", f"pose model failed: {e}", image.width, image.height)
+        return PoseResult("unreadable", f"pose model failed: {e}", width, height)
     if norm is None:
-        return PoseResult("no_person", "MediaPipe found no person", image.width, image.height)
+        return PoseResult("no_person", "MediaPipe found no person", width, height)
     kp = norm.copy()
-    kp[:, 0] *= image.width
-    kp[:, 1] *= image.height
-    kp[:, 2] *= image.width  # MediaPipe's z uses roughly the scale of x
-    return PoseResult("ok", "", image.width, image.height, person_box(kp, image.width, image.height), kp.round(3).tolist())
+    kp[:, 0] *= width
+    kp[:, 1] *= height
+    kp[:, 2] *= width  # MediaPipe's z uses roughly the scale of x
+    return PoseResult("ok", "", width, height, person_box(kp, width, height), kp.round(3).tolist())
 
 
 def person_box(kp: np.ndarray, width: int, height: int) -> tuple[float, float, float, float]:
@@ -229,7 +246,7 @@ def extract(
     finally:
         if cache is not None:
             cache.close()
-    return _table(paths, shas, results)
+    return make_table(paths, shas, results)
 
 
 def _first_of_each_hash(indices: list[int], shas: list[str | None]) -> list[int]:
@@ -268,7 +285,7 @@ def _fill_duplicates(shas, results) -> None:
             results[i] = by_sha[shas[i]]
 
 
-def _table(paths: list[str], shas: list[str | None], results: list[PoseResult | None]) -> pd.DataFrame:
+def make_table(paths: list[str], shas: list[str | None], results: list[PoseResult | None]) -> pd.DataFrame:
     rows = np.full((len(paths), 4 + len(KEYPOINT_COLUMNS)), np.nan)
     for i, r in enumerate(results):
         assert r is not None
@@ -276,14 +293,12 @@ def _table(paths: list[str], shas: list[str | None], results: list[PoseResult | 
             rows[i, :4] = r.box
         if r.keypoints is not None:
             rows[i, 4:] = np.asarray(r.keypoints).reshape(-1)
-    frame = pd.DataFrame(rows, columns=[*BOX_COLUMNS, *KEYPOINT_COLUMNS])
-    frame.insert(0, "height", [r.height for r in results])  # type: ignore[union-attr]
-    frame.insert(0, "width", [r.width for r in results])  # type: ignore[union-attr]
-    frame.insert(0, "reason", [r.reason for r in results])  # type: ignore[union-attr]
-    frame.insert(0, "status", [r.status for r in results])  # type: ignore[union-attr]
-    frame.insert(0, "sha256", [s or "" for s in shas])
-    frame.insert(0, "path", paths)
-    return frame
+    head = pd.DataFrame({
+        "path": paths, "sha256": [s or "" for s in shas],
+        "status": [r.status for r in results], "reason": [r.reason for r in results],  # type: ignore[union-attr]
+        "width": [r.width for r in results], "height": [r.height for r in results],  # type: ignore[union-attr]
+    })
+    return pd.concat([head, pd.DataFrame(rows, columns=[*BOX_COLUMNS, *KEYPOINT_COLUMNS])], axis=1)
 
 
 def keypoints_array(table: pd.DataFrame) -> np.ndarray:

@@ -9,6 +9,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 console = Console(stderr=True)
+if not console.is_terminal:
+    console.width = 160  # logs and CI: do not squeeze tables into 80 columns
 
 
 def _enabled(enabled: bool) -> bool:

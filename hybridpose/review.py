@@ -12,15 +12,16 @@ from .hierarchy import Hierarchy
 from .metrics import labels, level_probs, predictions, truth
 from .plots import contact_sheet
 
-TOP_LOSS_COLUMNS = ["path", "true", "predicted", "p_true", "p_pred", "loss"]
+TOP_LOSS_COLUMNS = ["path", "true", "predicted", "correct", "p_true", "p_pred", "loss"]
 DUPLICATE_COLUMNS = ["group", "path", "label"]
 # Probabilities are clipped here so a zero probability gives a finite loss.
 EPS = 1e-12
 
 
 def top_losses(frame: pd.DataFrame, hierarchy: Hierarchy, branch: str = "fused", n: int = 24) -> pd.DataFrame:
-    """The n wrongly classified photos with the largest cross-entropy of the true leaf
-    under the branch's leaf probabilities (rows where the branch abstained are skipped)."""
+    """The n photos with the largest cross-entropy of the true leaf under the branch's leaf
+    probabilities: the wrong ones first, then the least sure right ones, which are worth a look
+    when cleaning labels too (rows where the branch abstained are skipped)."""
     leaf = hierarchy.leaf_level
     probs = level_probs(frame, hierarchy, branch, leaf)
     true, pred = truth(frame, leaf), predictions(frame, hierarchy, branch, leaf)
@@ -32,12 +33,12 @@ def top_losses(frame: pd.DataFrame, hierarchy: Hierarchy, branch: str = "fused",
     rows = []
     for i in range(len(frame)):
         t, q = true[i], pred[i]
-        if t is None or q is None or t == q or not np.isfinite(p[i]).any():
+        if t is None or q is None or not np.isfinite(p[i]).any():
             continue
         p_true = float(p[i, index[t]]) if t in index else 0.0
         p_pred = float(p[i, index[q]]) if q in index else math.nan
         loss = -math.log(min(max(p_true, EPS), 1.0))
-        rows.append((paths[i], t, q, p_true, p_pred, loss))
+        rows.append((paths[i], t, q, t == q, p_true, p_pred, loss))
     out = pd.DataFrame(rows, columns=TOP_LOSS_COLUMNS)
     return out.sort_values("loss", ascending=False, kind="stable").head(n).reset_index(drop=True)
 

@@ -92,12 +92,16 @@ def test_yoga82_table_written_for_yoga82_levels(tmp_path):
     assert summary["yoga82"] is not None
 
 
-def test_top_losses_are_confident_mistakes(evaluated):
+def test_top_losses_rank_every_photo_by_loss(evaluated):
     frame, h = evaluated[:2]
-    losses = top_losses(frame, h, "fused", n=10)
-    assert list(losses.columns) == ["path", "true", "predicted", "p_true", "p_pred", "loss"]
-    assert len(losses) == 10
-    assert (losses["true"] != losses["predicted"]).all()
+    losses = top_losses(frame, h, "fused", n=len(frame))
+    assert list(losses.columns) == ["path", "true", "predicted", "correct", "p_true", "p_pred", "loss"]
+    assert len(losses) == len(frame)
+    assert (losses["correct"] == (losses["true"] == losses["predicted"])).all()
+    wrong_first = losses["correct"].to_numpy()
+    # a wrong photo never has a higher true-class probability than a right one ranked above it here
+    assert losses.loc[~wrong_first, "loss"].min() >= losses.loc[wrong_first, "loss"].min() or wrong_first.all()
+    losses = losses.head(10)
     assert losses["loss"].is_monotonic_decreasing
     np.testing.assert_allclose(losses["loss"], -np.log(losses["p_true"]))
     row = frame.set_index("path").loc[losses["path"][0]]

@@ -19,7 +19,7 @@ from .. import atomic
 from ..datasets import Dataset, load_dataset
 from ..errors import RunError
 from ..folds import make_folds
-from ..fusion import Fusion, to_level
+from ..fusion import Fusion, cross_fitted, to_level
 from ..hierarchy import Hierarchy
 from ..keypoint_model import KeypointClassifier
 from ..pose import extract, keypoints_array
@@ -226,7 +226,7 @@ def finish(ctx: RunContext, poses: pd.DataFrame, fold_of: np.ndarray) -> dict:
     y_leaf = make_labels(ctx.ds).leaf
     fusion = Fusion(h).fit(image, kp_leaf, y_leaf)
     atomic.write_json(out / "fusion.json", fusion.to_dict())
-    fused = fusion.predict_proba(image, kp_leaf)
+    fused = cross_fitted(h, image, kp_leaf, y_leaf, fold_of)  # honest: fusion fitted on the other folds
     frame = oof_frame(ctx.ds, poses, fold_of, image, kp_leaf, fused)
     atomic.write_csv(out / "oof_predictions.csv", frame)
     from .curves import plot_training_curves

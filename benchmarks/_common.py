@@ -1,0 +1,146 @@
+"""Shared helpers of the benchmark scripts: photo selection, temp caches, tables, JSON, machine info.
+
+Nothing here times anything; each script measures its own loops.
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import resource
+import sys
+import tempfile
+from pathlib import Path
+from typing import Sequence
+
+REPO = Path(__file__).resolve().parent.parent
+DEFAULT_DATA = REPO.parent / "shared" / "data" / "yoga8"
+SAMPLE_DATA = REPO / "data" / "sample"
+
+
+def setup_env() -> tempfile.TemporaryDirectory:
+    """Quiet progress bars and a throwaway pose cache, so a benchmark never touches the user's cache.
+
+    Returns the TemporaryDirectory (keep a reference; it is removed at exit). Every measurement
+    also passes its own explicit fresh cache directory; this only guards code paths that fall back
+    to HYBRIDPOSE_CACHE.
+    """
+    os.environ.setdefault("HYBRIDPOSE_NO_PROGRESS", "1")
+    os.environ.setdefault("GLOG_minloglevel", "2")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    tmp = tempfile.TemporaryDirectory(prefix="hybridpose-bench-")
+    if "HYBRIDPOSE_CACHE" not in os.environ:
+        os.environ["HYBRIDPOSE_CACHE"] = str(Path(tmp.name) / "default-cache")
+    return tmp
+
+
+def resolve_data(data: str | None) -> Path:
+    path = Path(data) if data else DEFAULT_DATA
+    if not path.exists() and data is None and SAMPLE_DATA.exists():
+        print(f"note: {path} not found; using {SAMPLE_DATA}", file=sys.stderr)
+        path = SAMPLE_DATA
+    if not path.exists():
+        sys.exit(f"{path}: no such folder (give --data DIR)")
+    return path
+
+
+def spread(items: Sequence, n: int | None) -> list:
+    """``n`` items evenly spaced over ``items`` (all of them when n is None or too big).
+
+    The photo lists are sorted by class folder, so taking the first n would test one class only.
+    """
+    items = list(items)
+    if n is None or n >= len(items):
+        return items
+    if n <= 0:
+        return []
+    step = len(items) / n
+    return [items[int(i * step)] for i in range(n)]
+
+
+def machine_info() -> dict:
+    import torch
+
+    info = {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpu_count": os.cpu_count(),
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "load_average_1min_at_end": load_average(),
+    }
+    try:
+        info["affinity_cpus"] = len(os.sched_getaffinity(0))
+    except AttributeError:
+        pass
+    return info
+
+
+def load_average() -> float | None:
+    try:
+        return round(os.getloadavg()[0], 2)
+    except OSError:
+        return None
+
+
+def busy_warning(label: str) -> str:
+    """A line to print at the start and end of a run: other jobs on the CPU skew every ratio."""
+    load, cpus = load_average(), os.cpu_count() or 1
+    line = f"load average (1 min) {label}: {load} on {cpus} CPUs"
+    if load is not None and load > 0.5:
+        line += "  <- other work on this machine? ratios may be skewed"
+    return line
+
+
+def cpu_seconds() -> float:
+    """User + system CPU time of this process and of its reaped children."""
+    s, c = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return s.ru_utime + s.ru_stime + c.ru_utime + c.ru_stime
+
+
+def print_table(title: str, header: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
+    cells = [[_fmt(v) for v in r] for r in rows]
+    widths = [max(len(str(h)), *(len(r[i]) for r in cells)) if cells else len(str(h)) for i, h in enumerate(header)]
+    print(title)
+    print("  ".join(str(h).ljust(w) if i == 0 else str(h).rjust(w) for i, (h, w) in enumerate(zip(header, widths))))
+    print("  ".join("-" * w for w in widths))
+    for r in cells:
+        print("  ".join(v.ljust(w) if i == 0 else v.rjust(w) for i, (v, w) in enumerate(zip(r, widths))))
+    print()
+
+
+def _fmt(v: object) -> str:
+    if isinstance(v, float):
+        if v != v:
+            return "nan"
+        if abs(v) >= 100:
+            return f"{v:.0f}"
+        if abs(v) >= 10:
+            return f"{v:.1f}"
+        return f"{v:.2f}"
+    return "" if v is None else str(v)
+
+
+def goal_line(name: str, value: float, goal: float) -> list[object]:
+    return [name, round(value, 3), f">= {goal}", "met" if value >= goal else "NOT met"]
+
+
+def write_json(path: str | None, payload: dict) -> None:
+    if not path:
+        return
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(payload, indent=2, default=_json_default) + "\n", encoding="utf-8")
+    print(f"wrote {out}")
+
+
+def _json_default(o: object):
+    try:
+        import numpy as np
+
+        if isinstance(o, np.generic):
+            return o.item()
+    except ImportError:
+        pass
+    return str(o)

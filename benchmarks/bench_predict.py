@@ -1,0 +1,283 @@
+"""Prediction speed (end to end against the sum of its bare parts) and memory use over many photos.
+
+    /work/venv/bin/python benchmarks/bench_predict.py --model RUN [--data DIR] [--n N] [--json PATH]
+    /work/venv/bin/python benchmarks/bench_predict.py --model RUN --memory [M] [--copies link|distinct]
+
+Speed mode (default), all in one process on the same N photos (spread over the class folders):
+  end to end   `HybridPoseClassifier.predict(paths)` (batch 32) with a fresh, empty pose cache so the
+               pose model runs on every photo. Loading the run and a warm-up predict on one other
+               photo (model creation, first calls) happen before the clock starts.
+  parts        (a) decode + MediaPipe pose: PIL open + convert("RGB") + np.asarray +
+                   Pose(static_image_mode=True, model_complexity=1).process, model warmed up;
+               (b) the K fold models' forward passes (backbone + leaf head, inference mode, AMP on
+                   CUDA as predict does) on pre-made, pre-normalised crop tensors, batches of 32;
+               (c) the keypoint model's predict_proba on pre-computed keypoints, batches of 32.
+  ratio        (a + b + c) / end to end = end-to-end speed relative to the bare parts (goal >= 0.8).
+  For information: time the parts leave out (file hashing, crop cutting, fusion, rules, tables,
+  cache writes) shows as "not in the parts".
+
+Memory mode (--memory, default M=2000): a temporary folder of M photos made from the data set's
+photos cycled (hard links, or symlinks where hard links fail), predicted with
+`hybridpose.jobs.predict` (streams CSV rows batch by batch), sampling this process's peak RSS
+(ru_maxrss) and current RSS after every batch, reported after 200, 1000 and M photos.
+With --copies link the copies share content, and the pose cache keys on the content hash, so after
+the first pass over the distinct photos pose results come from the cache (decode, crops, the K CNNs
+and the keypoint model still run for every photo). --copies distinct writes real copies, each with a
+few unique bytes after the image data, so every photo also runs the pose model (slower).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _common  # noqa: E402
+
+
+def sync(device) -> None:
+    import torch
+
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+def current_rss_mb() -> float:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return float("nan")
+
+
+# ---------------------------------------------------------------------------- speed
+def bare_pose(paths: list[str]) -> float:
+    import mediapipe
+    import numpy as np
+    from PIL import Image
+
+    def load(p: str):
+        with Image.open(p) as im:
+            return np.asarray(im.convert("RGB"))
+
+    pose = mediapipe.solutions.pose.Pose(static_image_mode=True, model_complexity=1)
+    pose.process(load(paths[0]))  # warm-up
+    t0 = time.perf_counter()
+    for p in paths:
+        pose.process(load(p))
+    wall = time.perf_counter() - t0
+    pose.close()
+    return wall
+
+
+def bare_cnn(clf, crops, batch_size: int) -> float:
+    import torch
+
+    from hybridpose.classifier import _autocast
+
+    xs = [((crops[i : i + batch_size].float() / 255 - clf.mean) / clf.std).to(clf.device)
+          for i in range(0, len(crops), batch_size)]
+    with torch.inference_mode(), _autocast(clf.device):
+        for model in clf.models:  # warm-up
+            model(xs[0])
+        sync(clf.device)
+        t0 = time.perf_counter()
+        for x in xs:
+            for model in clf.models:
+                model(x)
+        sync(clf.device)
+    return time.perf_counter() - t0
+
+
+def bare_keypoint(clf, kp, batch_size: int) -> float:
+    clf.keypoint.predict_proba(kp[:batch_size])  # warm-up
+    t0 = time.perf_counter()
+    for i in range(0, len(kp), batch_size):
+        clf.keypoint.predict_proba(kp[i : i + batch_size])
+    return time.perf_counter() - t0
+
+
+def speed(args, tmp: Path, data: Path) -> dict:
+    from hybridpose.classifier import HybridPoseClassifier
+    from hybridpose.datasets import list_images
+    from hybridpose.pose import keypoints_array, summarize
+
+    everything = [str(p) for p in list_images(data)]
+    paths = _common.spread(everything, args.n)
+    if not paths:
+        sys.exit(f"{data}: no images")
+    chosen = set(paths)
+    others = [p for p in everything if p not in chosen]
+    warm = others[0] if others else paths[0]
+
+    t0 = time.perf_counter()
+    clf = HybridPoseClassifier.load(args.model)
+    t_load = time.perf_counter() - t0
+    k = len(clf.models)
+    print(f"{len(paths)} photos from {data}; model {args.model}: {k} fold models, input {clf.meta['input_size']} px, "
+          f"device {clf.device}; {os.cpu_count()} CPUs, torch threads {__import__('torch').get_num_threads()}\n")
+
+    clf.cache_dir = Path(tempfile.mkdtemp(prefix="warm-", dir=tmp))
+    t0 = time.perf_counter()
+    clf.predict([warm], batch_size=args.batch_size)
+    t_warm = time.perf_counter() - t0
+
+    clf.cache_dir = Path(tempfile.mkdtemp(prefix="e2e-", dir=tmp))  # fresh: the pose model runs on every photo
+    t0 = time.perf_counter()
+    table = clf.predict(paths, batch_size=args.batch_size)
+    sync(clf.device)
+    t_e2e = time.perf_counter() - t0
+    n = len(paths)
+
+    # the same photos' poses and crops, now from the (warm) cache: inputs of the bare parts
+    poses, crops = clf.poses_and_crops(paths)
+    t_a = bare_pose(paths)
+    t_b = bare_cnn(clf, crops, args.batch_size)
+    t_c = bare_keypoint(clf, keypoints_array(poses), args.batch_size)
+    parts = t_a + t_b + t_c
+    ms = lambda t: 1000 * t / n  # noqa: E731
+    ratio = parts / t_e2e
+
+    _common.print_table("Prediction, ms per photo", ["step", "ms/photo", "images/s"], [
+        ["(a) decode + MediaPipe pose (bare)", ms(t_a), n / t_a],
+        [f"(b) {k} fold CNN forwards, batch {args.batch_size} (bare)", ms(t_b), n / t_b],
+        ["(c) keypoint model predict_proba (bare)", ms(t_c), n / t_c],
+        ["sum of parts (a+b+c)", ms(parts), n / parts],
+        ["end to end: HybridPoseClassifier.predict", ms(t_e2e), n / t_e2e],
+        ["  not in the parts (e2e - sum)", ms(t_e2e - parts), None],
+    ])
+    _common.print_table("Goal", ["ratio", "value", "goal", ""],
+                        [_common.goal_line("sum of parts / end to end", ratio, 0.8)])
+    print(f"not timed: loading the run {t_load:.1f} s, warm-up predict of 1 photo {t_warm:.1f} s; "
+          f"statuses {summarize(poses)}; {int((table['status'] == 'ok').sum())}/{n} predicted with a person")
+    return {"benchmark": "predict", "mode": "speed", "model": str(args.model), "data": str(data), "n_photos": n,
+            "k_models": k, "batch_size": args.batch_size, "device": str(clf.device), "machine": _common.machine_info(),
+            "load_seconds": t_load, "warmup_seconds": t_warm,
+            "ms_per_photo": {"a_decode_pose": ms(t_a), "b_cnn": ms(t_b), "c_keypoint": ms(t_c), "sum_parts": ms(parts),
+                             "end_to_end": ms(t_e2e), "not_in_parts": ms(t_e2e - parts)},
+            "ratio_parts_over_e2e": ratio, "goals": {"ratio_parts_over_e2e": 0.8}}
+
+
+# ---------------------------------------------------------------------------- memory
+def make_copies(sources: list[Path], m: int, folder: Path, mode: str) -> str:
+    folder.mkdir(parents=True)
+    how = set()
+    for i in range(m):
+        src = sources[i % len(sources)]
+        dst = folder / f"{i:06d}{src.suffix.lower()}"
+        if mode == "distinct":
+            shutil.copyfile(src, dst)
+            with open(dst, "ab") as fh:  # decoders stop at the end of the image; the hash changes
+                fh.write(b"\0hybridpose-bench-copy-%d" % i)
+            how.add("copy")
+            continue
+        try:
+            os.link(src, dst)
+            how.add("hard link")
+        except OSError:
+            os.symlink(os.path.abspath(src), dst)
+            how.add("symlink")
+    return "+".join(sorted(how))
+
+
+def memory(args, tmp: Path, data: Path) -> dict:
+    from hybridpose import jobs
+    from hybridpose.classifier import HybridPoseClassifier
+    from hybridpose.datasets import list_images
+
+    m = args.memory
+    sources = list_images(data)
+    if not sources:
+        sys.exit(f"{data}: no images")
+    folder = tmp / "photos"
+    how = make_copies(sources, m, folder, args.copies)
+    distinct = min(m, len(sources)) if args.copies == "link" else m
+    checkpoints = sorted({c for c in (200, 1000, m) if c <= m})
+
+    samples: list[dict] = []
+    original = HybridPoseClassifier.iter_predict
+    t_start = time.perf_counter()
+
+    def sampled(self, paths, *a, **kw):
+        done = 0
+        for frame in original(self, paths, *a, **kw):
+            done += len(frame)
+            samples.append({"photos": done, "peak_rss_mb": peak_rss_mb(), "rss_mb": current_rss_mb(),
+                            "seconds": time.perf_counter() - t_start})
+            yield frame
+
+    HybridPoseClassifier.iter_predict = sampled  # sampling hook; this process only
+    rss_before = {"peak_rss_mb": peak_rss_mb(), "rss_mb": current_rss_mb()}
+    try:
+        result = jobs.predict(folder, args.model, tmp / "predictions.csv", batch_size=args.batch_size,
+                              show_progress=False, cache_dir=tmp / "pose-cache")
+    finally:
+        HybridPoseClassifier.iter_predict = original
+    wall = time.perf_counter() - t_start
+
+    rows, at = [], {}
+    for c in checkpoints:
+        s = next(x for x in samples if x["photos"] >= c)
+        at[c] = s
+        rows.append([f"after {s['photos']} photos", s["peak_rss_mb"], s["rss_mb"], s["seconds"]])
+    first = samples[0]
+    _common.print_table(f"Memory of jobs.predict over {m} photos ({how}; {distinct} distinct contents)",
+                        ["when", "peak RSS MB", "RSS MB", "seconds"],
+                        [["before predict (imports only)", rss_before["peak_rss_mb"], rss_before["rss_mb"], 0.0],
+                         [f"after the first batch ({first['photos']} photos)", first["peak_rss_mb"], first["rss_mb"],
+                          first["seconds"]], *rows])
+    lo, hi = at[checkpoints[0]], at[checkpoints[-1]]
+    if lo is hi:  # one checkpoint only (M <= 200): measure from the first batch
+        lo = first
+    growth = hi["peak_rss_mb"] - lo["peak_rss_mb"]
+    print(f"peak RSS growth from {lo['photos']} to {hi['photos']} photos: {growth:+.0f} MB "
+          f"({growth / max(1, hi['photos'] - lo['photos']) * 1000:+.1f} MB per 1000 photos); "
+          f"{m / wall:.1f} photos/s overall; statuses {result['status']}")
+    if args.copies == "link":
+        print(f"note: the copies are links to {len(sources)} photos; identical content is served from the pose cache "
+              "after its first occurrence, so photos past the first pass skip the pose model (use --copies distinct "
+              "to run it on every photo).")
+    return {"benchmark": "predict", "mode": "memory", "model": str(args.model), "data": str(data), "photos": m,
+            "copies": how, "distinct_contents": distinct, "batch_size": args.batch_size,
+            "machine": _common.machine_info(), "before": rss_before, "samples": samples,
+            "at": {str(c): at[c] for c in checkpoints}, "peak_growth_mb": growth, "seconds": wall,
+            "status": result["status"]}
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", required=True, help="a run folder made by `hybridpose fit`")
+    ap.add_argument("--data", help=f"image folder (default {_common.DEFAULT_DATA})")
+    ap.add_argument("--n", type=int, default=64, help="photos for the speed test (default 64)")
+    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--memory", type=int, nargs="?", const=2000, default=None, metavar="M",
+                    help="memory mode: predict a folder of M photo copies (default 2000)")
+    ap.add_argument("--copies", choices=["link", "distinct"], default="link",
+                    help="memory mode: links to the data's photos (pose cache hits) or distinct copies")
+    ap.add_argument("--json", help="also write the numbers to this JSON file")
+    args = ap.parse_args(argv)
+    tmpdir = _common.setup_env()
+    tmp = Path(tmpdir.name)
+    data = _common.resolve_data(args.data)
+    load_start = _common.load_average()
+    print(_common.busy_warning("at start") + "\n")
+    payload = memory(args, tmp, data) if args.memory else speed(args, tmp, data)
+    print(_common.busy_warning("at end"))
+    payload["load_average_1min_at_start"] = load_start
+    _common.write_json(args.json, payload)
+    return payload
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,30 @@
+"""hybridpose: which pose is the person in the photo holding, at every level of a class hierarchy.
+
+Heavy parts (torch, MediaPipe) load on first use, so `import hybridpose` stays fast.
+"""
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+_LAZY = {
+    "HybridPoseClassifier": "hybridpose.classifier",
+    "KeypointClassifier": "hybridpose.keypoint_model",
+    "Hierarchy": "hybridpose.hierarchy",
+    "load_dataset": "hybridpose.datasets",
+    "extract": "hybridpose.pose",
+    "fit": "hybridpose.train.fit",
+    "calibrate": "hybridpose.jobs",
+    "predict": "hybridpose.jobs",
+    "evaluate": "hybridpose.jobs",
+    "RuleSet": "hybridpose.refine",
+}
+
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'hybridpose' has no attribute {name!r}")

@@ -1,0 +1,173 @@
+"""`hybridpose explain`: why the model decided as it did.
+
+Per photo: the crop with its keypoints, the class activation map of the predicted class
+(pytorch-grad-cam: HiResCAM, XGrad-CAM or Grad-CAM, averaged over the K fold models), the
+top-5 with probabilities and the rule that fired. Also a t-SNE of backbone embeddings.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+
+from . import atomic
+from .classifier import HybridPoseClassifier
+from .crops import crop_square
+from .datasets import list_images, load_dataset
+from .errors import DatasetError
+from .plots import contact_sheet
+from .pose import keypoints_array
+from .train.cam import BODY_SEGMENTS
+from .features import K
+
+
+def grad_cam_class(method: str):
+    from pytorch_grad_cam import GradCAM, HiResCAM, XGradCAM
+
+    methods = {"hirescam": HiResCAM, "xgradcam": XGradCAM, "gradcam": GradCAM}
+    if method not in methods:
+        raise DatasetError(f"unknown CAM method {method!r}; choose one of {sorted(methods)}.")
+    return methods[method]
+
+
+def cam_maps(clf: HybridPoseClassifier, crops: torch.Tensor, targets: Sequence[int], method: str = "hirescam") -> np.ndarray:
+    """B x H x W maps in [0, 1] for leaf class ``targets``, averaged over the fold models."""
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    x = ((crops.float() / 255 - clf.mean) / clf.std).to(clf.device)
+    maps = []
+    for model in clf.models:
+        with grad_cam_class(method)(model=model, target_layers=[model.cam_layer]) as cam:
+            maps.append(cam(input_tensor=x, targets=[ClassifierOutputTarget(int(t)) for t in targets]))
+    m = np.mean(maps, axis=0)
+    return m / np.maximum(m.max(axis=(1, 2), keepdims=True), 1e-8)
+
+
+def explain(inputs: str | Path, run: str | Path, out: str | Path, *, method: str = "hirescam",
+            tsne: str | Path | None = None, limit: int = 48) -> dict:
+    inputs, out = Path(inputs), Path(out)
+    paths = (list_images(inputs) if inputs.is_dir() else [inputs])[:limit]
+    if not paths:
+        raise DatasetError(f"{inputs}: no images found.")
+    clf = HybridPoseClassifier.load(run)
+    written, sheet = [], []
+    for i in range(0, len(paths), 16):
+        chunk = paths[i : i + 16]
+        poses, crops = clf.poses_and_crops(chunk)
+        b = clf.branches_from(poses, crops)
+        targets = [clf.hierarchy.leaves.index(leaf) for leaf in b.leaf]
+        maps = cam_maps(clf, crops, targets, method)
+        for j, path in enumerate(chunk):
+            png = out / f"{Path(path).stem}_explain.png"
+            _figure(png, crops[j], maps[j], _crop_keypoints(clf, poses.iloc[j]), b, j, clf, method)
+            written.append(str(png))
+            conf = b.fused[clf.hierarchy.leaf_level][j, targets[j]]
+            sheet.append((_overlay(crops[j], maps[j]), [Path(path).name, f"{b.leaf[j]} {conf:.2f}",
+                                                         f"rule: {b.rule[j]}" if b.rule[j] else "no rule"]))
+    contact_sheet(sheet, out / "explain_contact_sheet.png", cols=5, thumb=240)
+    result = {"photos": len(written), "files": written, "contact_sheet": str(out / "explain_contact_sheet.png")}
+    if tsne is not None:
+        result["tsne"] = str(tsne_plot(clf, tsne, out / "tsne.png"))
+    return result
+
+
+def _overlay(crop: torch.Tensor, cam: np.ndarray):
+    from PIL import Image
+    from pytorch_grad_cam.utils.image import show_cam_on_image
+
+    rgb = crop.permute(1, 2, 0).numpy().astype(np.float32) / 255
+    return Image.fromarray(show_cam_on_image(rgb, cam.astype(np.float32), use_rgb=True, image_weight=0.6))
+
+
+def _crop_keypoints(clf: HybridPoseClassifier, row: pd.Series) -> np.ndarray | None:
+    if row["status"] != "ok":
+        return None
+    kp = keypoints_array(row.to_frame().T)[0]
+    sq = crop_square((row["box_x0"], row["box_y0"], row["box_x1"], row["box_y1"]), row["width"], row["height"],
+                     clf.meta["eval_margin"])
+    pts = sq.to_crop(kp[:, :2], clf.meta["input_size"])
+    return np.concatenate([pts, kp[:, 3:4]], axis=1)
+
+
+def _figure(path: Path, crop: torch.Tensor, cam: np.ndarray, kp: np.ndarray | None, b, j: int,
+            clf: HybridPoseClassifier, method: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rgb = crop.permute(1, 2, 0).numpy()
+    fig, axes = plt.subplots(1, 3, figsize=(11, 3.9), gridspec_kw={"width_ratios": [1, 1, 1.15]})
+    axes[0].imshow(rgb)
+    if kp is not None:
+        for a, c in BODY_SEGMENTS:
+            p, q = kp[K[a]], kp[K[c]]
+            if min(p[2], q[2]) > 0.3:
+                axes[0].plot([p[0], q[0]], [p[1], q[1]], color="#00e676", lw=2)
+        vis = kp[:, 2] > 0.3
+        axes[0].scatter(kp[vis, 0], kp[vis, 1], s=10, c="#ff1744", zorder=3)
+    axes[0].set_title("crop + keypoints" if kp is not None else "no person found: whole photo", fontsize=10)
+    axes[1].imshow(rgb)
+    axes[1].imshow(cam, cmap="jet", alpha=0.45, extent=(0, rgb.shape[1], rgb.shape[0], 0), interpolation="bilinear")
+    axes[1].set_title(f"{method} for '{b.leaf[j]}'", fontsize=10)
+    for ax in axes[:2]:
+        ax.axis("off")
+    _top5(axes[2], b, j, clf)
+    fig.suptitle(Path(b.poses["path"].iat[j]).name, fontsize=11)
+    fig.tight_layout()
+    atomic.save_figure(path, fig, dpi=100)
+    plt.close(fig)
+
+
+def _top5(ax, b, j: int, clf: HybridPoseClassifier) -> None:
+    leaves = clf.hierarchy.leaves
+    p = b.fused[clf.hierarchy.leaf_level][j]
+    order = np.argsort(-p)[:5][::-1]
+    ax.barh(range(len(order)), p[order], color=["#1976d2" if leaves[i] == b.leaf[j] else "#90caf9" for i in order])
+    ax.set_yticks(range(len(order)), [leaves[i] for i in order], fontsize=9)
+    ax.set_xlim(0, 1)
+    for y, i in enumerate(order):
+        ax.text(min(p[i] + 0.02, 0.8), y, f"{p[i]:.2f}", va="center", fontsize=9)
+    img_top = leaves[int(b.image[clf.hierarchy.leaf_level][j].argmax())]
+    kp_row = b.keypoint_leaf[j]
+    kp_top = leaves[int(kp_row.argmax())] if np.isfinite(kp_row).all() else "abstains"
+    labels = " > ".join(clf.hierarchy.ancestor(b.leaf[j], lv) for lv in reversed(clf.hierarchy.levels))
+    ax.set_title(f"{labels}\nrule: {b.rule[j] or 'none'} | image: {img_top} | keypoints: {kp_top}", fontsize=8)
+    ax.set_xlabel("fused probability (top 5)")
+
+
+def tsne_plot(clf: HybridPoseClassifier, data: str | Path, path: Path) -> Path:
+    """2-D t-SNE of the mean backbone embedding over the fold models, coloured by class."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from sklearn.manifold import TSNE
+
+    ds = load_dataset(data)
+    embs = []
+    for i in range(0, len(ds), 64):
+        _, crops = clf.poses_and_crops(ds.paths[i : i + 64])
+        x = ((crops.float() / 255 - clf.mean) / clf.std).to(clf.device)
+        with torch.inference_mode():
+            embs.append(np.mean([m.forward_all(x).embedding.float().cpu().numpy() for m in clf.models], axis=0))
+    emb = np.concatenate(embs)
+    xy = TSNE(n_components=2, perplexity=min(30, max(5, len(emb) // 4)), init="pca", random_state=0).fit_transform(emb)
+    fig, ax = plt.subplots(figsize=(8, 7))
+    classes = sorted(set(ds.labels))
+    colours = plt.cm.tab20(np.linspace(0, 1, max(len(classes), 2)))
+    labels = np.array(ds.labels)
+    for c, col in zip(classes, colours):
+        m = labels == c
+        ax.scatter(xy[m, 0], xy[m, 1], s=14, color=col, label=c, alpha=0.85)
+    ax.legend(fontsize=8, markerscale=1.5, loc="best", ncol=1 if len(classes) <= 12 else 2)
+    ax.set_title(f"t-SNE of backbone embeddings ({len(emb)} photos of {Path(data).name})")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    fig.tight_layout()
+    atomic.save_figure(path, fig)
+    plt.close(fig)
+    return path

@@ -1,0 +1,164 @@
+"""The jobs behind `calibrate`, `predict` and `evaluate`, callable from Python."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from . import atomic
+from .classifier import HybridPoseClassifier, _read_config
+from .datasets import list_images, load_dataset
+from .errors import DatasetError, RunError
+from .features import features
+from .hierarchy import Hierarchy
+from .pose import keypoints_array
+from .refine import RuleSet, calibrate_rules, crossval_rules
+
+
+def load_oof(run: Path) -> tuple[pd.DataFrame, Hierarchy, dict]:
+    config = _read_config(run)
+    path = run / "oof_predictions.csv"
+    if not path.exists():
+        raise RunError(f"{path}: missing; the run did not finish: run the same `hybridpose fit` command again.")
+    return pd.read_csv(path, keep_default_na=False, na_values=[""]), Hierarchy.from_dict(config["hierarchy"]), config
+
+
+def run_features(run: Path, oof: pd.DataFrame) -> pd.DataFrame:
+    poses = pd.read_csv(run / "poses.csv", keep_default_na=False, na_values=[""])
+    poses = poses.set_index("path").loc[oof["path"]].reset_index()
+    return features(keypoints_array(poses))
+
+
+def calibrate(run: str | Path, *, out: str | Path | None = None, dry_run: bool = False, min_gain: float = 0.02,
+              min_fired: int = 3) -> dict:
+    """Find rules for confused sibling pairs from the run's out-of-fold predictions; see refine.py."""
+    run = Path(run)
+    oof, h, _ = load_oof(run)
+    feats = run_features(run, oof)
+    leaves, level = h.leaves, h.leaf_level
+    probs = oof[[f"fused:{level}:{c}" for c in leaves]].to_numpy(dtype=float)
+    y = list(oof[f"true_{level}"].astype(str))
+    kw = dict(min_gain=min_gain, min_fired=min_fired)
+    ruleset, table = calibrate_rules(feats, y, probs, leaves, h, **kw)
+    ruleset.meta.update({"source_run": str(run), "photos": len(oof)})
+    refined, fired = crossval_rules(feats, y, probs, leaves, h, oof["fold"].to_numpy(), **kw)
+    before = float(np.mean(np.array(leaves)[probs.argmax(1)] == np.array(y)))
+    after = float(np.mean(np.array(refined) == np.array(y)))
+    result = {"rules": ruleset, "table": table, "cv_before": before, "cv_after": after,
+              "cv_fired": int(sum(bool(f) for f in fired)), "written": []}
+    if dry_run:
+        return result
+    for lv in h.levels:
+        oof[f"rules_{lv}"] = [h.ancestor(leaf, lv) for leaf in refined]
+    oof["rule"] = fired
+    atomic.write_csv(run / "oof_predictions.csv", oof)
+    atomic.write_csv(run / "calibration.csv", table)
+    targets = [run / "rules.yaml"] + ([Path(out) / "rules.yaml" if Path(out).suffix not in (".yaml", ".yml") else Path(out)] if out else [])
+    for t in targets:
+        ruleset.save(t)
+    result["written"] = [str(t) for t in targets] + [str(run / "calibration.csv")]
+    return result
+
+
+def predict(inputs: str | Path, run: str | Path, out: str | Path, *, rules: str | Path | None = None,
+            no_rules: bool = False, fmt: str = "csv", batch_size: int = 32, show_progress: bool = True,
+            cache_dir: str | Path | None = None) -> dict:
+    """Stream predictions for every image under ``inputs`` into ``out`` (CSV or JSON lines), atomically."""
+    inputs, out = Path(inputs), Path(out)
+    if not inputs.exists():
+        raise DatasetError(f"{inputs}: no such file or folder.")
+    paths = list_images(inputs) if inputs.is_dir() else [inputs]
+    if not paths:
+        raise DatasetError(f"{inputs}: no images found (looked for .jpg, .jpeg, .png, .bmp, .webp, .tif, .gif).")
+    clf = HybridPoseClassifier.load(run, rules=rules, use_rules=not no_rules)
+    clf.cache_dir = Path(cache_dir) if cache_dir else None
+    counts: dict[str, int] = {}
+    with atomic.atomic_open(out, "w", encoding="utf-8", newline="") as fh:
+        for i, frame in enumerate(clf.iter_predict(paths, batch_size, show_progress)):
+            for s, n in frame["status"].value_counts().items():
+                counts[s] = counts.get(s, 0) + int(n)
+            if fmt == "json":
+                for rec in frame.to_dict(orient="records"):
+                    fh.write(json.dumps({k: _plain(v) for k, v in rec.items()}) + "\n")
+            else:
+                frame.to_csv(fh, header=(i == 0), index=False)
+    return {"images": len(paths), "status": counts, "out": str(out),
+            "rules": str(clf.rules.path) if clf.rules is not None and clf.rules.path else None}
+
+
+def _plain(v):
+    if isinstance(v, (np.floating, float)):
+        return None if not np.isfinite(v) else float(v)
+    if isinstance(v, np.integer):
+        return int(v)
+    return v
+
+
+def evaluate(target: str | Path, *, model: str | Path | None = None, out: str | Path | None = None,
+             data: str | Path | None = None, images: str | Path | None = None, show_progress: bool = True) -> dict:
+    """Metrics, plots, label review and report.html for a run's out-of-fold predictions (``evaluate RUN``),
+    a labelled data set with ``model``, or a predictions CSV with its labelled ``data``."""
+    from .metrics import evaluate_frame
+    from .report import write_report
+    from .review import write_review
+
+    target = Path(target)
+    folds = None
+    if (target / "config.json").exists() and model is None:
+        frame, h, _ = load_oof(target)
+        title, out_dir = f"Out-of-fold evaluation of {target}", Path(out or target / "evaluation")
+        folds = pd.read_csv(target / "folds.csv") if (target / "folds.csv").exists() else None
+    elif target.suffix == ".csv":
+        frame, h = _frame_from_predictions(target, data, images)
+        title, out_dir = f"Evaluation of {target}", Path(out or target.with_suffix("")) 
+    else:
+        if model is None:
+            raise DatasetError(f"{target}: to evaluate a data set, give the model: --model RUN.")
+        frame, h = _frame_from_dataset(target, Path(model), images, show_progress)
+        title, out_dir = f"Evaluation of {model} on {target}", Path(out or Path(model) / f"evaluation_{target.name}")
+    summary = evaluate_frame(frame, h, out_dir, title=title)
+    summary["review"] = write_review(frame, folds, h, out_dir)
+    summary["report"] = str(write_report(out_dir, summary, title=title))
+    atomic.write_csv(out_dir / "predictions_evaluated.csv", frame)
+    summary["out"] = str(out_dir)
+    return summary
+
+
+def _frame_from_dataset(data: Path, run: Path, images, show_progress: bool) -> tuple[pd.DataFrame, Hierarchy]:
+    ds = load_dataset(data, images=images)
+    clf = HybridPoseClassifier.load(run)
+    unknown = sorted(set(ds.labels) - set(clf.hierarchy.leaves))
+    if unknown:
+        raise DatasetError(f"{data}: classes {unknown} are not classes of the model {run}.")
+    h = clf.hierarchy
+    frame = pd.concat(list(clf.iter_predict(ds.paths, show_progress=show_progress, detailed=True)), ignore_index=True)
+    for lv in h.levels:
+        frame[f"true_{lv}"] = ds.level_labels(lv)
+    return frame, h
+
+
+def _frame_from_predictions(path: Path, data, images) -> tuple[pd.DataFrame, Hierarchy]:
+    if data is None:
+        raise DatasetError(f"{path}: to evaluate a predictions file, give the labelled data: --data FOLDER.")
+    ds = load_dataset(data, images=images)
+    preds = pd.read_csv(path, keep_default_na=False, na_values=[""])
+    truth = {os.path.abspath(p): y for p, y in zip(ds.paths, ds.labels)}
+    preds["_true"] = [truth.get(os.path.abspath(p)) for p in preds["path"]]
+    missing = preds["_true"].isna().sum()
+    if missing == len(preds):
+        raise DatasetError(f"{path}: none of its paths lies in {data}; predict on that folder first.")
+    preds = preds[preds["_true"].notna()].reset_index(drop=True)
+    h = ds.hierarchy
+    for lv in h.levels:
+        if lv not in preds:
+            raise DatasetError(f"{path}: no column {lv!r}; was it written by `hybridpose predict` for this hierarchy?")
+        preds[f"true_{lv}"] = [h.ancestor(y, lv) for y in preds["_true"]]
+        preds[f"rules_{lv}"] = preds[lv]
+    return preds.drop(columns=["_true"]), h
+
+
+def read_rules(path: str | Path) -> RuleSet:
+    return RuleSet.load(path)

@@ -1,0 +1,167 @@
+"""Fusion of the image and keypoint branches, and hierarchy-consistent labels."""
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from hybridpose.datasets import Dataset
+from hybridpose.fusion import Fusion, to_level
+from hybridpose.hierarchy import Hierarchy
+
+H = Hierarchy(["class", "group"], {"A": ["g1"], "B": ["g1"], "C": ["g2"], "D": ["g2"]})
+H3 = Hierarchy(["class", "subgroup", "group"], {
+    "A": ["s1", "G1"], "B": ["s1", "G1"], "C": ["s2", "G1"], "D": ["s3", "G2"], "E": ["s3", "G2"], "F": ["s4", "G2"],
+})
+
+
+def _branch(y: np.ndarray, n_classes: int, accuracy: float, rng: np.random.Generator) -> np.ndarray:
+    """Leaf probabilities that put most mass on the truth for ``accuracy`` of the rows, elsewhere at random."""
+    probs = rng.dirichlet(np.ones(n_classes), len(y))
+    right = rng.random(len(y)) < accuracy
+    target = np.where(right, y, rng.integers(0, n_classes, len(y)))
+    probs = 0.3 * probs
+    probs[np.arange(len(y)), target] += 0.7
+    return probs / probs.sum(1, keepdims=True)
+
+
+def _image_levels(leaf: np.ndarray, h: Hierarchy) -> dict[str, np.ndarray]:
+    return {lv: to_level(leaf, h, lv) for lv in h.levels}
+
+
+@pytest.fixture
+def synthetic():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 4, 600)
+    good = _branch(y, 4, 0.9, rng)
+    poor = _branch(y, 4, 0.3, rng)
+    return y, good, poor
+
+
+def test_weights_prefer_the_better_image_branch(synthetic):
+    y, good, poor = synthetic
+    f = Fusion(H).fit(_image_levels(good, H), poor, y)
+    assert set(f.weights) == {"class", "group"}
+    assert all(w >= 0.7 for w in f.weights.values()), f.weights
+
+
+def test_weights_prefer_the_better_keypoint_branch(synthetic):
+    y, good, poor = synthetic
+    f = Fusion(H).fit(_image_levels(poor, H), good, y)
+    assert all(w <= 0.3 for w in f.weights.values()), f.weights
+
+
+def test_equal_branches_share_the_weight():
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 4, 3000)
+    a, b = _branch(y, 4, 0.6, rng), _branch(y, 4, 0.6, rng)
+    f = Fusion(H).fit(_image_levels(a, H), b, y)
+    assert all(0.25 <= w <= 0.75 for w in f.weights.values()), f.weights
+
+
+def test_fit_ignores_abstaining_rows(synthetic):
+    y, good, poor = synthetic
+    kp = good.copy()
+    kp[::3] = np.nan
+    f = Fusion(H).fit(_image_levels(poor, H), kp, y)
+    assert all(w <= 0.3 for w in f.weights.values())
+    none = Fusion(H).fit(_image_levels(poor, H), np.full_like(good, np.nan), y)
+    assert none.weights == {"class": 1.0, "group": 1.0}
+
+
+def test_abstaining_keypoint_rows_use_the_image_branch_alone(synthetic):
+    y, good, poor = synthetic
+    f = Fusion(H, {"class": 0.3, "group": 0.6})
+    kp = poor[:10].copy()
+    kp[[2, 7]] = np.nan
+    image = _image_levels(good[:10], H)
+    out = f.combine(image, kp)
+    for lv in H.levels:
+        np.testing.assert_array_equal(out[lv][[2, 7]], image[lv][[2, 7]])
+        w = f.weights[lv]
+        expect = w * image[lv] + (1 - w) * to_level(kp, H, lv)
+        np.testing.assert_allclose(out[lv][[0, 1, 3]], expect[[0, 1, 3]])
+    fused = f.predict_proba(image, kp)
+    for lv in H.levels:
+        assert np.isfinite(fused[lv]).all()
+
+
+def test_round_trip_dict():
+    f = Fusion(H, {"class": 0.35, "group": 0.8})
+    g = Fusion.from_dict(H, f.to_dict())
+    assert g.weights == f.weights
+
+
+# --- hierarchy-consistent labels ----------------------------------------------------------
+
+
+def _best_path(h: Hierarchy, level_probs: dict[str, np.ndarray], row: int) -> str:
+    """Brute force: the leaf whose path has the largest product of level probabilities."""
+    def score(leaf):
+        return np.prod([level_probs[lv][row, h.classes(lv).index(h.ancestor(leaf, lv))] for lv in h.levels])
+    return max(h.leaves, key=score)
+
+
+def test_consistent_picks_the_best_path_when_level_argmaxes_disagree():
+    # leaf argmax A (in g1), group argmax g2: the per-level answers contradict each other
+    probs = {"class": np.array([[0.4, 0.1, 0.3, 0.2]]), "group": np.array([[0.2, 0.8]])}
+    q = Fusion(H).consistent(probs)
+    leaf = H.leaves[q.argmax(1)[0]]
+    assert leaf == "C"                 # 0.3 * 0.8 beats 0.4 * 0.2
+    assert H.ancestor(leaf, "group") == "g2"
+    np.testing.assert_allclose(q[0], np.array([0.08, 0.02, 0.24, 0.16]) / 0.5)
+
+
+@pytest.mark.parametrize("h", [H, H3], ids=["2 levels", "3 levels"])
+def test_consistent_argmax_is_the_best_path(h):
+    rng = np.random.default_rng(5)
+    n = 200
+    probs = {lv: rng.dirichlet(np.ones(len(h.classes(lv))) * 0.5, n) for lv in h.levels}
+    q = Fusion(h).consistent(probs)
+    assert q.shape == (n, len(h.leaves))
+    np.testing.assert_allclose(q.sum(1), 1)
+    assert (q >= 0).all()
+    for i in range(n):
+        assert h.leaves[q[i].argmax()] == _best_path(h, probs, i)
+
+
+@pytest.mark.parametrize("h", [H, H3], ids=["2 levels", "3 levels"])
+def test_predict_proba_levels_are_the_leaf_distribution_summed_up(h):
+    rng = np.random.default_rng(2)
+    n, k = 100, len(h.leaves)
+    image = {lv: rng.dirichlet(np.ones(len(h.classes(lv))), n) for lv in h.levels}
+    kp = rng.dirichlet(np.ones(k), n)
+    kp[::4] = np.nan
+    out = Fusion(h, {lv: 0.5 for lv in h.levels}).predict_proba(image, kp)
+    leaf = out[h.leaf_level]
+    for lv in h.levels:
+        np.testing.assert_allclose(out[lv], to_level(leaf, h, lv), atol=1e-12)
+        np.testing.assert_allclose(out[lv].sum(1), 1)
+
+
+def test_consistent_handles_zero_probabilities():
+    probs = {"class": np.array([[1.0, 0.0, 0.0, 0.0]]), "group": np.array([[0.0, 1.0]])}
+    q = Fusion(H).consistent(probs)
+    assert np.isfinite(q).all() and q.sum() == pytest.approx(1.0)
+
+
+def test_oof_predictions_fused_levels_agree_with_the_fused_leaf():
+    """oof_predictions.csv: `pred_fused_<level>` must be the ancestors of the fused leaf (docs/FORMATS.md)."""
+    from hybridpose.train.fit import oof_frame
+
+    # image heads: the leaf head spreads over g2's two leaves; fused leaf argmax A (in g1),
+    # while the summed leaf distribution puts more mass on g2
+    image = {"class": np.array([[0.40, 0.05, 0.30, 0.25]]), "group": np.array([[0.45, 0.55]])}
+    kp = np.full((1, 4), np.nan)  # no person: image branch alone
+    fusion = Fusion(H, {"class": 0.5, "group": 0.5})
+    fused = fusion.predict_proba(image, kp)
+    ds = Dataset(Path("."), [Path("x.jpg")], ["A"], H)
+    poses = pd.DataFrame({"status": ["no_person"]})
+    frame = oof_frame(ds, poses, np.array([1]), image, kp, fused)
+    leaf = frame["pred_fused_class"].iat[0]
+    assert leaf in H.leaves
+    assert frame["pred_fused_group"].iat[0] == H.ancestor(leaf, "group")
+    assert frame["pred_keypoint_class"].iat[0] == ""  # the keypoint branch abstained

@@ -1,0 +1,284 @@
+"""Pose front end: one row per file whatever it holds, the content-hash cache, pixel coordinates."""
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+import hybridpose.pose as pose_mod
+from hybridpose.pose import (
+    KEYPOINT_COLUMNS,
+    TABLE_COLUMNS,
+    extract,
+    keypoints_array,
+    boxes_array,
+    summarize,
+)
+from corpus import EXIF_ORIENTATION, PHOTO
+
+STATUSES = {"ok", "no_person", "unreadable", "too_small", "too_large"}
+
+
+class _NoModel:
+    """Stands in for PoseEstimator where the test says the pose model must not run."""
+
+    def __init__(self, *a, **k):
+        raise AssertionError("the pose model ran although the result should come from the cache")
+
+
+def _visible(kp: np.ndarray, threshold: float = 0.5) -> np.ndarray:
+    return kp[:, 3] >= threshold
+
+
+def _assert_keypoints_close(a: np.ndarray, b: np.ndarray, size: float, max_frac: float = 0.05,
+                            median_frac: float = 0.01) -> None:
+    """Keypoints a and b (33 x 4, pixels) agree on the points visible in both."""
+    vis = _visible(a) & _visible(b)
+    assert vis.sum() >= 15, f"only {vis.sum()} keypoints visible in both"
+    err = np.abs(a[vis, :2] - b[vis, :2])
+    assert err.max() <= max_frac * size, f"max error {err.max():.1f} px > {max_frac:.0%} of {size}"
+    assert np.median(err) <= median_frac * size, f"median error {np.median(err):.1f} px"
+
+
+@pytest.fixture(scope="module")
+def corpus_table(bad_corpus):
+    directory, expected = bad_corpus
+    paths = sorted(directory / name for name in expected)
+    return paths, expected, extract(paths, show_progress=False)
+
+
+# --- bad input --------------------------------------------------------------------------
+
+
+def test_corpus_one_row_per_file_with_expected_status(corpus_table):
+    paths, expected, table = corpus_table
+    assert list(table.columns) == TABLE_COLUMNS
+    assert list(table["path"]) == [str(p) for p in paths]
+    got = {Path(p).name: s for p, s in zip(table["path"], table["status"])}
+    assert got == expected
+    assert set(table["status"]) <= STATUSES
+
+
+def test_corpus_reasons_and_empty_keypoints(corpus_table):
+    _, _, table = corpus_table
+    for row in table.itertuples(index=False):
+        name = Path(row.path).name
+        if row.status == "ok":
+            assert row.reason == "" or pd.isna(row.reason), name
+            assert np.isfinite(row._asdict()["box_x0"]), name
+        else:
+            assert isinstance(row.reason, str) and row.reason.strip(), name
+    not_ok = table["status"] != "ok"
+    assert table.loc[not_ok, KEYPOINT_COLUMNS].isna().all().all()
+    ok = ~not_ok
+    assert table.loc[ok, KEYPOINT_COLUMNS].notna().all().all()
+    # the huge photo was measured (12000 x 9000) even though it was decoded small
+    huge = table[table["path"].str.endswith("huge.jpg")].iloc[0]
+    assert (huge["width"], huge["height"]) == (12000, 9000)
+
+
+def test_missing_and_directory_paths_do_not_raise(tmp_path):
+    (tmp_path / "a_folder.jpg").mkdir()
+    paths = [tmp_path / "missing.jpg", tmp_path / "a_folder.jpg", PHOTO]
+    table = extract(paths, show_progress=False)
+    assert list(table["status"]) == ["unreadable", "unreadable", "ok"]
+    assert all(r.strip() for r in table["reason"][:2])
+
+
+def test_summarize_counts_statuses(corpus_table):
+    _, expected, table = corpus_table
+    counts = summarize(table)
+    assert sum(counts.values()) == len(expected)
+    for status in set(expected.values()):
+        assert counts[status] == list(expected.values()).count(status)
+
+
+# --- cache ------------------------------------------------------------------------------
+
+
+def test_rerun_is_served_from_cache(corpus_table, monkeypatch):
+    paths, _, first = corpus_table
+    monkeypatch.setattr(pose_mod, "PoseEstimator", _NoModel)
+    second = extract(paths, show_progress=False)
+    pd.testing.assert_frame_equal(first, second)
+
+
+def test_cache_can_be_bypassed(tmp_path, monkeypatch):
+    extract([PHOTO], show_progress=False)  # cached now
+    monkeypatch.setattr(pose_mod, "PoseEstimator", _NoModel)
+    with pytest.raises(AssertionError, match="pose model ran"):
+        extract([PHOTO], show_progress=False, use_cache=False)
+
+
+def test_same_photo_under_another_path_comes_from_cache(tmp_path, monkeypatch):
+    first = extract([PHOTO], show_progress=False)
+    copy = tmp_path / "renamed" / "copy_of_photo.jpg"
+    copy.parent.mkdir()
+    shutil.copyfile(PHOTO, copy)
+    monkeypatch.setattr(pose_mod, "PoseEstimator", _NoModel)
+    second = extract([copy], show_progress=False)
+    assert second["path"].iloc[0] == str(copy)
+    assert second["sha256"].iloc[0] == first["sha256"].iloc[0]
+    np.testing.assert_array_equal(keypoints_array(second), keypoints_array(first))
+
+
+def test_duplicates_in_one_call_run_the_model_once(tmp_path, monkeypatch):
+    copies = []
+    for i in range(3):
+        p = tmp_path / f"dup_{i}.jpg"
+        shutil.copyfile(PHOTO, p)
+        copies.append(p)
+    calls = []
+    real = pose_mod.analyse
+
+    def counting(path, estimator):
+        calls.append(path)
+        return real(path, estimator)
+
+    monkeypatch.setattr(pose_mod, "analyse", counting)
+    table = extract(copies, show_progress=False, use_cache=False)
+    assert len(calls) == 1
+    assert list(table["status"]) == ["ok"] * 3
+    kp = keypoints_array(table)
+    np.testing.assert_array_equal(kp[0], kp[2])
+
+
+def test_separate_cache_dir_is_used(tmp_path):
+    cache = tmp_path / "cache"
+    extract([PHOTO], cache_dir=cache, show_progress=False)
+    assert (cache / "poses.sqlite").is_file()
+
+
+# --- geometry ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def photo_kp() -> np.ndarray:
+    return keypoints_array(extract([PHOTO], show_progress=False))[0]
+
+
+@pytest.mark.parametrize("factor", [2, 5])  # 5x: 855 x 1280, decoded below 1024 px for the pose model
+def test_keypoints_are_in_pixels_of_the_original(tmp_path, photo_kp, factor):
+    with Image.open(PHOTO) as img:
+        big = img.convert("RGB").resize((img.width * factor, img.height * factor), Image.LANCZOS)
+    path = tmp_path / f"up{factor}.jpg"
+    big.save(path, quality=95)
+    table = extract([path], show_progress=False)
+    assert table["status"].iloc[0] == "ok"
+    assert (table["width"].iloc[0], table["height"].iloc[0]) == big.size
+    kp = keypoints_array(table)[0]
+    scaled = kp.copy()
+    scaled[:, :2] /= factor
+    _assert_keypoints_close(photo_kp, scaled, size=max(Image.open(PHOTO).size))
+    # the box scales too
+    box = boxes_array(table)[0] / factor
+    small_box = boxes_array(extract([PHOTO], show_progress=False))[0]
+    np.testing.assert_allclose(box, small_box, atol=0.05 * 256)
+
+
+@pytest.mark.parametrize("orientation,stored", [
+    (6, Image.Transpose.ROTATE_90),    # stored turned counter-clockwise, EXIF turns it back
+    (8, Image.Transpose.ROTATE_270),
+    (3, Image.Transpose.ROTATE_180),
+])
+def test_exif_rotated_copy_matches_upright(tmp_path, photo_kp, orientation, stored):
+    with Image.open(PHOTO) as img:
+        photo = img.convert("RGB")
+    exif = Image.Exif()
+    exif[EXIF_ORIENTATION] = orientation
+    path = tmp_path / f"exif_{orientation}.jpg"
+    photo.transpose(stored).save(path, "JPEG", quality=95, exif=exif)
+    table = extract([path], show_progress=False)
+    assert table["status"].iloc[0] == "ok"
+    assert (table["width"].iloc[0], table["height"].iloc[0]) == photo.size
+    _assert_keypoints_close(photo_kp, keypoints_array(table)[0], size=max(photo.size), max_frac=0.04)
+
+
+def test_corpus_exif_rotated_file_matches_upright(corpus_table, photo_kp):
+    _, _, table = corpus_table
+    row = table[table["path"].str.endswith("exif_rotated.jpg")]
+    _assert_keypoints_close(photo_kp, keypoints_array(row)[0], size=256, max_frac=0.04)
+
+
+def test_person_box_inside_image_and_around_visible_keypoints(sample_poses):
+    ok = sample_poses[sample_poses["status"] == "ok"]
+    assert len(ok) >= 70
+    boxes, kps = boxes_array(ok), keypoints_array(ok)
+    w, h = ok["width"].to_numpy(), ok["height"].to_numpy()
+    assert (boxes[:, 0] >= 0).all() and (boxes[:, 1] >= 0).all()
+    assert (boxes[:, 2] <= w).all() and (boxes[:, 3] <= h).all()
+    assert (boxes[:, 2] > boxes[:, 0]).all() and (boxes[:, 3] > boxes[:, 1]).all()
+    for box, kp, wi, hi in zip(boxes, kps, w, h):
+        vis = kp[:, 3] >= pose_mod.MIN_VISIBILITY
+        x = np.clip(kp[vis, 0], 0, wi)
+        y = np.clip(kp[vis, 1], 0, hi)
+        # keypoints are stored rounded to 1/1000 px, the box from the unrounded ones
+        assert (x >= box[0] - 1e-3).all() and (x <= box[2] + 1e-3).all()
+        assert (y >= box[1] - 1e-3).all() and (y <= box[3] + 1e-3).all()
+
+
+def test_person_box_reaches_above_the_eyes():
+    from hybridpose.pose import person_box
+    from conftest import standing_keypoints
+
+    kp = standing_keypoints()
+    box = person_box(kp, 400, 600)
+    eyes_top = kp[1:7, 1].min()
+    assert box[1] < eyes_top  # the head reaches above the eyes
+    assert box[1] >= 0
+
+
+def test_person_box_clipped_to_image():
+    from hybridpose.pose import person_box
+    from conftest import standing_keypoints
+
+    kp = standing_keypoints()
+    kp[:, 0] += 250  # the person walks half out of a 400 px wide frame
+    box = person_box(kp, 400, 600)
+    assert box[2] == 400
+    assert 0 <= box[0] < box[2]
+
+
+def test_sample_keypoints_lie_in_the_photo(sample_poses):
+    ok = sample_poses[sample_poses["status"] == "ok"]
+    kps = keypoints_array(ok)
+    w, h = ok["width"].to_numpy()[:, None], ok["height"].to_numpy()[:, None]
+    vis = kps[..., 3] >= 0.5
+    # MediaPipe may place occluded points slightly outside; visible ones stay near the frame
+    assert (kps[..., 0][vis] >= -0.05 * np.broadcast_to(w, vis.shape)[vis]).all()
+    assert (kps[..., 0][vis] <= 1.05 * np.broadcast_to(w, vis.shape)[vis]).all()
+    assert (kps[..., 1][vis] >= -0.05 * np.broadcast_to(h, vis.shape)[vis]).all()
+    assert (kps[..., 1][vis] <= 1.05 * np.broadcast_to(h, vis.shape)[vis]).all()
+
+
+# --- workers ----------------------------------------------------------------------------
+
+
+_REAL_WORKER_INIT = pose_mod._worker_init
+
+
+def _recording_worker_init() -> None:
+    """Leaves one file per worker process that starts, then starts it as usual."""
+    Path(os.environ["HYBRIDPOSE_TEST_WORKER_DIR"], str(os.getpid())).touch()
+    _REAL_WORKER_INIT()
+
+
+def test_two_workers_give_the_same_table(bad_corpus, sample_dataset, tmp_path, monkeypatch):
+    directory, expected = bad_corpus
+    paths = [*sample_dataset.paths[::10], *(directory / n for n in sorted(expected) if n != "huge.jpg")]
+    one = extract(paths, workers=1, show_progress=False, use_cache=False)
+    # A worker that dies (e.g. MediaPipe crashing in a forked child) is silently replaced by the
+    # pool; count the processes started to see it.
+    started = tmp_path / "workers"
+    started.mkdir()
+    monkeypatch.setenv("HYBRIDPOSE_TEST_WORKER_DIR", str(started))
+    monkeypatch.setattr(pose_mod, "_worker_init", _recording_worker_init)
+    two = extract(paths, workers=2, show_progress=False, use_cache=False)
+    assert list(two["path"]) == [str(p) for p in paths]
+    pd.testing.assert_frame_equal(one, two)
+    assert len(list(started.iterdir())) == 2, "a pose worker process died and was replaced"
