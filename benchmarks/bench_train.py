@@ -7,20 +7,24 @@ Setup (not timed as part of any measurement, reported for information): ~(W+N)*b
 are drawn from the data set, their poses extracted into a fresh temporary cache, and a CropBank
 built from that table exactly as `hybridpose fit` does (`build_crop_bank`, `bank_size`).
 
-Measured per stage (1: supcon + CE, 2: multi-task CE, 3: multi-task CE + in-graph CAM loss), in
-training images per second after W untimed warm-up batches, N timed batches:
-  stage loop     the inner loop of `train_stage`: random batch indices -> `Augmenter.batch(train=True)`
-                 -> `stages._loss(stage, ...)` -> zero_grad / backward / AdamW step / GradScaler /
-                 OneCycleLR step -> float(loss) (as train_stage does).
-  same loss,     the same loop on W+N batches made by `Augmenter.batch` BEFORE the clock starts:
-  no pipeline    the model and loss cost alone, so stage loop / this = what the data pipeline costs.
-  train_stage    (unless --no-train-stage) the real `train_stage` with a 1-epoch copy of the
-                 stage config on N*batch_size photos; its own `images_per_s` (the number `fit` logs:
-                 the whole epoch, first batch included, validation excluded).
+Measured (training images per second). All loops below except train_stage run INTERLEAVED:
+round i runs batch i of every loop (order rotated), each batch timed on its own; the first W rounds
+are warm-up, and a loop's speed is batch_size / its median batch time over the N timed rounds.
+Other jobs on the machine then slow every loop alike, and the median drops disturbed batches.
   bare timm      the same PoseNet (same timm backbone, frozen blocks, AdamW over the trainable
                  parameters, same lr schedule and AMP setting) on pre-made random tensors of the
-                 same size: forward -> leaf-head CE -> backward -> step -> float(loss). Run before
-                 and after the stages; the faster of the two is kept.
+                 same size: forward -> leaf-head CE -> backward -> step -> float(loss).
+  stage loop     per stage (1: supcon + CE, 2: multi-task CE, 3: multi-task CE + in-graph CAM loss),
+                 the inner loop of `train_stage`: random batch indices -> `Augmenter.batch(train=True)`
+                 -> `stages._loss(stage, ...)` -> zero_grad / backward / AdamW step / GradScaler /
+                 OneCycleLR step -> float(loss) (as train_stage does).
+  same loss,     the stage loop on batches made by `Augmenter.batch` BEFORE the clock starts:
+  no pipeline    the model and loss cost alone, so stage loop / this = what the data pipeline costs.
+  augment only   `Augmenter.batch(train=True)` alone, for information.
+  train_stage    (unless --no-train-stage; run afterwards, alone) the real `train_stage` with a
+                 1-epoch copy of the stage config on N*batch_size photos; its own `images_per_s`
+                 (the number `fit` logs: the whole epoch, first batch included, validation excluded).
+Each loop has its own model and optimiser, all starting from the same weights.
 Goal: stage loop / bare timm >= 0.8 for each stage (the data pipeline must not starve the model).
 Stages 2-3 compute more than the bare loop does (extra heads; stage 3 a double backward for the
 CAM loss), so the "same loss, no pipeline" ratio is the one that isolates the pipeline.
@@ -53,10 +57,9 @@ def make_optim(model, lr: float, cfg, total_steps: int, warmup_fraction: float, 
 
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=cfg.weight_decay)
-    if abs(warmup_fraction * total_steps - 1) < 1e-9:
-        # OneCycleLR divides by zero when the warm-up is exactly one step (train_stage has the
-        # same problem); nudge it, the speed does not depend on it
-        warmup_fraction += 1e-3
+    # as train_stage: OneCycleLR needs both phases >= 2 steps (it divides by their length - 1)
+    total_steps = max(total_steps, 4)
+    warmup_fraction = min(max(warmup_fraction, 2.0 / total_steps), 0.5)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=total_steps,
                                                 pct_start=warmup_fraction, anneal_strategy="cos")
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
@@ -85,19 +88,47 @@ def batch_indices(n_rows: int, bs: int, count: int, seed: int):
     return out
 
 
-def time_loop(n_warmup: int, n_timed: int, bs: int, device, body) -> dict:
-    for i in range(n_warmup):
-        body(i)
-    sync(device)
-    t0 = time.perf_counter()
-    c0 = _common.cpu_seconds()
-    for i in range(n_warmup, n_warmup + n_timed):
-        body(i)
-    sync(device)
-    wall = time.perf_counter() - t0
-    cpu = _common.cpu_seconds() - c0
-    return {"seconds": wall, "images": n_timed * bs, "images_per_s": n_timed * bs / wall,
-            "ms_per_batch": 1000 * wall / n_timed, "cpu_cores_busy": cpu / wall}
+class Loop:
+    """One measured loop; its batches are timed one by one so that loops can be interleaved."""
+
+    def __init__(self, name: str, body, bs: int):
+        self.name, self.body, self.bs = name, body, bs
+        self.times: list[float] = []
+        self.cpu: list[float] = []
+
+    def run(self, i: int, device, record: bool) -> None:
+        c0, t0 = _common.cpu_seconds(), time.perf_counter()
+        self.body(i)
+        sync(device)
+        if record:
+            self.times.append(time.perf_counter() - t0)
+            self.cpu.append(_common.cpu_seconds() - c0)
+
+    def summary(self) -> dict:
+        import numpy as np
+
+        t = np.array(self.times)
+        med = float(np.median(t))
+        return {"images_per_s": self.bs / med, "ms_per_batch": 1000 * med,
+                "images_per_s_mean": self.bs * len(t) / float(t.sum()), "ms_per_batch_min": 1000 * float(t.min()),
+                "cpu_cores_busy": float(np.sum(self.cpu) / t.sum()), "batches": len(t),
+                "ms_per_batch_all": [round(1000 * x, 1) for x in t]}
+
+
+def interleave(loops: list[Loop], n_warmup: int, n_timed: int, device) -> None:
+    """Round i runs batch i of every loop (order rotated each round): load from other jobs on the
+    machine then hits every loop alike, and the per-batch median drops the disturbed batches."""
+    for i in range(n_warmup + n_timed):
+        k = i % len(loops)
+        for loop in loops[k:] + loops[:k]:
+            loop.run(i, device, record=i >= n_warmup)
+
+
+def paired_ratio(a: Loop, b: Loop) -> float:
+    """Median over rounds of (b's batch time / a's batch time): a's speed relative to b's."""
+    import numpy as np
+
+    return float(np.median(np.array(b.times) / np.array(a.times)))
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -170,96 +201,91 @@ def main(argv: list[str] | None = None) -> dict:
                          eval_margin=cfg.eval_margin, rotation=cfg.rotation_degrees, flip_map=flip_map(ds), seed=seed)
 
     idx_list = batch_indices(len(bank), bs, W + N, args.seed)
-
-    # ---- bare timm loop: pre-made random tensors, same model / frozen blocks / optimiser
-    model.load_state_dict(init_state)
-    model.train()
     gen = torch.Generator().manual_seed(args.seed)
+
+    def fresh_model():
+        m = copy.deepcopy(model)
+        m.load_state_dict(init_state)
+        return m.train()
+
+    # ---- bare timm: pre-made random tensors, same model / frozen blocks / optimiser
+    bare_model = fresh_model()
     n_pre = min(4, W + N)
     xs = [torch.randn(bs, 3, cfg.input_size, cfg.input_size, generator=gen).to(device) for _ in range(n_pre)]
     if device.type == "cuda":
         xs = [x.contiguous(memory_format=torch.channels_last) for x in xs]
     ys = [torch.randint(0, sizes[model.levels[0]], (bs,), generator=gen).to(device) for _ in range(n_pre)]
     sc1 = cfg.stage(1)
-    opt, sched, scaler = make_optim(model, sc1.lr, cfg, W + N, sc1.warmup_fraction, use_amp)
+    bare_opt = make_optim(bare_model, sc1.lr, cfg, W + N, sc1.warmup_fraction, use_amp)
 
     def bare_body(i: int) -> None:
         with autocast(device, use_amp):
-            logits = model(xs[i % n_pre])
-        step(F.cross_entropy(logits.float(), ys[i % n_pre]), opt, sched, scaler)
+            logits = bare_model(xs[i % n_pre])
+        step(F.cross_entropy(logits.float(), ys[i % n_pre]), *bare_opt)
 
-    bare_runs = [time_loop(W, N, bs, device, bare_body)]
+    bare = Loop("bare", bare_body, bs)
 
-    # ---- augmentation alone (for information)
-    aug = make_aug(args.seed)
+    # ---- augmentation alone (for information); its batches, made once more, feed the pre-made loops
+    aug_only = make_aug(args.seed)
 
     def aug_body(i: int) -> None:
-        idx = idx_list[i]
-        aug.batch(idx, labels.leaf[idx], train=True)
+        aug_only.batch(idx_list[i], labels.leaf[idx_list[i]], train=True)
 
-    augment_only = time_loop(W, N, bs, device, aug_body)
+    augment = Loop("augment", aug_body, bs)
+    pre_aug = make_aug(args.seed + 100)
+    premade = [pre_aug.batch(idx_list[i], labels.leaf[idx_list[i]], train=True) for i in range(W + N)]
 
-    results: dict[int, dict] = {}
-    for stage in stages:
+    def stage_loops(stage: int) -> tuple[Loop, Loop]:
         sc = cfg.stage(stage)
-        res: dict = {}
-        # stage loop: the train_stage inner loop, augmentation included
-        model.load_state_dict(init_state)
-        model.train()
+        m_loop, m_pre = fresh_model(), fresh_model()
         aug = make_aug(args.seed + stage)
-        opt, sched, scaler = make_optim(model, sc.lr, cfg, W + N, sc.warmup_fraction, use_amp)
+        o_loop = make_optim(m_loop, sc.lr, cfg, W + N, sc.warmup_fraction, use_amp)
+        o_pre = make_optim(m_pre, sc.lr, cfg, W + N, sc.warmup_fraction, use_amp)
 
-        def stage_body(i: int) -> None:
+        def loop_body(i: int) -> None:  # train_stage's inner loop
             idx = idx_list[i]
             batch = aug.batch(idx, labels.leaf[idx], train=True)
-            loss, _ = _loss(stage, model, batch, labels, cfg, use_amp)
-            step(loss, opt, sched, scaler)
+            loss, _ = _loss(stage, m_loop, batch, labels, cfg, use_amp)
+            step(loss, *o_loop)
 
-        res["stage_loop"] = time_loop(W, N, bs, device, stage_body)
+        def pre_body(i: int) -> None:  # the same without the data pipeline
+            loss, _ = _loss(stage, m_pre, premade[i], labels, cfg, use_amp)
+            step(loss, *o_pre)
 
-        # same loss on batches augmented before the clock starts
-        model.load_state_dict(init_state)
-        model.train()
-        aug = make_aug(args.seed + stage)
-        premade = [aug.batch(idx_list[i], labels.leaf[idx_list[i]], train=True) for i in range(W + N)]
-        opt, sched, scaler = make_optim(model, sc.lr, cfg, W + N, sc.warmup_fraction, use_amp)
+        return Loop(f"stage{stage}", loop_body, bs), Loop(f"stage{stage}_premade", pre_body, bs)
 
-        def premade_body(i: int) -> None:
-            loss, _ = _loss(stage, model, premade[i], labels, cfg, use_amp)
-            step(loss, opt, sched, scaler)
+    per_stage = {stage: stage_loops(stage) for stage in stages}
+    loops = [bare, augment] + [lp for pair in per_stage.values() for lp in pair]
+    t0 = time.perf_counter()
+    interleave(loops, W, N, device)
+    t_measure = time.perf_counter() - t0
+    del premade
 
-        res["same_loss_no_pipeline"] = time_loop(W, N, bs, device, premade_body)
-        del premade
+    results: dict[int, dict] = {}
+    bare_s = bare.summary()
+    for stage, (lp, pre) in per_stage.items():
+        res = {"stage_loop": lp.summary(), "same_loss_no_pipeline": pre.summary()}
+        res["ratio_vs_bare"] = res["stage_loop"]["images_per_s"] / bare_s["images_per_s"]
+        res["ratio_vs_bare_paired"] = paired_ratio(lp, bare)
+        res["ratio_vs_same_loss"] = res["stage_loop"]["images_per_s"] / res["same_loss_no_pipeline"]["images_per_s"]
+        res["ratio_vs_same_loss_paired"] = paired_ratio(lp, pre)
+        results[stage] = res
 
-        if not args.no_train_stage:
-            model.load_state_dict(init_state)
+    # ---- the real train_stage, 1 epoch per stage (not interleaved: for information)
+    if not args.no_train_stage:
+        for stage in stages:
+            sc = cfg.stage(stage)
             one = replace(cfg, **{f"stage{stage}": replace(sc, epochs=1)})
             train_idx = np.arange(min(len(bank), N * bs))
             val_idx = np.arange(min(len(bank), max(2, bs // 2)))
             t0 = time.perf_counter()
-            try:
-                out = train_stage(stage, model, make_aug(args.seed + stage), labels, train_idx, val_idx, one, device,
-                                  seed=args.seed)
-            except ZeroDivisionError:
-                print(f"note: train_stage failed for stage {stage} (OneCycleLR divides by zero when "
-                      f"warmup_fraction x steps = 1: {sc.warmup_fraction} x {N}); use another --batches\n")
-            else:
-                res["train_stage"] = {"images_per_s": out.history[0]["images_per_s"], "images": len(train_idx),
-                                      "call_seconds_incl_validation": time.perf_counter() - t0}
-        res["ratio_vs_same_loss"] = res["stage_loop"]["images_per_s"] / res["same_loss_no_pipeline"]["images_per_s"]
-        results[stage] = res
-
-    # ---- bare loop again, after the stages: keep the faster of the two (order effects, warm caches)
-    model.load_state_dict(init_state)
-    model.train()
-    opt, sched, scaler = make_optim(model, sc1.lr, cfg, W + N, sc1.warmup_fraction, use_amp)
-    bare_runs.append(time_loop(W, N, bs, device, bare_body))
-    bare = dict(max(bare_runs, key=lambda r: r["images_per_s"]))
-    bare["all_images_per_s"] = [round(r["images_per_s"], 2) for r in bare_runs]
-    for res in results.values():
-        res["ratio_vs_bare"] = res["stage_loop"]["images_per_s"] / bare["images_per_s"]
-        if "train_stage" in res:
-            res["train_stage_ratio_vs_bare"] = res["train_stage"]["images_per_s"] / bare["images_per_s"]
+            out = train_stage(stage, fresh_model(), make_aug(args.seed + stage), labels, train_idx, val_idx, one,
+                              device, seed=args.seed)
+            ips = out.history[0]["images_per_s"]
+            results[stage]["train_stage"] = {"images_per_s": ips, "images": len(train_idx),
+                                             "call_seconds_incl_validation": time.perf_counter() - t0}
+            results[stage]["train_stage_ratio_vs_bare"] = ips / bare_s["images_per_s"]
+    bare, augment_only = bare_s, augment.summary()
 
     # ---- report
     rows = [["bare timm fwd+bwd (random tensors)", bare["images_per_s"], bare["ms_per_batch"], bare["cpu_cores_busy"],
@@ -274,13 +300,16 @@ def main(argv: list[str] | None = None) -> dict:
                      p["cpu_cores_busy"], round(p["images_per_s"] / bare["images_per_s"], 3), None, None])
         if "train_stage" in res:
             rows.append([f"stage {stage} real train_stage (1 epoch)", res["train_stage"]["images_per_s"], None, None,
-                         round(res["train_stage_ratio_vs_bare"], 3), None, "first batch incl."])
-    _common.print_table("Training throughput (images/s)",
+                         round(res["train_stage_ratio_vs_bare"], 3), None, "whole epoch, run alone"])
+    _common.print_table(f"Training throughput: median of {N} interleaved batches per loop, after {W} warm-up rounds",
                         ["loop", "images/s", "ms/batch", "cores busy", "/ bare", "/ same loss", "note"], rows)
-    _common.print_table("Goal: stage loop / bare timm >= 0.8", ["ratio", "value", "goal", ""],
-                        [_common.goal_line(f"stage {s} / bare", r["ratio_vs_bare"], 0.8) for s, r in results.items()]
-                        + [[f"stage {s} / same loss (pipeline only)", round(r["ratio_vs_same_loss"], 3), "(info)", ""]
-                           for s, r in results.items()])
+    _common.print_table("Goal: stage loop / bare timm >= 0.8", ["ratio", "value", "goal", "", "paired median"],
+                        [[*_common.goal_line(f"stage {s} / bare", r["ratio_vs_bare"], 0.8),
+                          round(r["ratio_vs_bare_paired"], 3)] for s, r in results.items()]
+                        + [[f"stage {s} / same loss (pipeline only)", round(r["ratio_vs_same_loss"], 3), "(info)", "",
+                            round(r["ratio_vs_same_loss_paired"], 3)] for s, r in results.items()])
+    print(f"measurement took {t_measure:.0f} s ({len(loops)} loops interleaved batch by batch); "
+          "'paired median' = median over rounds of the per-round ratio")
     print(f"setup (not measured): pose extraction {t_pose:.1f} s ({summarize(poses)}), crop bank {t_bank:.1f} s "
           f"({len(bank)} x {bank.size} px); trainable parameters {n_trainable:,} of {n_total:,} "
           f"({info['frozen_blocks']} blocks frozen); weights: {info['weights_source']}")
@@ -292,6 +321,7 @@ def main(argv: list[str] | None = None) -> dict:
                "n_photos": n_sub, "machine": _common.machine_info(),
                "setup_seconds": {"pose_extraction": t_pose, "crop_bank": t_bank},
                "trainable_parameters": n_trainable, "parameters": n_total, "frozen_blocks": info["frozen_blocks"],
+               "method": "interleaved rounds; images/s from the median batch time", "measure_seconds": t_measure,
                "bare_timm": bare, "augment_only": augment_only,
                "stages": {str(k): v for k, v in results.items()}, "goals": {"stage_over_bare": 0.8}}
     _common.write_json(args.json, payload)

@@ -173,11 +173,13 @@ def evaluate(
 
     res = run_evaluate(target, model=model, out=out, data=data, images=images)
     table = Table(title=res["title"])
-    for col in ("branch", "level", "n", "top-1", "top-5", "macro-F1"):
-        table.add_column(col)
+    for col in ("branch", "level", "photos", "abstained", "top-1", "top-1 all", "top-5", "macro-F1"):
+        table.add_column(col, justify="left" if col in ("branch", "level") else "right")
     for r in res["metrics"]:
-        table.add_row(r["branch"], r["level"], str(r["n"]), _num(r["top1"]), _num(r["top5"]), _num(r["macro_f1"]))
+        table.add_row(r["branch"], r["level"], str(r["n"]), str(r.get("n_abstained", 0)), _num(r["top1"]),
+                      _num(r.get("top1_all")), _num(r["top5"]), _num(r["macro_f1"]))
     console.print(table)
+    console.print("top-1: on the photos the branch answered; top-1 all: abstentions (no person found) count as wrong.")
     console.print(f"report: {res['report']}")
 
 

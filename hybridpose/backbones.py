@@ -6,6 +6,7 @@
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -74,9 +75,19 @@ def create_backbone(name: str, *, weights: str | Path | None = None, pretrained:
     return model, spec, source
 
 
+def offline() -> bool:
+    """True when the user declared this machine offline (no hub request is even tried)."""
+    return any(os.environ.get(v, "").lower() in ("1", "true", "yes") for v in ("HYBRIDPOSE_OFFLINE", "HF_HUB_OFFLINE"))
+
+
 def _from_hub(spec: BackboneSpec) -> nn.Module:
     import timm
 
+    if offline():
+        raise WeightsError(
+            f"--pretrained needs timm's hub, but HF_HUB_OFFLINE/HYBRIDPOSE_OFFLINE is set; download the weights "
+            f"of {spec.timm_name!r} elsewhere and pass --weights FILE, or use the default backbone."
+        )
     try:
         model = timm.create_model(spec.timm_name, pretrained=True)
     except Exception as e:  # network errors come in many types

@@ -48,6 +48,8 @@ def load_dataset(path: str | Path, *, hierarchy: str | Path | None = None, image
     path = Path(path)
     if not path.exists():
         raise DatasetError(f"{path}: no such file or folder; give an image folder with one sub-folder per class.")
+    if path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS:
+        raise DatasetError(f"{path}: is an image; give a folder with one sub-folder per class, or a Yoga-82 list file.")
     if path.is_file():
         ds = load_yoga82_list(path, images)
     else:
@@ -86,26 +88,35 @@ def load_yoga82_list(list_file: Path, images: str | Path | None) -> Dataset:
         raise DatasetError(f"{root}: image root not found; pass --images ROOT, the folder holding the Yoga-82 pose folders.")
     names = _yoga82_names(list_file.parent / "yoga82_hierarchy.csv")
     paths, labels, ancestors = [], [], {}
-    with open(list_file, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            parts = [p.strip() for p in line.rsplit(",", 3)]
-            if len(parts) != 4 or not all(p.isdigit() for p in parts[1:]):
-                raise DatasetError(f"{list_file}:{lineno}: expected 'Folder/image.jpg,class6,class20,class82', got {line.strip()!r}.")
-            rel, c6, c20, c82 = parts[0], int(parts[1]), int(parts[2]), int(parts[3])
-            leaf = names.get(c82, f"class82_{c82:02d}")
-            anc = [f"class20_{c20:02d}", YOGA82_CLASS6[c6] if c6 < len(YOGA82_CLASS6) else f"class6_{c6}"]
-            if ancestors.setdefault(leaf, anc) != anc:
-                raise DatasetError(f"{list_file}:{lineno}: class {leaf!r} appears with two parents ({ancestors[leaf]} and {anc}).")
-            paths.append(root / rel)
-            labels.append(leaf)
+    try:
+        lines = list(enumerate(list_file.read_text(encoding="utf-8").splitlines(), start=1))
+    except (OSError, UnicodeDecodeError) as e:
+        raise DatasetError(f"{list_file}: not a readable text list ({type(e).__name__}); expected lines 'Folder/image.jpg,class6,class20,class82'.") from None
+    for lineno, line in lines:
+        if not line.strip():
+            continue
+        parts = [p.strip() for p in line.rsplit(",", 3)]
+        if len(parts) != 4 or not all(p.isdigit() for p in parts[1:]):
+            raise DatasetError(f"{list_file}:{lineno}: expected 'Folder/image.jpg,class6,class20,class82', got {line.strip()!r}.")
+        rel, c6, c20, c82 = parts[0], int(parts[1]), int(parts[2]), int(parts[3])
+        leaf = names.get(c82, f"class82_{c82:02d}")
+        anc = [f"class20_{c20:02d}", YOGA82_CLASS6[c6] if c6 < len(YOGA82_CLASS6) else f"class6_{c6}"]
+        if ancestors.setdefault(leaf, anc) != anc:
+            raise DatasetError(f"{list_file}:{lineno}: class {leaf!r} appears with two parents ({ancestors[leaf]} and {anc}).")
+        paths.append(root / rel)
+        labels.append(leaf)
     if not paths:
         raise DatasetError(f"{list_file}: the list is empty.")
     present = [p.exists() for p in paths]
     if not any(present):
         raise DatasetError(f"{root}: none of the {len(paths)} images of {list_file.name} is there; check --images.")
-    return Dataset(root, paths, labels, Hierarchy(list(YOGA82_LEVELS), ancestors))
+    if not all(present):  # Yoga-82 is distributed as URLs; some never download
+        from .progress import log
+
+        log(f"[yellow]{len(paths) - sum(present)} of {len(paths)} images of {list_file.name} are not under {root}; left out.")
+        paths = [p for p, ok in zip(paths, present) if ok]
+        labels = [y for y, ok in zip(labels, present) if ok]
+    return Dataset(root, paths, labels, Hierarchy(list(YOGA82_LEVELS), ancestors).subset(sorted(set(labels))))
 
 
 def _yoga82_names(path: Path) -> dict[int, str]:

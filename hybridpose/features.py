@@ -146,7 +146,7 @@ def _whole_body(xy: np.ndarray, floor: np.ndarray, hip_height: np.ndarray) -> di
         "body_aspect": width / np.maximum(height, 1e-6),
         "hip_height": hip_height,
         "head_height": xy[:, K["nose"], 1] - floor,
-        "head_below_hips": xy[:, K["nose"], 1] - hip[:, 1],
+        "head_below_hips": hip[:, 1] - xy[:, K["nose"], 1],  # > 0 when the head hangs below the hips
         "spread_x": xy[..., 0].std(1),
         "spread_y": xy[..., 1].std(1),
     }

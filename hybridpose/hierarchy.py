@@ -106,6 +106,8 @@ def read_hierarchy_csv(path: str | Path, leaves: Iterable[str] | None = None) ->
     for lineno, row in enumerate(body, start=2):
         if len(row) != len(header):
             raise DatasetError(f"{path}:{lineno}: expected {len(header)} columns ({','.join(header)}), found {len(row)}.")
+        if any(not c for c in row):
+            raise DatasetError(f"{path}:{lineno}: empty cell in {row}; give every class a name at every level.")
         leaf, anc = row[0], row[1:]
         if leaf in ancestors and ancestors[leaf] != anc:
             raise DatasetError(

@@ -28,7 +28,10 @@ def load_oof(run: Path) -> tuple[pd.DataFrame, Hierarchy, dict]:
 
 def run_features(run: Path, oof: pd.DataFrame) -> pd.DataFrame:
     poses = pd.read_csv(run / "poses.csv", keep_default_na=False, na_values=[""])
-    poses = poses.set_index("path").loc[oof["path"]].reset_index()
+    rows = pd.Index(poses["path"]).get_indexer(oof["path"])
+    if (rows < 0).any():
+        raise RunError(f"{run / 'poses.csv'}: does not cover every photo of oof_predictions.csv; run `hybridpose fit` again.")
+    poses = poses.iloc[rows].reset_index(drop=True)
     return features(keypoints_array(poses))
 
 

@@ -84,12 +84,12 @@ class KeypointClassifier:
         try:
             d = atomic.read_json(path)
             assert d.get("format") == "hybridpose-keypoint-model"
-        except (OSError, ValueError, AssertionError):
+            obj = cls(flip_pairs=d["flip_pairs"])
+            obj.classes_, obj.feature_names_, obj.params = d["classes"], d["features"], d["params"]
+            model = XGBClassifier()
+            model.load_model(bytearray(d["booster"].encode()))
+        except Exception:  # missing file, bad JSON, missing field, damaged booster: one answer
             raise RunError(f"{path}: not a hybridpose keypoint model (missing or corrupt); run `hybridpose fit` again.") from None
-        obj = cls(flip_pairs=d["flip_pairs"])
-        obj.classes_, obj.feature_names_, obj.params = d["classes"], d["features"], d["params"]
-        model = XGBClassifier()
-        model.load_model(bytearray(d["booster"].encode()))
         obj._model = model
         return obj
 

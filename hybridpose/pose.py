@@ -10,6 +10,7 @@ import json
 import multiprocessing as mp
 import os
 import sqlite3
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable, Iterator, Sequence
@@ -68,13 +69,22 @@ class PoseEstimator:
         os.environ.setdefault("GLOG_minloglevel", "2")
         import mediapipe as mediapipe
 
-        self._pose = mediapipe.solutions.pose.Pose(
-            static_image_mode=True, model_complexity=1, enable_segmentation=False
-        )
+        global _MEDIAPIPE_STARTED
+        _MEDIAPIPE_STARTED = True
+        with quiet_stderr():  # MediaPipe's C++ start-up chatter would cut through the progress bar
+            self._pose = mediapipe.solutions.pose.Pose(
+                static_image_mode=True, model_complexity=1, enable_segmentation=False
+            )
+        self._warm = False
 
     def landmarks(self, rgb: np.ndarray) -> np.ndarray | None:
         """33 x 4 array (x, y normalised to [0, 1], z, visibility), or None if no person."""
-        result = self._pose.process(np.ascontiguousarray(rgb))
+        if not self._warm:
+            self._warm = True
+            with quiet_stderr():
+                result = self._pose.process(np.ascontiguousarray(rgb))
+        else:
+            result = self._pose.process(np.ascontiguousarray(rgb))
         if result.pose_landmarks is None:
             return None
         return np.array([[p.x, p.y, p.z, p.visibility] for p in result.pose_landmarks.landmark], dtype=np.float64)
@@ -87,6 +97,27 @@ class PoseEstimator:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+@contextmanager
+def quiet_stderr() -> Iterator[None]:
+    """Silence file descriptor 2 (C++ libraries write there directly), restoring it after."""
+    import sys
+
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):
+        yield
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
 
 
 def analyse(path: str | Path, estimator: PoseEstimator) -> PoseResult:
@@ -192,6 +223,7 @@ class PoseCache:
 
 
 # Worker processes each hold their own estimator (MediaPipe graphs are not shareable).
+_MEDIAPIPE_STARTED = False  # a forked child of a process that ran MediaPipe crashes in its own graph
 _WORKER_ESTIMATOR: PoseEstimator | None = None
 
 
@@ -213,8 +245,8 @@ def _run_pose(paths: list[str], workers: int) -> Iterator[tuple[int, PoseResult]
             for i, p in items:
                 yield i, analyse(p, est)
         return
-    # fork: workers start in milliseconds and inherit the imported modules
-    ctx = mp.get_context("fork" if os.name == "posix" else "spawn")
+    # fork starts workers in milliseconds, but only a process that never ran MediaPipe may fork
+    ctx = mp.get_context("fork" if os.name == "posix" and not _MEDIAPIPE_STARTED else "spawn")
     with ctx.Pool(workers, initializer=_worker_init) as pool:
         yield from pool.imap_unordered(_worker_analyse, items, chunksize=4)
 

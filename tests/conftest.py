@@ -69,10 +69,7 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory, sample_poses) -> Path:
     from hybridpose.train.fit import fit
 
     run = tmp_path_factory.mktemp("tiny_run") / "run"
-    # batch_size=6: with the tiny preset's batch of 8, a 40-photo training fold gives 5 steps per
-    # stage and OneCycleLR divides by zero (pct_start * total_steps == 1); see
-    # test_train.py::test_train_stage_survives_one_warmup_step. Drop the override once that is fixed.
-    fit(SAMPLE, run, folds=2, preset="tiny", show_progress=False, batch_size=6)
+    fit(SAMPLE, run, folds=2, preset="tiny", show_progress=False)
     return run
 
 

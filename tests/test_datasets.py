@@ -164,11 +164,13 @@ def test_yoga82_no_image_present(tmp_path):
         load_dataset(list_file, images=images)
 
 
-def test_yoga82_some_images_missing_are_kept_for_the_pose_stage(tmp_path):
+def test_yoga82_images_that_never_downloaded_are_left_out(tmp_path, capsys):
     list_file, images = _yoga82(tmp_path, YOGA82_LINES)
     (images / "Akarna_Dhanurasana" / "64.jpg").unlink()
     ds = load_dataset(list_file, images=images)
-    assert len(ds) == 6 and not ds.paths[0].exists()
+    assert len(ds) == 5 and all(p.exists() for p in ds.paths)
+    assert images / "Akarna_Dhanurasana" / "64.jpg" not in ds.paths
+    assert "1 of 6 images" in capsys.readouterr().err
 
 
 def test_yoga82_malformed_line_is_named(tmp_path):

@@ -1,7 +1,7 @@
 """Fusion of the image and keypoint branches, and hierarchy-consistent labels."""
 from __future__ import annotations
 
-import itertools
+import json
 from pathlib import Path
 
 import numpy as np
@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from hybridpose.datasets import Dataset
-from hybridpose.fusion import Fusion, to_level
+from hybridpose.fusion import Fusion, LevelFusion, cross_fitted, fit_temperature, pool, tempered, to_level
 from hybridpose.hierarchy import Hierarchy
 
 H = Hierarchy(["class", "group"], {"A": ["g1"], "B": ["g1"], "C": ["g2"], "D": ["g2"]})
@@ -41,17 +41,33 @@ def synthetic():
     return y, good, poor
 
 
+def _weights(f: Fusion) -> dict[str, float]:
+    return {lv: lf.weight for lv, lf in f.levels.items()}
+
+
 def test_weights_prefer_the_better_image_branch(synthetic):
     y, good, poor = synthetic
     f = Fusion(H).fit(_image_levels(good, H), poor, y)
-    assert set(f.weights) == {"class", "group"}
-    assert all(w >= 0.7 for w in f.weights.values()), f.weights
+    assert set(f.levels) == {"class", "group"}
+    assert all(w >= 0.7 for w in _weights(f).values()), _weights(f)
 
 
 def test_weights_prefer_the_better_keypoint_branch(synthetic):
     y, good, poor = synthetic
     f = Fusion(H).fit(_image_levels(poor, H), good, y)
-    assert all(w <= 0.3 for w in f.weights.values()), f.weights
+    assert all(w <= 0.3 for w in _weights(f).values()), _weights(f)
+
+
+def test_an_overconfident_branch_does_not_win_by_confidence():
+    """The worse branch, made over-confident, must still not take the weight (temperature scaling)."""
+    rng = np.random.default_rng(4)
+    y = rng.integers(0, 4, 800)
+    good, poor = _branch(y, 4, 0.85, rng), _branch(y, 4, 0.45, rng)
+    loud = poor ** 6
+    loud /= loud.sum(1, keepdims=True)
+    f = Fusion(H).fit(_image_levels(good, H), loud, y)
+    assert all(w >= 0.6 for w in _weights(f).values()), _weights(f)
+    assert f.levels["class"].t_keypoint > 1.5  # the over-confident branch is cooled down
 
 
 def test_equal_branches_share_the_weight():
@@ -59,7 +75,18 @@ def test_equal_branches_share_the_weight():
     y = rng.integers(0, 4, 3000)
     a, b = _branch(y, 4, 0.6, rng), _branch(y, 4, 0.6, rng)
     f = Fusion(H).fit(_image_levels(a, H), b, y)
-    assert all(0.25 <= w <= 0.75 for w in f.weights.values()), f.weights
+    assert all(0.25 <= w <= 0.75 for w in _weights(f).values()), _weights(f)
+
+
+def test_fusion_beats_either_branch_on_log_loss():
+    rng = np.random.default_rng(6)
+    y = rng.integers(0, 4, 2000)
+    a, b = _branch(y, 4, 0.7, rng), _branch(y, 4, 0.7, rng)
+    f = Fusion(H).fit(_image_levels(a[:1000], H), b[:1000], y[:1000])
+    fused = f.predict_proba(_image_levels(a[1000:], H), b[1000:])["class"]
+    def nll(p):
+        return -np.log(np.clip(p[np.arange(1000), y[1000:]], 1e-9, 1)).mean()
+    assert nll(fused) < min(nll(a[1000:]), nll(b[1000:]))
 
 
 def test_fit_ignores_abstaining_rows(synthetic):
@@ -67,32 +94,65 @@ def test_fit_ignores_abstaining_rows(synthetic):
     kp = good.copy()
     kp[::3] = np.nan
     f = Fusion(H).fit(_image_levels(poor, H), kp, y)
-    assert all(w <= 0.3 for w in f.weights.values())
+    assert all(w <= 0.3 for w in _weights(f).values())
     none = Fusion(H).fit(_image_levels(poor, H), np.full_like(good, np.nan), y)
-    assert none.weights == {"class": 1.0, "group": 1.0}
+    assert _weights(none) == {"class": 1.0, "group": 1.0}
 
 
 def test_abstaining_keypoint_rows_use_the_image_branch_alone(synthetic):
     y, good, poor = synthetic
-    f = Fusion(H, {"class": 0.3, "group": 0.6})
+    f = Fusion(H).fit(_image_levels(good, H), poor, y)
     kp = poor[:10].copy()
     kp[[2, 7]] = np.nan
     image = _image_levels(good[:10], H)
     out = f.combine(image, kp)
+    alone = f.combine(image, np.full_like(kp, np.nan))
     for lv in H.levels:
-        np.testing.assert_array_equal(out[lv][[2, 7]], image[lv][[2, 7]])
-        w = f.weights[lv]
-        expect = w * image[lv] + (1 - w) * to_level(kp, H, lv)
-        np.testing.assert_allclose(out[lv][[0, 1, 3]], expect[[0, 1, 3]])
+        np.testing.assert_allclose(out[lv][[2, 7]], tempered(image[lv], f.levels[lv].t_image)[[2, 7]])
+        np.testing.assert_allclose(out[lv][[2, 7]], alone[lv][[2, 7]])
+        assert not np.allclose(out[lv][[0, 1, 3]], alone[lv][[0, 1, 3]])  # the others do use the keypoints
     fused = f.predict_proba(image, kp)
     for lv in H.levels:
         assert np.isfinite(fused[lv]).all()
+    plain = Fusion(H, {lv: LevelFusion(0.3) for lv in H.levels})  # temperature 1: exactly the image branch
+    np.testing.assert_allclose(plain.combine(image, kp)["class"][[2, 7]], image["class"][[2, 7]])
+
+
+def test_pool_and_temperature_basics():
+    rng = np.random.default_rng(3)
+    p, q = rng.dirichlet(np.ones(4), 5), rng.dirichlet(np.ones(4), 5)
+    np.testing.assert_allclose(pool(p, q, 1.0), p)
+    np.testing.assert_allclose(pool(p, q, 0.0), q)
+    np.testing.assert_allclose(tempered(p, 1.0), p)
+    hot = tempered(p, 3.0)
+    assert (hot.max(1) < p.max(1)).all() and (hot.argmax(1) == p.argmax(1)).all()
+    y = rng.integers(0, 4, 500)
+    sharp = _branch(y, 4, 0.5, rng) ** 5
+    sharp /= sharp.sum(1, keepdims=True)
+    assert fit_temperature(sharp, y) > 1.5   # over-confident: soften
+    soft = np.full((500, 4), 0.2)
+    soft[np.arange(500), y] = 0.4
+    assert fit_temperature(soft, y) < 0.7    # under-confident and always right: sharpen
 
 
 def test_round_trip_dict():
-    f = Fusion(H, {"class": 0.35, "group": 0.8})
-    g = Fusion.from_dict(H, f.to_dict())
-    assert g.weights == f.weights
+    f = Fusion(H, {"class": LevelFusion(0.35, 1.2, 0.8), "group": LevelFusion(0.8, 1.0, 2.0)})
+    g = Fusion.from_dict(H, json.loads(json.dumps(f.to_dict())))
+    assert g.levels == f.levels
+
+
+def test_cross_fitted_fold_never_sees_its_own_labels(synthetic):
+    y, good, poor = synthetic
+    folds = np.arange(len(y)) % 3 + 1
+    image = _image_levels(poor, H)
+    a = cross_fitted(H, image, good, y, folds)
+    y2 = y.copy()
+    y2[folds == 2] = (y2[folds == 2] + 1) % 4  # different labels in fold 2 only
+    b = cross_fitted(H, image, good, y2, folds)
+    for lv in H.levels:
+        np.testing.assert_allclose(a[lv][folds == 2], b[lv][folds == 2])
+        assert not np.allclose(a[lv][folds == 1], b[lv][folds == 1])
+        np.testing.assert_allclose(a[lv].sum(1), 1)
 
 
 # --- hierarchy-consistent labels ----------------------------------------------------------
@@ -135,7 +195,7 @@ def test_predict_proba_levels_are_the_leaf_distribution_summed_up(h):
     image = {lv: rng.dirichlet(np.ones(len(h.classes(lv))), n) for lv in h.levels}
     kp = rng.dirichlet(np.ones(k), n)
     kp[::4] = np.nan
-    out = Fusion(h, {lv: 0.5 for lv in h.levels}).predict_proba(image, kp)
+    out = Fusion(h, {lv: LevelFusion(0.5, 1.3, 0.7) for lv in h.levels}).predict_proba(image, kp)
     leaf = out[h.leaf_level]
     for lv in h.levels:
         np.testing.assert_allclose(out[lv], to_level(leaf, h, lv), atol=1e-12)
@@ -156,7 +216,7 @@ def test_oof_predictions_fused_levels_agree_with_the_fused_leaf():
     # while the summed leaf distribution puts more mass on g2
     image = {"class": np.array([[0.40, 0.05, 0.30, 0.25]]), "group": np.array([[0.45, 0.55]])}
     kp = np.full((1, 4), np.nan)  # no person: image branch alone
-    fusion = Fusion(H, {"class": 0.5, "group": 0.5})
+    fusion = Fusion(H, {lv: LevelFusion(0.5) for lv in H.levels})
     fused = fusion.predict_proba(image, kp)
     ds = Dataset(Path("."), [Path("x.jpg")], ["A"], H)
     poses = pd.DataFrame({"status": ["no_person"]})

@@ -223,8 +223,8 @@ def test_train_stage_reduces_the_loss(stage):
     for name, p in model.named_parameters():
         if name in frozen:
             torch.testing.assert_close(p, frozen[name])
-    if stage == 3:
-        assert all(np.isfinite(r["cam_inside"]) for r in result.history)
+    if stage == 3:  # share of CAM energy on the body; NaN only where every map is all zero
+        assert all(np.isnan(r["cam_inside"]) or 0 <= r["cam_inside"] <= 1 for r in result.history)
 
 
 def test_train_stage_survives_one_warmup_step():
@@ -323,11 +323,12 @@ def test_run_directory_layout(tiny_run):
     assert config["hierarchy"]["levels"] == ["class", "subgroup", "group"]
 
 
-def test_run_checkpoints_load(tiny_run):
+def test_run_checkpoints_load(tiny_run, sample_dataset):
     config = json.loads((tiny_run / "config.json").read_text())
     ckpt = load_checkpoint(tiny_run / "fold_2" / "stage3.pt", run_id=config["run_id"], fold=2, stage=3)
+    h = sample_dataset.hierarchy
+    assert ckpt["meta"]["levels"] == {lv: h.classes(lv) for lv in h.levels}
     sizes = {lv: len(c) for lv, c in ckpt["meta"]["levels"].items()}
-    assert sizes == {"class": 8, "subgroup": 6, "group": 2}
     model, _ = build_model(ckpt["meta"]["backbone"], sizes, load_weights=False)
     model.load_state_dict(ckpt["state_dict"])
 
@@ -368,5 +369,6 @@ def test_run_oof_predictions_complete(tiny_run, sample_dataset):
             pred = oof[f"pred_{branch}_{lv}"].fillna("")
             assert set(pred[answered]) <= set(h.classes(lv))
     fusion = json.loads((tiny_run / "fusion.json").read_text())
-    assert set(fusion["weights_image"]) == set(h.levels)
-    assert all(0 <= w <= 1 for w in fusion["weights_image"].values())
+    assert set(fusion["levels"]) == set(h.levels)
+    for lf in fusion["levels"].values():
+        assert 0 <= lf["weight"] <= 1 and lf["t_image"] > 0 and lf["t_keypoint"] > 0

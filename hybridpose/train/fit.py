@@ -253,11 +253,15 @@ def oof_frame(ds: Dataset, poses: pd.DataFrame, fold_of: np.ndarray, image: dict
         for lv in h.levels:
             for j, c in enumerate(h.classes(lv)):
                 cols[f"{name}:{lv}:{c}"] = probs[lv][:, j]
+    fused_leaf = [h.leaves[i] for i in fused[h.leaf_level].argmax(1)]
     for name, probs in branches.items():
         for lv in h.levels:
             p, names = probs[lv], h.classes(lv)
             ok = np.isfinite(p).all(1)
-            cols[f"pred_{name}_{lv}"] = [names[i] if o else "" for i, o in zip(np.nan_to_num(p).argmax(1), ok)]
+            if name == "fused":  # the leaf decides, its ancestors follow: levels never disagree
+                cols[f"pred_{name}_{lv}"] = [h.ancestor(leaf, lv) for leaf in fused_leaf]
+            else:
+                cols[f"pred_{name}_{lv}"] = [names[i] if o else "" for i, o in zip(np.nan_to_num(p).argmax(1), ok)]
     return pd.DataFrame(cols)
 
 

@@ -70,8 +70,11 @@ def train_stage(stage: int, model: PoseNet, aug: Augmenter, labels: Labels, trai
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=sc.lr, weight_decay=cfg.weight_decay)
     steps = max(1, int(np.ceil(len(train_idx) / cfg.batch_size)))
+    # OneCycleLR divides by (warmup steps - 1) and (anneal steps - 1): keep both phases >= 2 steps
+    total = max(sc.epochs * steps, 4)
     sched = torch.optim.lr_scheduler.OneCycleLR(
-        opt, max_lr=sc.lr, total_steps=sc.epochs * steps, pct_start=sc.warmup_fraction, anneal_strategy="cos")
+        opt, max_lr=sc.lr, total_steps=total, pct_start=min(max(sc.warmup_fraction, 2.0 / total), 0.5),
+        anneal_strategy="cos")
     use_amp = cfg.amp and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     rng = np.random.default_rng(seed)
