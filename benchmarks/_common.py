@@ -84,12 +84,31 @@ def load_average() -> float | None:
         return None
 
 
-def busy_warning(label: str) -> str:
+def cpu_busy_share(seconds: float = 1.0) -> float | None:
+    """Share of all CPUs busy over the next ``seconds`` (Linux /proc/stat), while this process sleeps."""
+    import time
+
+    def sample() -> tuple[int, int]:
+        with open("/proc/stat") as fh:
+            values = [int(v) for v in fh.readline().split()[1:]]
+        return sum(values[:8]), values[3] + values[4]  # total, idle + iowait
+
+    try:
+        t1, i1 = sample()
+        time.sleep(seconds)
+        t2, i2 = sample()
+    except (OSError, ValueError, IndexError):
+        return None
+    return round(1 - (i2 - i1) / max(1, t2 - t1), 3)
+
+
+def busy_warning(label: str, busy: float | None = None) -> str:
     """A line to print at the start and end of a run: other jobs on the CPU skew every ratio."""
-    load, cpus = load_average(), os.cpu_count() or 1
-    line = f"load average (1 min) {label}: {load} on {cpus} CPUs"
-    if load is not None and load > 0.5:
-        line += "  <- other work on this machine? ratios may be skewed"
+    busy, cpus = busy if busy is not None else cpu_busy_share(), os.cpu_count() or 1
+    line = f"CPU busy {label} (1 s sample, before/after this run's work): "
+    line += "unknown" if busy is None else f"{100 * busy:.0f}% of {cpus} CPUs"
+    if busy is not None and busy > 0.15:
+        line += "  <- other work on this machine: ratios may be skewed"
     return line
 
 

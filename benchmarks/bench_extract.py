@@ -27,6 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -44,7 +45,8 @@ def bare_loop(paths: list[str], go_file: Path | None = None) -> dict:
     from PIL import Image
 
     def load(p: str) -> np.ndarray:
-        with Image.open(p) as im:
+        with warnings.catch_warnings(), Image.open(p) as im:
+            warnings.simplefilter("ignore")  # Pillow's notes on palette transparency: the bare loop ignores it
             return np.asarray(im.convert("RGB"))
 
     t0 = time.perf_counter()
@@ -154,7 +156,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", help=f"image folder (default {_common.DEFAULT_DATA})")
     ap.add_argument("--limit", type=int, help="use N photos, spread evenly over the (class-sorted) list")
-    ap.add_argument("--repeat", type=int, default=1, help="repeat each measurement R times, keep the fastest")
+    ap.add_argument("--repeat", type=int, default=3,
+                    help="repeat each measurement R times, keep the fastest (default 3)")
     ap.add_argument("--json", help="also write the numbers to this JSON file")
     ap.add_argument("--child", choices=["bare", "extract"], help=argparse.SUPPRESS)
     ap.add_argument("--paths-file", help=argparse.SUPPRESS)
@@ -174,8 +177,8 @@ def main(argv: list[str] | None = None) -> dict:
     if not paths:
         sys.exit(f"{data}: no images")
     print(f"{len(paths)} photos from {data}; {os.cpu_count()} CPUs; repeat {args.repeat} (fastest kept)\n")
-    load_start = _common.load_average()
-    print(_common.busy_warning("at start") + "\n")
+    busy_start = _common.cpu_busy_share()
+    print(_common.busy_warning("at start", busy_start) + "\n")
 
     paths_file = Path(tmp.name) / "paths.txt"
     paths_file.write_text("\n".join(paths), encoding="utf-8")
@@ -234,7 +237,7 @@ def main(argv: list[str] | None = None) -> dict:
             print(f"note: extract {name} printed {r['stderr_alerts'][:2]} on stderr")
 
     print(_common.busy_warning("at end"))
-    payload = {"benchmark": "extract", "load_average_1min_at_start": load_start,
+    payload = {"benchmark": "extract", "cpu_busy_share_at_start": busy_start,
                "data": str(data), "n_photos": n, "repeat": args.repeat,
                "machine": _common.machine_info(), "bare_loop": bare, "bare_loop_x2_side_by_side": bare2,
                "extract_workers1": w1,

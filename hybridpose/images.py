@@ -170,7 +170,10 @@ def _high_depth_to_l(img: Image.Image) -> Image.Image:
 
 
 def _downscale(img: Image.Image, max_side: int) -> Image.Image:
-    """Resize keeping the aspect ratio so the longest side is max_side."""
+    """Resize keeping the aspect ratio so the longest side is max_side.
+
+    Bilinear with a reducing gap: the pose model sees 256 px anyway, and LANCZOS here cost more
+    than the pose model itself on 1.5k px photos."""
     scale = max_side / max(img.size)
     size = (max(1, round(img.width * scale)), max(1, round(img.height * scale)))
-    return img.resize(size, Image.Resampling.LANCZOS, reducing_gap=3.0)
+    return img.resize(size, Image.Resampling.BILINEAR, reducing_gap=2.0)

@@ -123,6 +123,10 @@ def evaluate(target: str | Path, *, model: str | Path | None = None, out: str | 
         frame, h = _frame_from_dataset(target, Path(model), images, show_progress)
         title, out_dir = f"Evaluation of {model} on {target}", Path(out or Path(model) / f"evaluation_{target.name}")
     summary = evaluate_frame(frame, h, out_dir, title=title)
+    if folds is not None and (target / "training_curves.png").exists():
+        import shutil
+
+        shutil.copyfile(target / "training_curves.png", out_dir / "training_curves.png")
     summary["review"] = write_review(frame, folds, h, out_dir)
     summary["report"] = str(write_report(out_dir, summary, title=title))
     atomic.write_csv(out_dir / "predictions_evaluated.csv", frame)

@@ -38,7 +38,7 @@ BOX_COLUMNS = ["box_x0", "box_y0", "box_x1", "box_y1"]
 TABLE_COLUMNS = ["path", "sha256", "status", "reason", "width", "height", *BOX_COLUMNS, *KEYPOINT_COLUMNS]
 
 # Bump when anything that changes the stored result changes (model, resizing, box rule).
-POSE_VERSION = "mediapipe-0.10.21-c1-v1"
+POSE_VERSION = "mediapipe-0.10.21-c1-v2"
 POSE_MAX_SIDE = 1024  # the pose model works at 256 px; larger input only costs decode time
 MIN_VISIBILITY = 0.3
 
@@ -240,14 +240,21 @@ def _worker_analyse(item: tuple[int, str]) -> tuple[int, PoseResult]:
 
 def _run_pose(paths: list[str], workers: int) -> Iterator[tuple[int, PoseResult]]:
     items = list(enumerate(paths))
+    if workers > 1 and (_MEDIAPIPE_STARTED or os.name != "posix"):
+        # A forked child of a process that ran MediaPipe crashes in its own graph, and "spawn"
+        # re-imports the caller's main module (a script without a __main__ guard would run again).
+        from .progress import log
+
+        log("[yellow]pose: this process already ran MediaPipe; running one worker instead of "
+            f"{workers} (start a fresh process to use several).")
+        workers = 1
     if workers <= 1:
         with PoseEstimator() as est:
             for i, p in items:
                 yield i, analyse(p, est)
         return
-    # fork starts workers in milliseconds, but only a process that never ran MediaPipe may fork
-    ctx = mp.get_context("fork" if os.name == "posix" and not _MEDIAPIPE_STARTED else "spawn")
-    with ctx.Pool(workers, initializer=_worker_init) as pool:
+    # fork: workers start in milliseconds and inherit the imported modules
+    with mp.get_context("fork").Pool(workers, initializer=_worker_init) as pool:
         yield from pool.imap_unordered(_worker_analyse, items, chunksize=4)
 
 

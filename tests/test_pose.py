@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import os
+import sys
+import subprocess
 import shutil
 from pathlib import Path
 
@@ -259,26 +261,47 @@ def test_sample_keypoints_lie_in_the_photo(sample_poses):
 # --- workers ----------------------------------------------------------------------------
 
 
-_REAL_WORKER_INIT = pose_mod._worker_init
 
 
-def _recording_worker_init() -> None:
-    """Leaves one file per worker process that starts, then starts it as usual."""
+WORKERS_SCRIPT = """
+import os, sys
+from pathlib import Path
+import hybridpose.pose as pose
+
+def recording_init():
     Path(os.environ["HYBRIDPOSE_TEST_WORKER_DIR"], str(os.getpid())).touch()
-    _REAL_WORKER_INIT()
+    real_init()
+
+if __name__ == "__main__":
+    real_init = pose._worker_init
+    pose._worker_init = recording_init
+    paths = Path(sys.argv[1]).read_text().splitlines()
+    pose.extract(paths, workers=2, show_progress=False, use_cache=False).to_pickle(sys.argv[2])
+"""
 
 
-def test_two_workers_give_the_same_table(bad_corpus, sample_dataset, tmp_path, monkeypatch):
+def test_two_workers_give_the_same_table(bad_corpus, sample_dataset, tmp_path):
     directory, expected = bad_corpus
     paths = [*sample_dataset.paths[::10], *(directory / n for n in sorted(expected) if n != "huge.jpg")]
     one = extract(paths, workers=1, show_progress=False, use_cache=False)
-    # A worker that dies (e.g. MediaPipe crashing in a forked child) is silently replaced by the
-    # pool; count the processes started to see it.
+    # A fresh process, as the CLI is: a pool is only forked from a process that never ran MediaPipe.
+    # A worker that dies is silently replaced by the pool, so count the processes started.
     started = tmp_path / "workers"
     started.mkdir()
-    monkeypatch.setenv("HYBRIDPOSE_TEST_WORKER_DIR", str(started))
-    monkeypatch.setattr(pose_mod, "_worker_init", _recording_worker_init)
-    two = extract(paths, workers=2, show_progress=False, use_cache=False)
+    (tmp_path / "paths.txt").write_text("\n".join(str(p) for p in paths))
+    (tmp_path / "run.py").write_text(WORKERS_SCRIPT)
+    env = {**os.environ, "HYBRIDPOSE_TEST_WORKER_DIR": str(started)}
+    subprocess.run([sys.executable, str(tmp_path / "run.py"), str(tmp_path / "paths.txt"), str(tmp_path / "two.pkl")],
+                   check=True, env=env, timeout=300)
+    two = pd.read_pickle(tmp_path / "two.pkl")
     assert list(two["path"]) == [str(p) for p in paths]
     pd.testing.assert_frame_equal(one, two)
     assert len(list(started.iterdir())) == 2, "a pose worker process died and was replaced"
+
+
+def test_workers_after_mediapipe_ran_here_fall_back_to_one(sample_dataset, capsys):
+    paths = sample_dataset.paths[:4]
+    one = extract(paths, workers=1, show_progress=False, use_cache=False)  # MediaPipe now ran in this process
+    two = extract(paths, workers=2, show_progress=False, use_cache=False)
+    pd.testing.assert_frame_equal(one, two)
+    assert "running one worker" in capsys.readouterr().err

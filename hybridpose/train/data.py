@@ -118,7 +118,8 @@ class Augmenter:
         kp = torch.from_numpy(self.bank.keypoints[idx]).to(self.device, torch.float32)
         leaf_t = torch.as_tensor(leaf, device=self.device)
         scale, angle, shift, flip = self._params(b, train)
-        theta = self._theta(scale, angle, shift, flip)
+        theta = self._theta(scale, angle, shift, flip)  # built on the CPU, then moved
+        flip = flip.to(self.device)
         grid = F.affine_grid(theta, (b, 3, self.out_size, self.out_size), align_corners=False)
         x = F.grid_sample(img, grid, mode="bilinear", padding_mode="border", align_corners=False)
         if train:
