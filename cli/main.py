@@ -53,6 +53,7 @@ def fit(
     input_size: Optional[int] = typer.Option(None, "--input-size", help="Crop size fed to the CNN."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size"),
     cam_method: Optional[str] = typer.Option(None, "--cam-method", help="Stage-3 CAM: hirescam, xgradcam or gradcam."),
+    cam_weight: Optional[float] = typer.Option(None, "--cam-weight", min=0.0, help="Weight of stage 3's CAM loss (default 1; 0: plain fine-tuning)."),
     device: Optional[str] = typer.Option(None, "--device", help="auto, cpu or cuda."),
     seed: Optional[int] = typer.Option(None, "--seed"),
     hierarchy: Optional[Path] = typer.Option(None, "--hierarchy", help="Hierarchy CSV (default DATA/hierarchy.csv)."),
@@ -65,7 +66,8 @@ def fit(
     from hybridpose.train.fit import fit as run_fit
 
     overrides = dict(backbone=backbone, weights=str(weights) if weights else None, pretrained=pretrained or None,
-                     input_size=input_size, batch_size=batch_size, cam_method=cam_method, device=device, seed=seed)
+                     input_size=input_size, batch_size=batch_size, cam_method=cam_method, cam_weight=cam_weight,
+                     device=device, seed=seed)
     overrides.update(_stage_epochs(preset, epochs))
     summary = run_fit(data, out, folds=folds, preset=preset, hierarchy=hierarchy, images=images,
                       flip_pairs=flip_pairs, workers=workers, cache_dir=cache, **overrides)
@@ -97,7 +99,8 @@ def _print_fit(summary: dict, out: Path) -> None:
     for branch, accs in summary["oof_top1"].items():
         table.add_row(branch, *(f"{accs[lv]:.3f}" for lv in levels))
     console.print(table)
-    console.print(f"CAM energy on the body (validation): {summary['cam_inside_val']}")
+    cam = ", ".join(f"after {s.replace('stage', 'stage ')} {v:.3f}" for s, v in summary["cam_inside_oof"].items())
+    console.print(f"share of CAM energy on the keypoint body region, out-of-fold photos: {cam}")
     console.print(f"run saved in {out} ({summary['seconds']:.0f} s); next: hybridpose calibrate {out}")
 
 

@@ -345,7 +345,10 @@ def test_run_folds_and_metrics(tiny_run, sample_dataset):
         oof = pd.read_csv(tiny_run / f"fold_{k}" / "oof_image.csv")
         assert sorted(oof["path"]) == sorted(folds.loc[folds["fold"] == k, "path"])
         done = json.loads((tiny_run / f"fold_{k}" / "done.json").read_text())
-        assert done["n_val"] == len(oof) and done["n_train"] + done["n_val"] == 80
+        assert done["n_out_of_fold"] == len(oof)
+        assert done["n_train"] + done["n_early_stopping"] + done["n_out_of_fold"] == 80
+        assert 0 < done["n_early_stopping"] < done["n_train"]
+        assert set(done["cam_inside"]) == {"1", "2", "3"}
 
 
 def test_run_oof_predictions_complete(tiny_run, sample_dataset):
@@ -372,3 +375,17 @@ def test_run_oof_predictions_complete(tiny_run, sample_dataset):
     assert set(fusion["levels"]) == set(h.levels)
     for lf in fusion["levels"].values():
         assert 0 <= lf["weight"] <= 1 and lf["t_image"] > 0 and lf["t_keypoint"] > 0
+
+
+def test_inner_split_keeps_early_stopping_away_from_out_of_fold_photos():
+    from hybridpose.train.fit import inner_split
+
+    leaf = np.repeat(np.arange(4), 20)
+    groups = np.arange(80)
+    groups[[0, 1, 2]] = 0  # three near-duplicates
+    train_idx = np.setdiff1d(np.arange(80), np.arange(5, 80, 5))  # the out-of-fold photos left out
+    fit_rows, stop_rows = inner_split(train_idx, leaf, groups, 0.15, seed=0)
+    assert set(fit_rows) | set(stop_rows) == set(train_idx) and not set(fit_rows) & set(stop_rows)
+    assert 0.08 * len(train_idx) <= len(stop_rows) <= 0.25 * len(train_idx)
+    assert set(np.unique(leaf[stop_rows])) == {0, 1, 2, 3}  # stratified
+    assert ({0, 1, 2} <= set(fit_rows)) or ({0, 1, 2} <= set(stop_rows))  # duplicates stay together

@@ -34,6 +34,7 @@ class TrainConfig:
     train_margin: tuple[float, float] = (0.05, 0.35)
     eval_margin: float = 0.15
     rotation_degrees: float = 10.0
+    inner_val_fraction: float = 0.15       # training photos held back for early stopping
     seed: int = 0
     device: str = "auto"
     amp: bool = True                      # mixed precision, CUDA only

@@ -6,6 +6,7 @@ of the same command, so an interrupted run loses at most the stage in progress.
 from __future__ import annotations
 
 import hashlib
+import warnings
 import json
 import time
 from dataclasses import dataclass
@@ -28,7 +29,7 @@ from .checkpoint import load_checkpoint, save_checkpoint
 from .config import TrainConfig, make_config
 from .data import Augmenter, build_crop_bank
 from .model import build_model
-from .stages import Labels, predict_bank, train_stage
+from .stages import Labels, evaluate, predict_bank, train_stage
 
 RUN_FORMAT = "hybridpose-run"
 
@@ -91,7 +92,7 @@ def fit(data: str | Path, out: str | Path, *, folds: int = 5, preset: str = "qui
     labels = make_labels(ds)
     fold_of = fold_table["fold"].to_numpy()
     for k in range(1, folds + 1):
-        train_fold(ctx, k, bank, labels, fold_of)
+        train_fold(ctx, k, bank, labels, fold_of, fold_table["group"].to_numpy())
     summary = finish(ctx, poses, fold_of)
     summary["seconds"] = round(time.perf_counter() - t0, 1)
     atomic.write_json(out / "summary.json", summary)
@@ -139,12 +140,15 @@ def _folds(ctx: RunContext) -> pd.DataFrame:
     return table
 
 
-def train_fold(ctx: RunContext, k: int, bank, labels: Labels, fold_of: np.ndarray) -> None:
+def train_fold(ctx: RunContext, k: int, bank, labels: Labels, fold_of: np.ndarray, groups: np.ndarray) -> None:
     fold_dir = ctx.out / f"fold_{k}"
     if (fold_dir / "done.json").exists():
         return
     cfg, h = ctx.cfg, ctx.ds.hierarchy
     train_idx, val_idx = np.nonzero(fold_of != k)[0], np.nonzero(fold_of == k)[0]
+    # Early stopping looks at an inner split of the training photos, never at the out-of-fold ones,
+    # so the out-of-fold predictions (and the fusion and rules fitted on them) stay honest.
+    fit_idx, stop_idx = inner_split(train_idx, labels.leaf, groups, cfg.inner_val_fraction, cfg.seed + k)
     model, info = build_model(cfg.backbone, level_sizes(h), weights=cfg.weights, pretrained=cfg.pretrained,
                               freeze_fraction=cfg.freeze_fraction)
     model.to(ctx.device)
@@ -153,13 +157,13 @@ def train_fold(ctx: RunContext, k: int, bank, labels: Labels, fold_of: np.ndarra
     aug = Augmenter(bank, cfg.input_size, info["mean"], info["std"], ctx.device, train_margin=cfg.train_margin,
                     eval_margin=cfg.eval_margin, rotation=cfg.rotation_degrees, flip_map=flip_map(ctx.ds), seed=cfg.seed + k)
     history = _read_history(fold_dir)
-    best_rows = {}
+    oof_rows = {}
     for stage in (1, 2, 3):
         ckpt_path = fold_dir / f"stage{stage}.pt"
         if ckpt_path.exists():
             ckpt = load_checkpoint(ckpt_path, run_id=ctx.run_id, fold=k, stage=stage)
             model.load_state_dict(ckpt["state_dict"])
-            best_rows[stage] = ckpt["meta"].get("best", {})
+            oof_rows[stage] = ckpt["meta"].get("oof", {})
             continue
         history = [r for r in history if r["stage"] != stage]
         epochs = cfg.stage(stage).epochs
@@ -168,18 +172,35 @@ def train_fold(ctx: RunContext, k: int, bank, labels: Labels, fold_of: np.ndarra
                 history.append({"fold": k, **row})
                 atomic.write_csv(fold_dir / "metrics.csv", pd.DataFrame(history))
                 advance(info=f"val acc {row['val_acc']:.3f} f1 {row['val_macro_f1']:.3f} {row['images_per_s']:.0f} img/s")
-            result = train_stage(stage, model, aug, labels, train_idx, val_idx, cfg, ctx.device,
+            result = train_stage(stage, model, aug, labels, fit_idx, stop_idx, cfg, ctx.device,
                                  seed=cfg.seed * 100 + k * 10 + stage, on_epoch=on_epoch)
-        best_rows[stage] = result.best
+        oof_rows[stage] = evaluate(model, aug, labels, val_idx, cfg, ctx.device).metrics
         save_checkpoint(ckpt_path, run_id=ctx.run_id, fold=k, stage=stage, state_dict=result.state,
-                        meta={"best": result.best, "best_epoch": result.best_epoch, **_model_meta(ctx, info)})
+                        meta={"best": result.best, "best_epoch": result.best_epoch, "oof": oof_rows[stage],
+                              **_model_meta(ctx, info)})
     res = predict_bank(model, aug, val_idx, cfg, ctx.device, with_cam=True, labels_leaf=labels.leaf)
     _write_oof_image(fold_dir / "oof_image.csv", ctx, val_idx, res)
     atomic.write_json(fold_dir / "done.json", {
-        "fold": k, "n_train": len(train_idx), "n_val": len(val_idx),
-        "val_acc": {s: r.get("val_acc") for s, r in best_rows.items()},
-        "cam_inside": {s: r.get("cam_inside") for s, r in best_rows.items()},
+        "fold": k, "n_train": len(fit_idx), "n_early_stopping": len(stop_idx), "n_out_of_fold": len(val_idx),
+        "oof_acc": {s: r.get("val_acc") for s, r in oof_rows.items()},
+        "cam_inside": {s: r.get("cam_inside") for s, r in oof_rows.items()},
     })
+
+
+def inner_split(train_idx: np.ndarray, leaf: np.ndarray, groups: np.ndarray, fraction: float,
+                seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(fit, early-stopping) rows of a fold's training photos: stratified, near-duplicates kept together."""
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    if fraction <= 0:
+        return train_idx, train_idx
+    y, g = leaf[train_idx], groups[train_idx]
+    n_splits = max(2, min(int(round(1 / fraction)), len(np.unique(g)), int(np.bincount(y).max())))
+    splitter = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # "least populated class has fewer members": fine here
+        fit, stop = next(splitter.split(np.zeros(len(y)), y, g))
+    return train_idx[fit], train_idx[stop]
 
 
 def _model_meta(ctx: RunContext, info: dict) -> dict:
@@ -278,4 +299,4 @@ def summarize_oof(frame: pd.DataFrame, h: Hierarchy, ctx: RunContext) -> dict:
         for s, v in done["cam_inside"].items():
             cam.setdefault(f"stage{s}", []).append(v)
     return {"n_images": len(frame), "oof_top1": top1,
-            "cam_inside_val": {s: round(float(np.nanmean(v)), 4) for s, v in cam.items()}}
+            "cam_inside_oof": {s: round(float(np.nanmean(v)), 4) for s, v in cam.items()}}
