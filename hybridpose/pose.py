@@ -229,6 +229,10 @@ _WORKER_ESTIMATOR: PoseEstimator | None = None
 
 def _worker_init() -> None:
     global _WORKER_ESTIMATOR
+    # Workers report problems as statuses; their C++ log lines would only break the progress bar.
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    os.close(devnull)
     _WORKER_ESTIMATOR = PoseEstimator()
 
 
