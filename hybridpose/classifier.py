@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 import pandas as pd
@@ -24,7 +24,8 @@ from .keypoint_model import KeypointClassifier
 from .pose import PoseCache, PoseEstimator, PoseResult, analyse_loaded, file_sha256, keypoints_array, make_table
 from .refine import RuleSet
 from .train.checkpoint import load_checkpoint
-from .train.model import build_model
+from .train.model import build_model, pick_device
+from .train.stages import autocast
 
 TOP_K = 5
 
@@ -58,7 +59,7 @@ class HybridPoseClassifier:
         run = Path(run)
         config = _read_config(run)
         hierarchy = Hierarchy.from_dict(config["hierarchy"])
-        dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device))
+        dev = pick_device(device)
         models, meta = _load_fold_models(run, config, hierarchy, dev)
         keypoint = KeypointClassifier.load(run / "keypoint_model.json")
         fusion_path = run / "fusion.json"
@@ -78,9 +79,10 @@ class HybridPoseClassifier:
 
     def branches_from(self, poses: pd.DataFrame, crops: torch.Tensor) -> Branches:
         image = self.image_proba(crops)
-        kp_leaf = self.keypoint.predict_proba(keypoints_array(poses))
+        kp = keypoints_array(poses)
+        kp_leaf = self.keypoint.predict_proba(kp)
         fused = self.fusion.predict_proba(image, kp_leaf)
-        feats = features(keypoints_array(poses))
+        feats = features(kp)
         leaf_p = fused[self.hierarchy.leaf_level]
         leaves = self.hierarchy.leaves
         leaf = [leaves[i] for i in leaf_p.argmax(1)]
@@ -148,11 +150,15 @@ class HybridPoseClassifier:
         return pd.DataFrame(cols, index=b.poses.index)
 
     # ------------------------------------------------------------------ parts
+    def normalise(self, crops: torch.Tensor) -> torch.Tensor:
+        """uint8 B x 3 x H x W crops -> the backbone's normalised input, on the model's device."""
+        return ((crops.float() / 255 - self.mean) / self.std).to(self.device)
+
     def image_proba(self, crops: torch.Tensor) -> dict[str, np.ndarray]:
         """Mean softmax of the K fold models, per level."""
-        x = ((crops.float() / 255 - self.mean) / self.std).to(self.device)
+        x = self.normalise(crops)
         sums = {lv: 0.0 for lv in self.levels}
-        with torch.inference_mode(), _autocast(self.device):
+        with torch.inference_mode(), autocast(self.device, True):
             for model in self.models:
                 out = model.forward_all(x)
                 for lv in self.levels:
@@ -194,12 +200,6 @@ class HybridPoseClassifier:
         if self._estimator is None:
             self._estimator = PoseEstimator()
         return self._estimator
-
-
-def _autocast(device: torch.device):
-    from contextlib import nullcontext
-
-    return torch.autocast("cuda", dtype=torch.float16) if device.type == "cuda" else nullcontext()
 
 
 def _read_config(run: Path) -> dict:

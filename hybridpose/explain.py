@@ -37,7 +37,7 @@ def cam_maps(clf: HybridPoseClassifier, crops: torch.Tensor, targets: Sequence[i
     """B x H x W maps in [0, 1] for leaf class ``targets``, averaged over the fold models."""
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
-    x = ((crops.float() / 255 - clf.mean) / clf.std).to(clf.device)
+    x = clf.normalise(crops)
     maps = []
     for model in clf.models:
         with grad_cam_class(method)(model=model, target_layers=[model.cam_layer]) as cam:
@@ -151,7 +151,7 @@ def tsne_plot(clf: HybridPoseClassifier, data: str | Path, path: Path) -> Path:
     embs = []
     for i in range(0, len(ds), 64):
         _, crops = clf.poses_and_crops(ds.paths[i : i + 64])
-        x = ((crops.float() / 255 - clf.mean) / clf.std).to(clf.device)
+        x = clf.normalise(crops)
         with torch.inference_mode():
             embs.append(np.mean([m.forward_all(x).embedding.float().cpu().numpy() for m in clf.models], axis=0))
     emb = np.concatenate(embs)

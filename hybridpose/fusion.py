@@ -29,11 +29,14 @@ def _nll(p: np.ndarray, y: np.ndarray) -> float:
     return float(-np.log(np.clip(p[np.arange(len(y)), y], EPS, 1)).mean())
 
 
-def tempered(p: np.ndarray, t: float) -> np.ndarray:
-    logp = np.log(np.clip(p, EPS, 1)) / t
-    logp -= logp.max(1, keepdims=True)
-    q = np.exp(logp)
+def _from_log(logp: np.ndarray) -> np.ndarray:
+    """Rows of unnormalised log-probabilities -> probabilities (numerically stable)."""
+    q = np.exp(logp - logp.max(1, keepdims=True))
     return q / q.sum(1, keepdims=True)
+
+
+def tempered(p: np.ndarray, t: float) -> np.ndarray:
+    return _from_log(np.log(np.clip(p, EPS, 1)) / t)
 
 
 def fit_temperature(p: np.ndarray, y: np.ndarray) -> float:
@@ -44,10 +47,7 @@ def fit_temperature(p: np.ndarray, y: np.ndarray) -> float:
 
 
 def pool(p_image: np.ndarray, p_keypoint: np.ndarray, w: float) -> np.ndarray:
-    logp = w * np.log(np.clip(p_image, EPS, 1)) + (1 - w) * np.log(np.clip(p_keypoint, EPS, 1))
-    logp -= logp.max(1, keepdims=True)
-    q = np.exp(logp)
-    return q / q.sum(1, keepdims=True)
+    return _from_log(w * np.log(np.clip(p_image, EPS, 1)) + (1 - w) * np.log(np.clip(p_keypoint, EPS, 1)))
 
 
 @dataclass
@@ -68,13 +68,13 @@ class Fusion:
         for level in self.hierarchy.levels:
             y = self.hierarchy.leaf_to_level(level).argmax(1)[y_leaf]
             kp = to_level(np.nan_to_num(keypoint_leaf), self.hierarchy, level)
-            lf = LevelFusion(1.0, fit_temperature(image[level], y), 1.0)
-            if ok.sum() > 1:
-                lf.t_image = fit_temperature(image[level][ok], y[ok])
-                lf.t_keypoint = fit_temperature(kp[ok], y[ok])
-                pi, pk = tempered(image[level][ok], lf.t_image), tempered(kp[ok], lf.t_keypoint)
-                losses = [_nll(pool(pi, pk, w), y[ok]) for w in WEIGHT_GRID]
-                lf.weight = float(WEIGHT_GRID[int(np.argmin(losses))])
+            if ok.sum() <= 1:  # the keypoint branch (almost) never answered: image branch alone
+                self.levels[level] = LevelFusion(1.0, fit_temperature(image[level], y), 1.0)
+                continue
+            lf = LevelFusion(t_image=fit_temperature(image[level][ok], y[ok]), t_keypoint=fit_temperature(kp[ok], y[ok]))
+            pi, pk = tempered(image[level][ok], lf.t_image), tempered(kp[ok], lf.t_keypoint)
+            losses = [_nll(pool(pi, pk, w), y[ok]) for w in WEIGHT_GRID]
+            lf.weight = float(WEIGHT_GRID[int(np.argmin(losses))])
             self.levels[level] = lf
         return self
 
@@ -90,11 +90,8 @@ class Fusion:
 
     def consistent(self, level_probs: dict[str, np.ndarray]) -> np.ndarray:
         """Leaf distribution q(leaf) proportional to the product over levels of p_level(ancestor)."""
-        log_q = sum(np.log(np.clip(level_probs[lv], EPS, 1)) @ self.hierarchy.leaf_to_level(lv).T
-                    for lv in self.hierarchy.levels)
-        log_q -= log_q.max(1, keepdims=True)
-        q = np.exp(log_q)
-        return q / q.sum(1, keepdims=True)
+        return _from_log(sum(np.log(np.clip(level_probs[lv], EPS, 1)) @ self.hierarchy.leaf_to_level(lv).T
+                             for lv in self.hierarchy.levels))
 
     def predict_proba(self, image: dict[str, np.ndarray], keypoint_leaf: np.ndarray) -> dict[str, np.ndarray]:
         """Hierarchy-consistent probabilities of every level."""

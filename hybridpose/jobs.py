@@ -59,11 +59,16 @@ def calibrate(run: str | Path, *, out: str | Path | None = None, dry_run: bool =
     oof["rule"] = fired
     atomic.write_csv(run / "oof_predictions.csv", oof)
     atomic.write_csv(run / "calibration.csv", table)
-    targets = [run / "rules.yaml"] + ([Path(out) / "rules.yaml" if Path(out).suffix not in (".yaml", ".yml") else Path(out)] if out else [])
+    targets = [run / "rules.yaml"] + ([_rules_file(Path(out))] if out else [])
     for t in targets:
         ruleset.save(t)
     result["written"] = [str(t) for t in targets] + [str(run / "calibration.csv")]
     return result
+
+
+def _rules_file(out: Path) -> Path:
+    """``--out`` names the rules file itself (.yaml/.yml) or the folder to write rules.yaml into."""
+    return out if out.suffix in (".yaml", ".yml") else out / "rules.yaml"
 
 
 def predict(inputs: str | Path, run: str | Path, out: str | Path, *, rules: str | Path | None = None,

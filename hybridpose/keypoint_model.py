@@ -5,7 +5,6 @@ for such rows the branch abstains (predict_proba gives NaN).
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Sequence
 

@@ -28,16 +28,10 @@ from ..progress import log, progress_bar
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import TrainConfig, make_config
 from .data import Augmenter, build_crop_bank
-from .model import build_model
+from .model import build_model, pick_device
 from .stages import Labels, evaluate, predict_bank, train_stage
 
 RUN_FORMAT = "hybridpose-run"
-
-
-def pick_device(name: str = "auto") -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def bank_size(cfg: TrainConfig) -> int:
@@ -157,13 +151,13 @@ def train_fold(ctx: RunContext, k: int, bank, labels: Labels, fold_of: np.ndarra
     aug = Augmenter(bank, cfg.input_size, info["mean"], info["std"], ctx.device, train_margin=cfg.train_margin,
                     eval_margin=cfg.eval_margin, rotation=cfg.rotation_degrees, flip_map=flip_map(ctx.ds), seed=cfg.seed + k)
     history = _read_history(fold_dir)
-    oof_rows = {}
+    oof_rows, oof_eval = {}, None
     for stage in (1, 2, 3):
         ckpt_path = fold_dir / f"stage{stage}.pt"
         if ckpt_path.exists():
             ckpt = load_checkpoint(ckpt_path, run_id=ctx.run_id, fold=k, stage=stage)
             model.load_state_dict(ckpt["state_dict"])
-            oof_rows[stage] = ckpt["meta"].get("oof", {})
+            oof_rows[stage], oof_eval = ckpt["meta"].get("oof", {}), None
             continue
         history = [r for r in history if r["stage"] != stage]
         epochs = cfg.stage(stage).epochs
@@ -174,11 +168,13 @@ def train_fold(ctx: RunContext, k: int, bank, labels: Labels, fold_of: np.ndarra
                 advance(info=f"val acc {row['val_acc']:.3f} f1 {row['val_macro_f1']:.3f} {row['images_per_s']:.0f} img/s")
             result = train_stage(stage, model, aug, labels, fit_idx, stop_idx, cfg, ctx.device,
                                  seed=cfg.seed * 100 + k * 10 + stage, on_epoch=on_epoch)
-        oof_rows[stage] = evaluate(model, aug, labels, val_idx, cfg, ctx.device).metrics
+        oof_eval = evaluate(model, aug, labels, val_idx, cfg, ctx.device)
+        oof_rows[stage] = oof_eval.metrics
         save_checkpoint(ckpt_path, run_id=ctx.run_id, fold=k, stage=stage, state_dict=result.state,
                         meta={"best": result.best, "best_epoch": result.best_epoch, "oof": oof_rows[stage],
                               **_model_meta(ctx, info)})
-    res = predict_bank(model, aug, val_idx, cfg, ctx.device, with_cam=True, labels_leaf=labels.leaf)
+    # the final model's out-of-fold pass was just made, unless stage 3 was resumed from its checkpoint
+    res = oof_eval or predict_bank(model, aug, val_idx, cfg, ctx.device, with_cam=True, labels_leaf=labels.leaf)
     _write_oof_image(fold_dir / "oof_image.csv", ctx, val_idx, res)
     atomic.write_json(fold_dir / "done.json", {
         "fold": k, "n_train": len(fit_idx), "n_early_stopping": len(stop_idx), "n_out_of_fold": len(val_idx),

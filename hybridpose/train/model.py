@@ -51,6 +51,13 @@ class PoseNet(nn.Module):
         return list(self.backbone.children())[-1]
 
 
+def pick_device(name: str = "auto") -> torch.device:
+    """``auto``: the GPU when there is one, else the CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
 def build_model(backbone: str, level_sizes: dict[str, int], *, weights: str | None = None, pretrained: bool = False,
                 freeze_fraction: float = 0.0, load_weights: bool = True) -> tuple[PoseNet, dict]:
     net, spec, source = create_backbone(backbone, weights=weights, pretrained=pretrained, load_weights=load_weights)

@@ -99,7 +99,7 @@ def train_stage(stage: int, model: PoseNet, aug: Augmenter, labels: Labels, trai
         if device.type == "cuda":
             torch.cuda.synchronize()
         speed = seen / (time.perf_counter() - t0)
-        val = evaluate(model, aug, labels, val_idx, cfg, device, with_cam=(stage == 3))
+        val = evaluate(model, aug, labels, val_idx, cfg, device)
         row = {"stage": stage, "epoch": epoch, "train_loss": float(np.mean(losses)) if losses else float("nan"),
                "lr": opt.param_groups[0]["lr"], "images_per_s": speed, **val.metrics}
         history.append(row)
@@ -168,7 +168,8 @@ def _cam_inside(model: PoseNet, fmap: torch.Tensor, batch, method: str, use_trut
 
 
 def evaluate(model: PoseNet, aug: Augmenter, labels: Labels, idx: np.ndarray, cfg: TrainConfig,
-             device: torch.device, with_cam: bool = False) -> EvalResult:
+             device: torch.device) -> EvalResult:
+    """Leaf metrics and the share of CAM energy on the body (CAM of the true class) for rows ``idx``."""
     res = predict_bank(model, aug, idx, cfg, device, with_cam=True, labels_leaf=labels.leaf)
     leaf_level = model.levels[0]
     p = res.probs[leaf_level]
