@@ -23,6 +23,7 @@ def _root() -> None:
 
 
 WorkersOpt = typer.Option(1, "--workers", "-j", min=1, help="Processes running the pose model.")
+SkeletonOpt = typer.Option("body", "--skeleton", help="Which keypoints the front end finds (hybridpose.skeletons): body.")
 CacheOpt = typer.Option(None, "--cache", help="Pose cache folder (default $HYBRIDPOSE_CACHE or ~/.cache/hybridpose).")
 
 
@@ -32,11 +33,12 @@ def extract(
     out: Path = typer.Option(..., "--out", "-o", help="Folder for poses.csv and summary.json."),
     workers: int = WorkersOpt,
     cache: Optional[Path] = CacheOpt,
+    skeleton: str = SkeletonOpt,
 ) -> None:
-    """Find the person and their 33 keypoints in every image: one row per file in OUT/poses.csv."""
+    """Find the person and their keypoints in every image: one row per file in OUT/poses.csv."""
     from hybridpose.api import extract_folder
 
-    table, summary = extract_folder(data, out, workers=workers, cache_dir=cache)
+    table, summary = extract_folder(data, out, workers=workers, cache_dir=cache, skeleton=skeleton)
     _print_summary(summary, out / "poses.csv")
 
 
@@ -61,6 +63,7 @@ def fit(
     flip_pairs: Optional[str] = typer.Option(None, "--flip-pairs", help="Left/right class pairs swapped by a mirror, LEFT:RIGHT,..."),
     workers: int = WorkersOpt,
     cache: Optional[Path] = CacheOpt,
+    skeleton: str = SkeletonOpt,
 ) -> None:
     """Train the image branch per fold, the keypoint branch and their fusion; out-of-fold predictions included."""
     from hybridpose.train.fit import fit as run_fit
@@ -70,7 +73,7 @@ def fit(
                      device=device, seed=seed)
     overrides.update(_stage_epochs(preset, epochs))
     summary = run_fit(data, out, folds=folds, preset=preset, hierarchy=hierarchy, images=images,
-                      flip_pairs=flip_pairs, workers=workers, cache_dir=cache, **overrides)
+                      flip_pairs=flip_pairs, workers=workers, cache_dir=cache, skeleton=skeleton, **overrides)
     _print_fit(summary, out)
 
 
@@ -110,6 +113,9 @@ def calibrate(
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Also write the rules here (a .yaml file or a folder, e.g. rules/)."),
     min_gain: float = typer.Option(0.02, "--min-gain", help="Keep a rule only if it improves its pair's out-of-fold accuracy by this much."),
     min_fired: int = typer.Option(3, "--min-fired", help="... and decides at least this many photos."),
+    alpha: float = typer.Option(0.05, "--alpha", min=0.0, max=1.0,
+                                help="... and passes a one-sided sign test at this level, Bonferroni-corrected over "
+                                     "the statistics scanned (fixes significantly more photos than it breaks)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Show what would be found; write nothing."),
 ) -> None:
     """Find threshold rules on keypoint statistics for the sibling classes the model confuses."""
@@ -117,16 +123,21 @@ def calibrate(
 
     from hybridpose.jobs import calibrate as run_calibrate
 
-    res = run_calibrate(run, out=out, dry_run=dry_run, min_gain=min_gain, min_fired=min_fired)
-    table = Table(title="confusable sibling pairs (out-of-fold photos where the fused top-2 is the pair)")
-    for col in ("pair", "confused", "fired", "statistic", "threshold", "before", "after", "gain", "kept"):
+    res = run_calibrate(run, out=out, dry_run=dry_run, min_gain=min_gain, min_fired=min_fired, alpha=alpha)
+    table = Table(title="confusable sibling pairs (out-of-fold photos where the fused top-2 is the pair)",
+                  caption=f"decided_by: the test that settled the pair (min_fired {min_fired}, min_gain {min_gain}, "
+                          f"sign_test at alpha {alpha} / statistics scanned) or kept if it passed all")
+    for col in ("pair", "confused", "fired", "statistic", "threshold", "before", "after", "gain", "decided_by", "kept"):
         table.add_column(col, justify="left" if col in ("pair", "statistic") else "right")
     for r in res["table"].itertuples(index=False):
         table.add_row(str(r.pair), str(r.n_confused), str(r.n_fired), str(r.statistic or "-"), _num(r.threshold),
-                      _num(r.accuracy_before), _num(r.accuracy_after), _num(r.gain), "yes" if r.kept else f"no: {r.why}")
+                      _num(r.accuracy_before), _num(r.accuracy_after), _num(r.gain), str(r.decided_by),
+                      "yes" if r.kept else f"no: {r.why}")
     console.print(table)
     console.print(f"{len(res['rules'].rules)} rule(s). Cross-validated leaf top-1 (rules calibrated on the other folds): "
                   f"fused {res['cv_before']:.4f} -> fused + rules {res['cv_after']:.4f}, {res['cv_fired']} photo(s) decided by a rule.")
+    for backup in res["backups"]:
+        console.print(f"kept your edited {Path(backup).with_suffix('').name} as {backup}")
     for path in res["written"]:
         console.print(f"wrote {path}")
     if dry_run:
@@ -150,13 +161,18 @@ def predict(
     fmt: str = typer.Option("csv", "--format", help="csv or json (one JSON object per line)."),
     batch_size: int = typer.Option(32, "--batch-size"),
     cache: Optional[Path] = CacheOpt,
+    partial: bool = typer.Option(False, "--partial", help="Predict with the finished folds of an incomplete run (noted in every row)."),
 ) -> None:
     """Label every photo at every hierarchy level: one row per file, whatever the file holds."""
     from hybridpose.jobs import predict as run_predict
 
     if fmt not in ("csv", "json"):
         raise typer.BadParameter("--format must be csv or json")
-    res = run_predict(inputs, model, out, rules=rules, no_rules=no_rules, fmt=fmt, batch_size=batch_size, cache_dir=cache)
+    res = run_predict(inputs, model, out, rules=rules, no_rules=no_rules, fmt=fmt, batch_size=batch_size, cache_dir=cache,
+                      partial=partial)
+    if res["missing_folds"]:
+        console.print(f"[yellow]warning:[/] folds {res['missing_folds']} of the run have no model; "
+                      "predicted with the others (column `ensemble`).")
     counts = ", ".join(f"{k}: {v}" for k, v in res["status"].items())
     console.print(f"{res['images']} images ({counts}) -> {res['out']}" + (f" (rules: {res['rules']})" if res["rules"] else ""))
 
@@ -212,7 +228,9 @@ def main() -> None:
     try:
         app()
     except HybridPoseError as e:
-        console.print(f"[red]error:[/] {e}")
+        from rich.markup import escape
+
+        console.print(f"[red]error:[/] {escape(str(e))}", soft_wrap=True, highlight=False)
         sys.exit(2)
     except KeyboardInterrupt:
         console.print("[yellow]interrupted[/]: finished work is saved; run the same command again to resume.")

@@ -16,7 +16,7 @@ _LAZY = {
     "calibrate": "hybridpose.jobs",
     "predict": "hybridpose.jobs",
     "evaluate": "hybridpose.jobs",
-    "RuleSet": "hybridpose.refine",
+    "RuleSet": "hybridpose.rules",
 }
 
 __all__ = sorted(_LAZY)

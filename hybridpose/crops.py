@@ -66,3 +66,15 @@ def cut(image: Image.Image, square: Square, size: int) -> Image.Image:
 
 def crop_person(image: Image.Image, box, margin: float = DEFAULT_MARGIN, size: int = 224) -> Image.Image:
     return cut(image, crop_square(box, image.width, image.height, margin), size)
+
+
+def crop_photo(image: Image.Image, box, kp: np.ndarray | None, margin: float, size: int,
+               n_keypoints: int) -> tuple[np.ndarray, np.ndarray]:
+    """Square crop (size x size x 3 uint8) around ``box`` and the keypoints in its pixels (x, y, visibility).
+
+    Without keypoints (none found) the keypoints are all zero and the crop is the whole photo."""
+    square = crop_square(box, image.width, image.height, margin)
+    crop = np.asarray(cut(image, square, size))
+    if kp is None or not np.isfinite(kp).all():
+        return crop, np.zeros((n_keypoints, 3))
+    return crop, np.concatenate([square.to_crop(kp[:, :2], size), kp[:, 3:4]], axis=1)

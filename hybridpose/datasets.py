@@ -11,6 +11,7 @@ from pathlib import Path
 from .errors import DatasetError
 from .hierarchy import Hierarchy, read_hierarchy_csv
 from .images import IMAGE_EXTENSIONS
+from .sources import PhotoFolder, photos
 
 YOGA82_LEVELS = ["class82", "class20", "class6"]
 YOGA82_CLASS6 = ["standing", "sitting", "balancing", "inverted", "reclining", "wheel"]
@@ -32,14 +33,11 @@ class Dataset:
 
 
 def list_images(root: str | Path) -> list[Path]:
-    """All image files under ``root`` (by extension), sorted, hidden files skipped."""
+    """The photo files under ``root`` (by extension), sorted, hidden files skipped; ``root`` itself if a file."""
     root = Path(root)
     if root.is_file():
         return [root]
-    return sorted(
-        p for p in root.rglob("*")
-        if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file() and not any(s.startswith(".") for s in p.relative_to(root).parts)
-    )
+    return photos(PhotoFolder.entries(root))
 
 
 def load_dataset(path: str | Path, *, hierarchy: str | Path | None = None, images: str | Path | None = None,

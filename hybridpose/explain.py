@@ -16,12 +16,11 @@ import torch
 from . import atomic
 from .classifier import HybridPoseClassifier
 from .crops import crop_square
-from .datasets import list_images, load_dataset
+from .datasets import load_dataset
 from .errors import DatasetError
 from .plots import contact_sheet
 from .pose import keypoints_array
-from .train.cam import BODY_SEGMENTS
-from .features import K
+from .sources import open_inputs, photos
 
 
 def grad_cam_class(method: str):
@@ -37,9 +36,9 @@ def cam_maps(clf: HybridPoseClassifier, crops: torch.Tensor, targets: Sequence[i
     """B x H x W maps in [0, 1] for leaf class ``targets``, averaged over the fold models."""
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
-    x = clf.normalise(crops)
+    x = clf.image_branch.normalise(crops)
     maps = []
-    for model in clf.models:
+    for model in clf.image_branch.models_:
         with grad_cam_class(method)(model=model, target_layers=[model.cam_layer]) as cam:
             maps.append(cam(input_tensor=x, targets=[ClassifierOutputTarget(int(t)) for t in targets]))
     m = np.mean(maps, axis=0)
@@ -49,19 +48,19 @@ def cam_maps(clf: HybridPoseClassifier, crops: torch.Tensor, targets: Sequence[i
 def explain(inputs: str | Path, run: str | Path, out: str | Path, *, method: str = "hirescam",
             tsne: str | Path | None = None, limit: int = 48) -> dict:
     inputs, out = Path(inputs), Path(out)
-    paths = (list_images(inputs) if inputs.is_dir() else [inputs])[:limit]
-    if not paths:
-        raise DatasetError(f"{inputs}: no images found.")
+    grad_cam_class(method)  # an unknown method fails before any work
+    paths = photos(open_inputs(inputs))[:limit]
+    names = output_names(paths)
     clf = HybridPoseClassifier.load(run)
     written, sheet = [], []
     for i in range(0, len(paths), 16):
         chunk = paths[i : i + 16]
         poses, crops = clf.poses_and_crops(chunk)
-        b = clf.branches_from(poses, crops)
+        b = clf.batch_from(poses, crops)
         targets = [clf.hierarchy.leaves.index(leaf) for leaf in b.leaf]
         maps = cam_maps(clf, crops, targets, method)
         for j, path in enumerate(chunk):
-            png = out / f"{Path(path).stem}_explain.png"
+            png = out / f"{names[i + j]}_explain.png"
             _figure(png, crops[j], maps[j], _crop_keypoints(clf, poses.iloc[j]), b, j, clf, method)
             written.append(str(png))
             conf = b.fused[clf.hierarchy.leaf_level][j, targets[j]]
@@ -72,6 +71,17 @@ def explain(inputs: str | Path, run: str | Path, out: str | Path, *, method: str
     if tsne is not None:
         result["tsne"] = str(tsne_plot(clf, tsne, out / "tsne.png"))
     return result
+
+
+def output_names(paths: list[Path]) -> list[str]:
+    """A distinct file-name stem per photo: the stem, or its path below the common folder where stems repeat."""
+    stems = [p.stem for p in paths]
+    if len(set(stems)) == len(stems):
+        return stems
+    import os
+
+    common = Path(os.path.commonpath([str(p.parent.resolve()) for p in paths])) if paths else Path(".")
+    return [str(p.resolve().with_suffix("").relative_to(common)).replace(os.sep, "__") for p in paths]
 
 
 def _overlay(crop: torch.Tensor, cam: np.ndarray):
@@ -85,10 +95,11 @@ def _overlay(crop: torch.Tensor, cam: np.ndarray):
 def _crop_keypoints(clf: HybridPoseClassifier, row: pd.Series) -> np.ndarray | None:
     if row["status"] != "ok":
         return None
-    kp = keypoints_array(row.to_frame().T)[0]
+    kp = keypoints_array(row.to_frame().T, clf.skeleton)[0]
+    prep = clf.image_branch.preprocessing_
     sq = crop_square((row["box_x0"], row["box_y0"], row["box_x1"], row["box_y1"]), row["width"], row["height"],
-                     clf.meta["eval_margin"])
-    pts = sq.to_crop(kp[:, :2], clf.meta["input_size"])
+                     prep.eval_margin)
+    pts = sq.to_crop(kp[:, :2], prep.input_size)
     return np.concatenate([pts, kp[:, 3:4]], axis=1)
 
 
@@ -103,8 +114,8 @@ def _figure(path: Path, crop: torch.Tensor, cam: np.ndarray, kp: np.ndarray | No
     fig, axes = plt.subplots(1, 3, figsize=(11, 3.9), gridspec_kw={"width_ratios": [1, 1, 1.15]})
     axes[0].imshow(rgb)
     if kp is not None:
-        for a, c in BODY_SEGMENTS:
-            p, q = kp[K[a]], kp[K[c]]
+        for a, c in clf.skeleton.edges:
+            p, q = kp[clf.skeleton.index[a]], kp[clf.skeleton.index[c]]
             if min(p[2], q[2]) > 0.3:
                 axes[0].plot([p[0], q[0]], [p[1], q[1]], color="#00e676", lw=2)
         vis = kp[:, 2] > 0.3
@@ -131,11 +142,12 @@ def _top5(ax, b, j: int, clf: HybridPoseClassifier) -> None:
     ax.set_xlim(0, 1)
     for y, i in enumerate(order):
         ax.text(min(p[i] + 0.02, 0.8), y, f"{p[i]:.2f}", va="center", fontsize=9)
-    img_top = leaves[int(b.image[clf.hierarchy.leaf_level][j].argmax())]
-    kp_row = b.keypoint_leaf[j]
-    kp_top = leaves[int(kp_row.argmax())] if np.isfinite(kp_row).all() else "abstains"
+    tops = []
+    for name, probs in b.branches.items():
+        row = probs[clf.hierarchy.leaf_level][j]
+        tops.append(f"{name}: {leaves[int(row.argmax())] if np.isfinite(row).all() else 'abstains'}")
     labels = " > ".join(clf.hierarchy.ancestor(b.leaf[j], lv) for lv in reversed(clf.hierarchy.levels))
-    ax.set_title(f"{labels}\nrule: {b.rule[j] or 'none'} | image: {img_top} | keypoints: {kp_top}", fontsize=8)
+    ax.set_title(f"{labels}\nrule: {b.rule[j] or 'none'} | {' | '.join(tops)}", fontsize=8)
     ax.set_xlabel("fused probability (top 5)")
 
 
@@ -151,9 +163,7 @@ def tsne_plot(clf: HybridPoseClassifier, data: str | Path, path: Path) -> Path:
     embs = []
     for i in range(0, len(ds), 64):
         _, crops = clf.poses_and_crops(ds.paths[i : i + 64])
-        x = clf.normalise(crops)
-        with torch.inference_mode():
-            embs.append(np.mean([m.forward_all(x).embedding.float().cpu().numpy() for m in clf.models], axis=0))
+        embs.append(clf.image_branch.embed(crops))
     emb = np.concatenate(embs)
     xy = TSNE(n_components=2, perplexity=min(30, max(5, len(emb) // 4)), init="pca", random_state=0).fit_transform(emb)
     fig, ax = plt.subplots(figsize=(8, 7))

@@ -62,11 +62,7 @@ def make_folds(paths: Sequence[str | Path], labels: Sequence[str], k: int = 5, s
     labels = list(labels)
     if groups is None:
         groups = duplicate_groups([phash(p) for p in paths])
-    counts = pd.Series(labels).value_counts()
-    if counts.min() < k:
-        from .errors import DatasetError
-
-        raise DatasetError(f"class {counts.idxmin()!r} has {counts.min()} photos, fewer than the {k} folds; use --folds {max(2, counts.min())} or add photos.")
+    check_fold_counts(labels, k)
     x = np.zeros(len(labels))
     if len(np.unique(groups)) < len(labels):
         splitter = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed).split(x, labels, groups)
@@ -76,3 +72,18 @@ def make_folds(paths: Sequence[str | Path], labels: Sequence[str], k: int = 5, s
     for f, (_, val) in enumerate(splitter, start=1):
         fold[val] = f
     return pd.DataFrame({"path": [str(p) for p in paths], "label": labels, "group": groups, "fold": fold})
+
+
+def check_fold_counts(labels: Sequence[str], k: int, unit: str = "photos") -> None:
+    """Every class needs a sample in every fold: a DatasetError that says what to do otherwise."""
+    from .errors import DatasetError
+
+    counts = pd.Series(list(labels)).value_counts()
+    small = counts[counts < k]
+    if small.empty:
+        return
+    smallest = int(counts.min())
+    names = ", ".join(f"{c!r} ({n})" for c, n in small.sort_values().items())
+    fix = (f"use --folds {smallest} or fewer, or add {unit}" if smallest >= 2
+           else f"add {unit} (every class needs at least 2) or remove that class's folder")
+    raise DatasetError(f"classes with fewer {unit} than the {k} folds: {names}; {fix}.")

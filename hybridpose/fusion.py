@@ -1,31 +1,35 @@
-"""Fusion of the two branches and hierarchy-consistent labels.
+"""Fusion of a run's branches and hierarchy-consistent labels.
 
 Per level, each branch is first calibrated by temperature scaling (a CNN trained with label
 smoothing is under-confident, boosted trees are over-confident: compared raw, the over-confident
 branch always wins). The calibrated branches are then pooled geometrically:
-``log p = w log p_image + (1 - w) log p_keypoint`` (renormalised), with w chosen by out-of-fold
-log-loss. The keypoint branch's leaf probabilities are summed up the hierarchy for coarser levels;
-where it abstains (no person) the image branch alone decides. The final leaf maximises the product
-of its ancestors' level probabilities, so the labels of all levels always agree.
+``log p = sum_b w_b log p_b`` (renormalised), with the weights chosen on a grid by out-of-fold
+log-loss. Where a branch abstains (a row of NaN, e.g. no person found) the others decide, their
+weights renormalised. The final leaf maximises the product of its ancestors' level probabilities,
+so the labels of all levels always agree.
 """
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
+from typing import Mapping
 
 import numpy as np
 from scipy.optimize import minimize_scalar
 
+from .crossfit import cross_fitted as _cross_fitted
 from .hierarchy import Hierarchy
 
-WEIGHT_GRID = np.round(np.linspace(0, 1, 21), 2)
+WEIGHT_STEP = 0.05
 EPS = 1e-9
+BranchProbs = Mapping[str, Mapping[str, np.ndarray]]  # branch -> level -> rows x classes
 
 
 def to_level(leaf_probs: np.ndarray, hierarchy: Hierarchy, level: str) -> np.ndarray:
     return leaf_probs @ hierarchy.leaf_to_level(level)
 
 
-def _nll(p: np.ndarray, y: np.ndarray) -> float:
+def nll(p: np.ndarray, y: np.ndarray) -> float:
     return float(-np.log(np.clip(p[np.arange(len(y)), y], EPS, 1)).mean())
 
 
@@ -42,19 +46,26 @@ def tempered(p: np.ndarray, t: float) -> np.ndarray:
 def fit_temperature(p: np.ndarray, y: np.ndarray) -> float:
     if len(y) == 0:
         return 1.0
-    res = minimize_scalar(lambda t: _nll(tempered(p, t), y), bounds=(0.05, 20.0), method="bounded")
+    res = minimize_scalar(lambda t: nll(tempered(p, t), y), bounds=(0.05, 20.0), method="bounded")
     return float(res.x)
 
 
-def pool(p_image: np.ndarray, p_keypoint: np.ndarray, w: float) -> np.ndarray:
-    return _from_log(w * np.log(np.clip(p_image, EPS, 1)) + (1 - w) * np.log(np.clip(p_keypoint, EPS, 1)))
+def weight_grid(n: int, step: float = WEIGHT_STEP) -> list[tuple[float, ...]]:
+    """Weights on the simplex (they sum to 1), the first branch's weight rising slowest."""
+    m = int(round(1 / step))
+    return [tuple(round(c / m, 4) for c in (*head, m - sum(head)))
+            for head in itertools.product(range(m + 1), repeat=n - 1) if sum(head) <= m]
+
+
+def pool(probs: list[np.ndarray], weights: tuple[float, ...] | list[float]) -> np.ndarray:
+    """Geometric pool of rows where every branch answered."""
+    return _from_log(sum(w * np.log(np.clip(p, EPS, 1)) for p, w in zip(probs, weights)))
 
 
 @dataclass
 class LevelFusion:
-    weight: float = 0.5          # image-branch weight in the geometric pool
-    t_image: float = 1.0
-    t_keypoint: float = 1.0
+    weights: dict[str, float] = field(default_factory=dict)        # branch -> weight in the geometric pool
+    temperatures: dict[str, float] = field(default_factory=dict)   # branch -> temperature
 
 
 @dataclass
@@ -62,30 +73,43 @@ class Fusion:
     hierarchy: Hierarchy
     levels: dict[str, LevelFusion] = field(default_factory=dict)
 
-    def fit(self, image: dict[str, np.ndarray], keypoint_leaf: np.ndarray, y_leaf: np.ndarray) -> "Fusion":
-        """Temperatures and weight per level, by log-loss on out-of-fold predictions."""
-        ok = np.isfinite(keypoint_leaf).all(1)
+    def fit(self, branches: BranchProbs, y_leaf: np.ndarray) -> "Fusion":
+        """Temperatures and weights per level, by log-loss on out-of-fold predictions."""
+        names = list(branches)
+        ok = np.all([_answered(branches[b][self.hierarchy.leaf_level]) for b in names], axis=0)
         for level in self.hierarchy.levels:
             y = self.hierarchy.leaf_to_level(level).argmax(1)[y_leaf]
-            kp = to_level(np.nan_to_num(keypoint_leaf), self.hierarchy, level)
-            if ok.sum() <= 1:  # the keypoint branch (almost) never answered: image branch alone
-                self.levels[level] = LevelFusion(1.0, fit_temperature(image[level], y), 1.0)
-                continue
-            lf = LevelFusion(t_image=fit_temperature(image[level][ok], y[ok]), t_keypoint=fit_temperature(kp[ok], y[ok]))
-            pi, pk = tempered(image[level][ok], lf.t_image), tempered(kp[ok], lf.t_keypoint)
-            losses = [_nll(pool(pi, pk, w), y[ok]) for w in WEIGHT_GRID]
-            lf.weight = float(WEIGHT_GRID[int(np.argmin(losses))])
-            self.levels[level] = lf
+            self.levels[level] = self._fit_level(names, {b: branches[b][level] for b in names}, y, ok)
         return self
 
-    def combine(self, image: dict[str, np.ndarray], keypoint_leaf: np.ndarray) -> dict[str, np.ndarray]:
-        ok = np.isfinite(keypoint_leaf).all(1)
+    @staticmethod
+    def _fit_level(names: list[str], probs: dict[str, np.ndarray], y: np.ndarray, ok: np.ndarray) -> LevelFusion:
+        if ok.sum() <= 1:  # some branch (almost) never answered: the one answering most decides alone
+            best = max(names, key=lambda b: _answered(probs[b]).sum())
+            rows = _answered(probs[best])
+            return LevelFusion({b: float(b == best) for b in names},
+                               {b: fit_temperature(probs[b][rows], y[rows]) if b == best else 1.0 for b in names})
+        temps = {b: fit_temperature(probs[b][ok], y[ok]) for b in names}
+        calibrated = [tempered(probs[b][ok], temps[b]) for b in names]
+        grid = weight_grid(len(names))
+        losses = [nll(pool(calibrated, w), y[ok]) for w in grid]
+        best = grid[int(np.argmin(losses))]
+        return LevelFusion(dict(zip(names, map(float, best))), temps)
+
+    def combine(self, branches: BranchProbs) -> dict[str, np.ndarray]:
+        """Fused probabilities per level (before hierarchy consistency)."""
         out = {}
         for level in self.hierarchy.levels:
-            lf = self.levels.get(level, LevelFusion())
-            pi = tempered(image[level], lf.t_image)
-            pk = tempered(to_level(np.nan_to_num(keypoint_leaf, nan=1.0), self.hierarchy, level), lf.t_keypoint)
-            out[level] = np.where(ok[:, None], pool(pi, pk, lf.weight), pi)
+            lf = self.levels[level]
+            names = [b for b in lf.weights if b in branches]
+            probs = [tempered(np.nan_to_num(branches[b][level], nan=1.0), lf.temperatures.get(b, 1.0)) for b in names]
+            answered = np.stack([_answered(branches[b][level]) for b in names], 1)
+            weights = np.array([lf.weights[b] for b in names])[None, :] * answered
+            total = weights.sum(1, keepdims=True)
+            # rows where only zero-weight branches answered: those branches, equally
+            weights = np.where(total > 0, weights / np.where(total > 0, total, 1), answered / np.maximum(answered.sum(1, keepdims=True), 1))
+            logp = sum(weights[:, [j]] * np.log(np.clip(p, EPS, 1)) for j, p in enumerate(probs))
+            out[level] = _from_log(logp)
         return out
 
     def consistent(self, level_probs: dict[str, np.ndarray]) -> np.ndarray:
@@ -93,29 +117,32 @@ class Fusion:
         return _from_log(sum(np.log(np.clip(level_probs[lv], EPS, 1)) @ self.hierarchy.leaf_to_level(lv).T
                              for lv in self.hierarchy.levels))
 
-    def predict_proba(self, image: dict[str, np.ndarray], keypoint_leaf: np.ndarray) -> dict[str, np.ndarray]:
+    def predict_proba(self, branches: BranchProbs) -> dict[str, np.ndarray]:
         """Hierarchy-consistent probabilities of every level."""
-        q = self.consistent(self.combine(image, keypoint_leaf))
+        q = self.consistent(self.combine(branches))
         return {lv: to_level(q, self.hierarchy, lv) for lv in self.hierarchy.levels}
 
     def to_dict(self) -> dict:
-        return {"levels": {lv: vars(lf) for lv, lf in self.levels.items()},
-                "note": "per level: p_image^(1/t_image) and p_keypoint^(1/t_keypoint) renormalised, "
-                        "then log p = weight * log p_image + (1 - weight) * log p_keypoint"}
+        return {"levels": {lv: {"weights": lf.weights, "temperatures": lf.temperatures} for lv, lf in self.levels.items()},
+                "note": "per level and branch b: p_b^(1/temperature_b) renormalised, then "
+                        "log p = sum_b weight_b * log p_b over the branches that answered (weights renormalised)"}
 
     @classmethod
     def from_dict(cls, hierarchy: Hierarchy, d: dict) -> "Fusion":
-        return cls(hierarchy, {lv: LevelFusion(**v) for lv, v in d["levels"].items()})
+        return cls(hierarchy, {lv: LevelFusion(dict(v["weights"]), dict(v["temperatures"])) for lv, v in d["levels"].items()})
 
 
-def cross_fitted(hierarchy: Hierarchy, image: dict[str, np.ndarray], keypoint_leaf: np.ndarray, y_leaf: np.ndarray,
-                 folds: np.ndarray) -> dict[str, np.ndarray]:
+def _answered(p: np.ndarray) -> np.ndarray:
+    return np.isfinite(p).all(1)
+
+
+def subset(branches: BranchProbs, rows: np.ndarray) -> dict[str, dict[str, np.ndarray]]:
+    return {b: {lv: p[rows] for lv, p in levels.items()} for b, levels in branches.items()}
+
+
+def cross_fitted(hierarchy: Hierarchy, branches: BranchProbs, y_leaf: np.ndarray, folds: np.ndarray) -> dict[str, np.ndarray]:
     """Out-of-fold fused probabilities: each fold fused with parameters fitted on the other folds."""
-    out = {lv: np.zeros_like(image[lv]) for lv in hierarchy.levels}
-    for k in np.unique(folds):
-        tr, te = folds != k, folds == k
-        fusion = Fusion(hierarchy).fit({lv: p[tr] for lv, p in image.items()}, keypoint_leaf[tr], y_leaf[tr])
-        part = fusion.predict_proba({lv: p[te] for lv, p in image.items()}, keypoint_leaf[te])
-        for lv in hierarchy.levels:
-            out[lv][te] = part[lv]
-    return out
+    def fit_predict(train: np.ndarray, test: np.ndarray) -> dict[str, np.ndarray]:
+        return Fusion(hierarchy).fit(subset(branches, train), y_leaf[train]).predict_proba(subset(branches, test))
+
+    return _cross_fitted(folds, fit_predict)

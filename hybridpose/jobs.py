@@ -9,60 +9,73 @@ import numpy as np
 import pandas as pd
 
 from . import atomic
-from .classifier import HybridPoseClassifier, _read_config
-from .datasets import list_images, load_dataset
+from .classifier import HybridPoseClassifier
+from .datasets import load_dataset
 from .errors import DatasetError, RunError
-from .features import features
 from .hierarchy import Hierarchy
 from .pose import keypoints_array
-from .refine import RuleSet, calibrate_rules, crossval_rules
+from .predtable import read_probs, rules_column, true_column
+from .runfolder import RunFolder
+from .skeletons import get_skeleton
+from .sources import open_inputs
+from .rules import RuleSet, calibrate_rules, crossval_rules
+from .rules.io import backup_if_edited
 
 
 def load_oof(run: Path) -> tuple[pd.DataFrame, Hierarchy, dict]:
-    config = _read_config(run)
-    path = run / "oof_predictions.csv"
-    if not path.exists():
-        raise RunError(f"{path}: missing; the run did not finish: run the same `hybridpose fit` command again.")
+    folder = RunFolder(run)
+    config = folder.read_config()
+    path = folder.require(folder.oof)
     return pd.read_csv(path, keep_default_na=False, na_values=[""]), Hierarchy.from_dict(config["hierarchy"]), config
 
 
 def run_features(run: Path, oof: pd.DataFrame) -> pd.DataFrame:
-    poses = pd.read_csv(run / "poses.csv", keep_default_na=False, na_values=[""])
+    folder = RunFolder(run)
+    skeleton = get_skeleton(folder.read_config().get("skeleton"))
+    poses = pd.read_csv(folder.require(folder.poses), keep_default_na=False, na_values=[""])
     rows = pd.Index(poses["path"]).get_indexer(oof["path"])
     if (rows < 0).any():
-        raise RunError(f"{run / 'poses.csv'}: does not cover every photo of oof_predictions.csv; run `hybridpose fit` again.")
+        raise RunError(f"{folder.poses}: does not cover every photo of oof_predictions.csv; run `{folder.fit_command()}` again.")
     poses = poses.iloc[rows].reset_index(drop=True)
-    return features(keypoints_array(poses))
+    return skeleton.features(keypoints_array(poses, skeleton))
 
 
 def calibrate(run: str | Path, *, out: str | Path | None = None, dry_run: bool = False, min_gain: float = 0.02,
-              min_fired: int = 3) -> dict:
-    """Find rules for confused sibling pairs from the run's out-of-fold predictions; see refine.py."""
+              min_fired: int = 3, alpha: float = 0.05) -> dict:
+    """Find rules for confused sibling pairs from the run's out-of-fold predictions; see rules/calibrate.py.
+
+    A rules file about to be replaced that was edited by hand is first copied to ``NAME.bak``
+    (``.bak1``, ... if taken); ``result["backups"]`` lists the copies made.
+    """
     run = Path(run)
+    folder = RunFolder(run)
     oof, h, _ = load_oof(run)
     feats = run_features(run, oof)
     leaves, level = h.leaves, h.leaf_level
-    probs = oof[[f"fused:{level}:{c}" for c in leaves]].to_numpy(dtype=float)
-    y = list(oof[f"true_{level}"].astype(str))
-    kw = dict(min_gain=min_gain, min_fired=min_fired)
+    probs = read_probs(oof, "fused", level, leaves)
+    y = list(oof[true_column(level)].astype(str))
+    kw = dict(min_gain=min_gain, min_fired=min_fired, alpha=alpha)
     ruleset, table = calibrate_rules(feats, y, probs, leaves, h, **kw)
     ruleset.meta.update({"source_run": str(run), "photos": len(oof)})
     refined, fired = crossval_rules(feats, y, probs, leaves, h, oof["fold"].to_numpy(), **kw)
     before = float(np.mean(np.array(leaves)[probs.argmax(1)] == np.array(y)))
     after = float(np.mean(np.array(refined) == np.array(y)))
     result = {"rules": ruleset, "table": table, "cv_before": before, "cv_after": after,
-              "cv_fired": int(sum(bool(f) for f in fired)), "written": []}
+              "cv_fired": int(sum(bool(f) for f in fired)), "written": [], "backups": []}
     if dry_run:
         return result
     for lv in h.levels:
-        oof[f"rules_{lv}"] = [h.ancestor(leaf, lv) for leaf in refined]
+        oof[rules_column(lv)] = [h.ancestor(leaf, lv) for leaf in refined]
     oof["rule"] = fired
-    atomic.write_csv(run / "oof_predictions.csv", oof)
-    atomic.write_csv(run / "calibration.csv", table)
-    targets = [run / "rules.yaml"] + ([_rules_file(Path(out))] if out else [])
+    atomic.write_csv(folder.oof, oof)
+    atomic.write_csv(folder.calibration, table)
+    targets = [folder.rules] + ([_rules_file(Path(out))] if out else [])
     for t in targets:
+        backup = backup_if_edited(t)
+        if backup is not None:
+            result["backups"].append(str(backup))
         ruleset.save(t)
-    result["written"] = [str(t) for t in targets] + [str(run / "calibration.csv")]
+    result["written"] = [str(t) for t in targets] + [str(folder.calibration)]
     return result
 
 
@@ -73,15 +86,11 @@ def _rules_file(out: Path) -> Path:
 
 def predict(inputs: str | Path, run: str | Path, out: str | Path, *, rules: str | Path | None = None,
             no_rules: bool = False, fmt: str = "csv", batch_size: int = 32, show_progress: bool = True,
-            cache_dir: str | Path | None = None) -> dict:
+            cache_dir: str | Path | None = None, partial: bool = False) -> dict:
     """Stream predictions for every image under ``inputs`` into ``out`` (CSV or JSON lines), atomically."""
     inputs, out = Path(inputs), Path(out)
-    if not inputs.exists():
-        raise DatasetError(f"{inputs}: no such file or folder.")
-    paths = list_images(inputs) if inputs.is_dir() else [inputs]
-    if not paths:
-        raise DatasetError(f"{inputs}: no images found (looked for .jpg, .jpeg, .png, .bmp, .webp, .tif, .gif).")
-    clf = HybridPoseClassifier.load(run, rules=rules, use_rules=not no_rules)
+    paths = [e.path for e in open_inputs(inputs)]
+    clf = HybridPoseClassifier.load(run, rules=rules, use_rules=not no_rules, partial=partial)
     clf.cache_dir = Path(cache_dir) if cache_dir else None
     counts: dict[str, int] = {}
     with atomic.atomic_open(out, "w", encoding="utf-8", newline="") as fh:
@@ -93,7 +102,7 @@ def predict(inputs: str | Path, run: str | Path, out: str | Path, *, rules: str 
                     fh.write(json.dumps({k: _plain(v) for k, v in rec.items()}) + "\n")
             else:
                 frame.to_csv(fh, header=(i == 0), index=False)
-    return {"images": len(paths), "status": counts, "out": str(out),
+    return {"images": len(paths), "status": counts, "out": str(out), "missing_folds": clf.missing_folds,
             "rules": str(clf.rules.path) if clf.rules is not None and clf.rules.path else None}
 
 
@@ -115,10 +124,10 @@ def evaluate(target: str | Path, *, model: str | Path | None = None, out: str | 
 
     target = Path(target)
     folds = None
-    if (target / "config.json").exists() and model is None:
+    if RunFolder(target).is_run() and model is None:
         frame, h, _ = load_oof(target)
         title, out_dir = f"Out-of-fold evaluation of {target}", Path(out or target / "evaluation")
-        folds = pd.read_csv(target / "folds.csv") if (target / "folds.csv").exists() else None
+        folds = pd.read_csv(RunFolder(target).folds) if RunFolder(target).folds.exists() else None
     elif target.suffix == ".csv":
         frame, h = _frame_from_predictions(target, data, images)
         title, out_dir = f"Evaluation of {target}", Path(out or target.with_suffix("")) 
@@ -128,10 +137,10 @@ def evaluate(target: str | Path, *, model: str | Path | None = None, out: str | 
         frame, h = _frame_from_dataset(target, Path(model), images, show_progress)
         title, out_dir = f"Evaluation of {model} on {target}", Path(out or Path(model) / f"evaluation_{target.name}")
     summary = evaluate_frame(frame, h, out_dir, title=title)
-    if folds is not None and (target / "training_curves.png").exists():
+    if folds is not None and RunFolder(target).curves.exists():
         import shutil
 
-        shutil.copyfile(target / "training_curves.png", out_dir / "training_curves.png")
+        shutil.copyfile(RunFolder(target).curves, out_dir / "training_curves.png")
     summary["review"] = write_review(frame, folds, h, out_dir)
     summary["report"] = str(write_report(out_dir, summary, title=title))
     atomic.write_csv(out_dir / "predictions_evaluated.csv", frame)
@@ -148,7 +157,7 @@ def _frame_from_dataset(data: Path, run: Path, images, show_progress: bool) -> t
     h = clf.hierarchy
     frame = pd.concat(list(clf.iter_predict(ds.paths, show_progress=show_progress, detailed=True)), ignore_index=True)
     for lv in h.levels:
-        frame[f"true_{lv}"] = ds.level_labels(lv)
+        frame[true_column(lv)] = ds.level_labels(lv)
     return frame, h
 
 
@@ -167,8 +176,8 @@ def _frame_from_predictions(path: Path, data, images) -> tuple[pd.DataFrame, Hie
     for lv in h.levels:
         if lv not in preds:
             raise DatasetError(f"{path}: no column {lv!r}; was it written by `hybridpose predict` for this hierarchy?")
-        preds[f"true_{lv}"] = [h.ancestor(y, lv) for y in preds["_true"]]
-        preds[f"rules_{lv}"] = preds[lv]
+        preds[true_column(lv)] = [h.ancestor(y, lv) for y in preds["_true"]]
+        preds[rules_column(lv)] = preds[lv]
     return preds.drop(columns=["_true"]), h
 
 

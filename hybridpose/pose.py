@@ -20,27 +20,17 @@ import pandas as pd
 
 from .images import ImageLoadError, load_image
 from .progress import progress_bar
+from .skeletons import Skeleton, get_skeleton
 
 if TYPE_CHECKING:
     from PIL import Image
 
-KEYPOINT_NAMES = [
-    "nose", "left_eye_inner", "left_eye", "left_eye_outer", "right_eye_inner", "right_eye",
-    "right_eye_outer", "left_ear", "right_ear", "mouth_left", "mouth_right", "left_shoulder",
-    "right_shoulder", "left_elbow", "right_elbow", "left_wrist", "right_wrist", "left_pinky",
-    "right_pinky", "left_index", "right_index", "left_thumb", "right_thumb", "left_hip",
-    "right_hip", "left_knee", "right_knee", "left_ankle", "right_ankle", "left_heel",
-    "right_heel", "left_foot_index", "right_foot_index",
-]
-N_KEYPOINTS = len(KEYPOINT_NAMES)
-KEYPOINT_COLUMNS = [f"{n}_{c}" for n in KEYPOINT_NAMES for c in "xyzv"]
 BOX_COLUMNS = ["box_x0", "box_y0", "box_x1", "box_y1"]
-TABLE_COLUMNS = ["path", "sha256", "status", "reason", "width", "height", *BOX_COLUMNS, *KEYPOINT_COLUMNS]
+HEAD_COLUMNS = ["path", "sha256", "status", "reason", "width", "height"]
 
 # Bump when anything that changes the stored result changes (model, resizing, box rule).
-POSE_VERSION = "mediapipe-0.10.21-c1-v2"
+POSE_VERSION = "mediapipe-0.10.21-c1-v2"  # the body estimator's; each estimator names its own
 POSE_MAX_SIDE = 1024  # the pose model works at 256 px; larger input only costs decode time
-MIN_VISIBILITY = 0.3
 
 
 @dataclass
@@ -50,7 +40,7 @@ class PoseResult:
     width: int = 0
     height: int = 0
     box: tuple[float, float, float, float] | None = None
-    keypoints: list[list[float]] | None = None  # 33 x [x, y, z, visibility], pixels of the original
+    keypoints: list[list[float]] | None = None  # one [x, y, z, visibility] per keypoint, pixels of the original
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -65,6 +55,14 @@ class PoseResult:
 class PoseEstimator:
     """MediaPipe Pose in static-image mode. Complexity 1 is the model the wheel bundles."""
 
+    name = "mediapipe_pose"
+    version = POSE_VERSION
+    skeleton_name = "body"
+
+    @property
+    def skeleton(self) -> Skeleton:
+        return get_skeleton(self.skeleton_name)
+
     def __init__(self) -> None:
         os.environ.setdefault("GLOG_minloglevel", "2")
         import mediapipe as mediapipe
@@ -78,7 +76,7 @@ class PoseEstimator:
         self._warm = False
 
     def landmarks(self, rgb: np.ndarray) -> np.ndarray | None:
-        """33 x 4 array (x, y normalised to [0, 1], z, visibility), or None if no person."""
+        """n x 4 array (x, y normalised to [0, 1], z, visibility), or None if no person."""
         if not self._warm:
             self._warm = True
             with quiet_stderr():
@@ -150,22 +148,27 @@ def analyse_array(rgb: np.ndarray, width: int, height: int, estimator: PoseEstim
     kp[:, 0] *= width
     kp[:, 1] *= height
     kp[:, 2] *= width  # MediaPipe's z uses roughly the scale of x
-    return PoseResult("ok", "", width, height, person_box(kp, width, height), kp.round(3).tolist())
+    return PoseResult("ok", "", width, height, estimator.skeleton.keypoint_box(kp, width, height), kp.round(3).tolist())
 
 
-def person_box(kp: np.ndarray, width: int, height: int) -> tuple[float, float, float, float]:
-    """Tight box around the visible keypoints (all of them if few are visible), inside the image."""
-    visible = kp[:, 3] >= MIN_VISIBILITY
-    pts = kp[visible, :2] if visible.sum() >= 4 else kp[:, :2]
-    x0, y0 = pts.min(axis=0)
-    x1, y1 = pts.max(axis=0)
-    # The head reaches above the eyes: extend up by a third of the eye-to-shoulder distance.
-    head = abs(kp[11:13, 1].mean() - kp[1:7, 1].mean()) / 3 if visible[[0, 11, 12]].all() else 0.0
-    y0 -= head
-    return (
-        float(np.clip(x0, 0, width)), float(np.clip(y0, 0, height)),
-        float(np.clip(x1, 0, width)), float(np.clip(y1, 0, height)),
-    )
+def first_look(paths: Sequence[str]) -> tuple[list[PoseResult | None], list[str | None]]:
+    """Per path: a final result where the file cannot be read (decided without opening anything that is
+    not a regular file), else None; and the content hash of each readable file."""
+    from .sources import classify
+
+    results: list[PoseResult | None] = []
+    shas: list[str | None] = []
+    for p in paths:
+        entry = classify(Path(p))
+        sha = file_sha256(p) if entry.readable else None
+        if not entry.readable:
+            results.append(PoseResult(entry.status, entry.reason))
+        elif sha is None:
+            results.append(PoseResult("unreadable", "file cannot be read (missing or no permission)"))
+        else:
+            results.append(None)
+        shas.append(sha)
+    return results, shas
 
 
 def file_sha256(path: str | Path) -> str | None:
@@ -184,9 +187,10 @@ def default_cache_dir() -> Path:
 
 
 class PoseCache:
-    """Results keyed by (content hash, pose version) in one SQLite file: each commit is atomic."""
+    """Results keyed by (content hash, estimator version) in one SQLite file: each commit is atomic."""
 
-    def __init__(self, directory: str | Path | None = None) -> None:
+    def __init__(self, directory: str | Path | None = None, version: str = POSE_VERSION) -> None:
+        self.version = version
         directory = Path(directory) if directory else default_cache_dir()
         directory.mkdir(parents=True, exist_ok=True)
         self.path = directory / "poses.sqlite"
@@ -195,9 +199,8 @@ class PoseCache:
         self._db.execute("CREATE TABLE IF NOT EXISTS pose (key TEXT PRIMARY KEY, result TEXT NOT NULL)")
         self._db.commit()
 
-    @staticmethod
-    def key(sha: str) -> str:
-        return f"{POSE_VERSION}:{sha}"
+    def key(self, sha: str) -> str:
+        return f"{self.version}:{sha}"
 
     def get_many(self, shas: Sequence[str]) -> dict[str, PoseResult]:
         out: dict[str, PoseResult] = {}
@@ -208,7 +211,7 @@ class PoseCache:
                 f"SELECT key, result FROM pose WHERE key IN ({','.join('?' * len(chunk))})", chunk
             ).fetchall()
             for key, text in rows:
-                out[key.split(":", 1)[1]] = PoseResult.from_json(text)
+                out[key[len(self.version) + 1:]] = PoseResult.from_json(text)
         return out
 
     def put_many(self, items: Iterable[tuple[str, PoseResult]]) -> None:
@@ -222,18 +225,31 @@ class PoseCache:
         self._db.close()
 
 
+ESTIMATORS: dict[str, type] = {PoseEstimator.name: PoseEstimator}
+
+
+def estimator_class(skeleton: Skeleton | str | None = None) -> type:
+    """The pose front end class that finds ``skeleton``'s keypoints."""
+    sk = get_skeleton(skeleton)
+    if sk.estimator not in ESTIMATORS:
+        from .errors import HybridPoseError
+
+        raise HybridPoseError(f"skeleton {sk.name!r} has no pose model here; give its keypoints with --keypoints FILE.")
+    return ESTIMATORS[sk.estimator]
+
+
 # Worker processes each hold their own estimator (MediaPipe graphs are not shareable).
 _MEDIAPIPE_STARTED = False  # a forked child of a process that ran MediaPipe crashes in its own graph
 _WORKER_ESTIMATOR: PoseEstimator | None = None
 
 
-def _worker_init() -> None:
+def _worker_init(estimator: type) -> None:
     global _WORKER_ESTIMATOR
     # Workers report problems as statuses; their C++ log lines would only break the progress bar.
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, 2)
     os.close(devnull)
-    _WORKER_ESTIMATOR = PoseEstimator()
+    _WORKER_ESTIMATOR = estimator()
 
 
 def _worker_analyse(item: tuple[int, str]) -> tuple[int, PoseResult]:
@@ -242,7 +258,7 @@ def _worker_analyse(item: tuple[int, str]) -> tuple[int, PoseResult]:
     return i, analyse(path, _WORKER_ESTIMATOR)
 
 
-def _run_pose(paths: list[str], workers: int) -> Iterator[tuple[int, PoseResult]]:
+def _run_pose(paths: list[str], workers: int, estimator: type) -> Iterator[tuple[int, PoseResult]]:
     items = list(enumerate(paths))
     if workers > 1 and (_MEDIAPIPE_STARTED or os.name != "posix"):
         # A forked child of a process that ran MediaPipe crashes in its own graph, and "spawn"
@@ -253,12 +269,12 @@ def _run_pose(paths: list[str], workers: int) -> Iterator[tuple[int, PoseResult]
             f"{workers} (start a fresh process to use several).")
         workers = 1
     if workers <= 1:
-        with PoseEstimator() as est:
+        with estimator() as est:
             for i, p in items:
                 yield i, analyse(p, est)
         return
     # fork: workers start in milliseconds and inherit the imported modules
-    with mp.get_context("fork").Pool(workers, initializer=_worker_init) as pool:
+    with mp.get_context("fork").Pool(workers, initializer=_worker_init, initargs=(estimator,)) as pool:
         yield from pool.imap_unordered(_worker_analyse, items, chunksize=4)
 
 
@@ -269,15 +285,13 @@ def extract(
     workers: int = 1,
     show_progress: bool = True,
     use_cache: bool = True,
+    skeleton: Skeleton | str | None = None,
 ) -> pd.DataFrame:
     """Poses table for ``paths`` (one row each, in order). Cached results cost no pose model run."""
+    estimator = estimator_class(skeleton)
     paths = [str(p) for p in paths]
-    shas = [file_sha256(p) for p in paths]
-    results: list[PoseResult | None] = [None] * len(paths)
-    for i, sha in enumerate(shas):
-        if sha is None:
-            results[i] = PoseResult("unreadable", "file cannot be read (missing or no permission)")
-    cache = PoseCache(cache_dir) if use_cache else None
+    results, shas = first_look(paths)
+    cache = PoseCache(cache_dir, estimator.version) if use_cache else None
     try:
         if cache is not None:
             hits = cache.get_many(sorted({s for s in shas if s}))
@@ -285,11 +299,11 @@ def extract(
                 if sha in hits:
                     results[i] = hits[sha]
         todo = _first_of_each_hash([i for i, r in enumerate(results) if r is None], shas)
-        _compute(paths, shas, todo, results, cache, workers, show_progress)
+        _compute(paths, shas, todo, results, cache, workers, show_progress, estimator)
     finally:
         if cache is not None:
             cache.close()
-    return make_table(paths, shas, results)
+    return make_table(paths, shas, results, estimator.skeleton_name)
 
 
 def _first_of_each_hash(indices: list[int], shas: list[str | None]) -> list[int]:
@@ -302,13 +316,13 @@ def _first_of_each_hash(indices: list[int], shas: list[str | None]) -> list[int]
     return out
 
 
-def _compute(paths, shas, todo, results, cache, workers, show_progress) -> None:
+def _compute(paths, shas, todo, results, cache, workers, show_progress, estimator) -> None:
     if not todo:
         _fill_duplicates(shas, results)
         return
     pending: list[tuple[str, PoseResult]] = []
     with progress_bar("pose", total=len(todo), enabled=show_progress) as advance:
-        for j, result in _run_pose([paths[i] for i in todo], workers):
+        for j, result in _run_pose([paths[i] for i in todo], workers, estimator):
             i = todo[j]
             results[i] = result
             pending.append((shas[i], result))
@@ -328,8 +342,11 @@ def _fill_duplicates(shas, results) -> None:
             results[i] = by_sha[shas[i]]
 
 
-def make_table(paths: list[str], shas: list[str | None], results: list[PoseResult | None]) -> pd.DataFrame:
-    rows = np.full((len(paths), 4 + len(KEYPOINT_COLUMNS)), np.nan)
+def make_table(paths: list[str], shas: list[str | None], results: list[PoseResult | None],
+               skeleton: Skeleton | str | None = None) -> pd.DataFrame:
+    """The poses table (docs/FORMATS.md): one row per path, keypoint columns named by the skeleton."""
+    skeleton = get_skeleton(skeleton)
+    rows = np.full((len(paths), 4 + len(skeleton.columns)), np.nan)
     for i, r in enumerate(results):
         assert r is not None
         if r.box is not None:
@@ -341,12 +358,23 @@ def make_table(paths: list[str], shas: list[str | None], results: list[PoseResul
         "status": [r.status for r in results], "reason": [r.reason for r in results],  # type: ignore[union-attr]
         "width": [r.width for r in results], "height": [r.height for r in results],  # type: ignore[union-attr]
     })
-    return pd.concat([head, pd.DataFrame(rows, columns=[*BOX_COLUMNS, *KEYPOINT_COLUMNS])], axis=1)
+    return pd.concat([head, pd.DataFrame(rows, columns=[*BOX_COLUMNS, *skeleton.columns])], axis=1)
 
 
-def keypoints_array(table: pd.DataFrame) -> np.ndarray:
-    """(N, 33, 4) keypoints from a poses table; NaN where no person was found."""
-    return table[KEYPOINT_COLUMNS].to_numpy(dtype=np.float64).reshape(len(table), N_KEYPOINTS, 4)
+def table_skeleton(table: pd.DataFrame) -> Skeleton:
+    """The skeleton whose keypoint columns the poses table holds."""
+    from .skeletons import SKELETONS, available
+
+    for name in available():
+        if set(SKELETONS[name].columns) <= set(table.columns):
+            return SKELETONS[name]
+    raise ValueError("the poses table has no complete set of keypoint columns of a known skeleton")
+
+
+def keypoints_array(table: pd.DataFrame, skeleton: Skeleton | str | None = None) -> np.ndarray:
+    """(N, n, 4) keypoints from a poses table; NaN where none were found."""
+    sk = get_skeleton(skeleton) if skeleton is not None else table_skeleton(table)
+    return table[sk.columns].to_numpy(dtype=np.float64).reshape(len(table), sk.n, 4)
 
 
 def boxes_array(table: pd.DataFrame) -> np.ndarray:

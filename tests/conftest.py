@@ -88,7 +88,7 @@ def copy_run(tiny_run, tmp_path):
 
 def standing_keypoints(width: float = 400.0, height: float = 600.0, cx: float = 200.0) -> np.ndarray:
     """A synthetic upright person (33 x 4, pixels, all visible), arms slightly out, feet apart."""
-    from hybridpose.pose import KEYPOINT_NAMES
+    from hybridpose.skeletons.body import KEYPOINT_NAMES
 
     s = height / 600.0
     spots = {  # (x offset from centre, y) in a 600 px tall frame; the person's left is image right

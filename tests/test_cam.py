@@ -8,9 +8,9 @@ from pytorch_grad_cam import GradCAM, HiResCAM, XGradCAM
 from pytorch_grad_cam.utils.image import scale_cam_image
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
-from hybridpose.features import K
-from hybridpose.train.cam import BODY_SEGMENTS, body_coverage, cam_in_graph, energy_inside
-from hybridpose.train.model import build_model
+from hybridpose.network import build_model
+from hybridpose.skeletons.body import BODY, EDGES as BODY_SEGMENTS, K
+from hybridpose.train.cam import body_coverage, cam_in_graph, energy_inside
 from conftest import standing_keypoints
 
 SIZE = 96
@@ -130,7 +130,7 @@ def _cell(point: torch.Tensor, n: int) -> tuple[int, int]:
 
 def test_body_coverage_follows_the_limbs():
     kp, n = _skeleton(), 12
-    cov = body_coverage(kp, (n, n))[0]
+    cov = body_coverage(kp, (n, n), BODY)[0]
     assert cov.shape == (n, n)
     assert ((cov >= 0) & (cov <= 1)).all()
     for a, b in BODY_SEGMENTS:
@@ -145,24 +145,24 @@ def test_body_coverage_follows_the_limbs():
 
 def test_body_coverage_leaves_out_invisible_limbs():
     kp, n = _skeleton(), 12
-    before = body_coverage(kp, (n, n))[0]
+    before = body_coverage(kp, (n, n), BODY)[0]
     hidden = kp.clone()
     hidden[0, K["left_wrist"], 2] = 0.0
-    after = body_coverage(hidden, (n, n))[0]
+    after = body_coverage(hidden, (n, n), BODY)[0]
     forearm = (kp[0, K["left_elbow"], :2] * 0.2 + kp[0, K["left_wrist"], :2] * 0.8)
     cell = _cell(forearm, n)
     assert before[cell] > 0 and after[cell] < before[cell]
     assert (after <= before + 1e-6).all()
     nobody = kp.clone()
     nobody[..., 2] = 0
-    assert body_coverage(nobody, (n, n)).sum() == 0
+    assert body_coverage(nobody, (n, n), BODY).sum() == 0
 
 
 def test_body_coverage_moves_with_the_person():
     kp = _skeleton()
     shifted = kp.clone()
     shifted[..., 0] += 0.5  # half a crop to the right: 3 cells of 12
-    a, b = body_coverage(kp, (12, 12))[0], body_coverage(shifted, (12, 12))[0]
+    a, b = body_coverage(kp, (12, 12), BODY)[0], body_coverage(shifted, (12, 12), BODY)[0]
     torch.testing.assert_close(b[:, 3:], a[:, :-3], atol=1e-6, rtol=0)
 
 

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from hybridpose.features import (
+from hybridpose.skeletons.body import (
     MIRROR_INDEX,
     feature_names,
     features,
@@ -16,7 +16,8 @@ from hybridpose.features import (
     mirror_keypoints,
     normalise,
 )
-from hybridpose.pose import KEYPOINT_NAMES, extract, keypoints_array
+from hybridpose.pose import extract, keypoints_array
+from hybridpose.skeletons.body import KEYPOINT_NAMES
 from conftest import standing_keypoints
 
 

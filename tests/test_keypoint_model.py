@@ -7,9 +7,8 @@ import numpy as np
 import pytest
 
 from hybridpose.errors import RunError
-from hybridpose.features import mirror_keypoints
-from hybridpose.keypoint_model import KeypointClassifier
-from hybridpose.pose import KEYPOINT_NAMES
+from hybridpose.branches.keypoint import KeypointClassifier
+from hybridpose.skeletons.body import KEYPOINT_NAMES, mirror_keypoints
 from conftest import standing_keypoints
 
 K = {n: i for i, n in enumerate(KEYPOINT_NAMES)}

@@ -14,20 +14,27 @@ from PIL import Image
 
 import hybridpose.pose as pose_mod
 from hybridpose.pose import (
-    KEYPOINT_COLUMNS,
-    TABLE_COLUMNS,
+    BOX_COLUMNS,
+    HEAD_COLUMNS,
     extract,
     keypoints_array,
     boxes_array,
     summarize,
 )
+from hybridpose.skeletons.body import BODY, person_box
+from hybridpose.skeletons.geometry import MIN_VISIBILITY
 from corpus import EXIF_ORIENTATION, PHOTO
+
+KEYPOINT_COLUMNS = BODY.columns
+TABLE_COLUMNS = [*HEAD_COLUMNS, *BOX_COLUMNS, *KEYPOINT_COLUMNS]
 
 STATUSES = {"ok", "no_person", "unreadable", "too_small", "too_large"}
 
 
 class _NoModel:
     """Stands in for PoseEstimator where the test says the pose model must not run."""
+
+    name, version, skeleton_name = "mediapipe_pose", pose_mod.POSE_VERSION, "body"
 
     def __init__(self, *a, **k):
         raise AssertionError("the pose model ran although the result should come from the cache")
@@ -88,7 +95,7 @@ def test_missing_and_directory_paths_do_not_raise(tmp_path):
     (tmp_path / "a_folder.jpg").mkdir()
     paths = [tmp_path / "missing.jpg", tmp_path / "a_folder.jpg", PHOTO]
     table = extract(paths, show_progress=False)
-    assert list(table["status"]) == ["unreadable", "unreadable", "ok"]
+    assert list(table["status"]) == ["unreadable", "not_a_file", "ok"]
     assert all(r.strip() for r in table["reason"][:2])
 
 
@@ -105,14 +112,14 @@ def test_summarize_counts_statuses(corpus_table):
 
 def test_rerun_is_served_from_cache(corpus_table, monkeypatch):
     paths, _, first = corpus_table
-    monkeypatch.setattr(pose_mod, "PoseEstimator", _NoModel)
+    monkeypatch.setitem(pose_mod.ESTIMATORS, "mediapipe_pose", _NoModel)
     second = extract(paths, show_progress=False)
     pd.testing.assert_frame_equal(first, second)
 
 
 def test_cache_can_be_bypassed(tmp_path, monkeypatch):
     extract([PHOTO], show_progress=False)  # cached now
-    monkeypatch.setattr(pose_mod, "PoseEstimator", _NoModel)
+    monkeypatch.setitem(pose_mod.ESTIMATORS, "mediapipe_pose", _NoModel)
     with pytest.raises(AssertionError, match="pose model ran"):
         extract([PHOTO], show_progress=False, use_cache=False)
 
@@ -122,7 +129,7 @@ def test_same_photo_under_another_path_comes_from_cache(tmp_path, monkeypatch):
     copy = tmp_path / "renamed" / "copy_of_photo.jpg"
     copy.parent.mkdir()
     shutil.copyfile(PHOTO, copy)
-    monkeypatch.setattr(pose_mod, "PoseEstimator", _NoModel)
+    monkeypatch.setitem(pose_mod.ESTIMATORS, "mediapipe_pose", _NoModel)
     second = extract([copy], show_progress=False)
     assert second["path"].iloc[0] == str(copy)
     assert second["sha256"].iloc[0] == first["sha256"].iloc[0]
@@ -216,7 +223,7 @@ def test_person_box_inside_image_and_around_visible_keypoints(sample_poses):
     assert (boxes[:, 2] <= w).all() and (boxes[:, 3] <= h).all()
     assert (boxes[:, 2] > boxes[:, 0]).all() and (boxes[:, 3] > boxes[:, 1]).all()
     for box, kp, wi, hi in zip(boxes, kps, w, h):
-        vis = kp[:, 3] >= pose_mod.MIN_VISIBILITY
+        vis = kp[:, 3] >= MIN_VISIBILITY
         x = np.clip(kp[vis, 0], 0, wi)
         y = np.clip(kp[vis, 1], 0, hi)
         # keypoints are stored rounded to 1/1000 px, the box from the unrounded ones
@@ -225,7 +232,6 @@ def test_person_box_inside_image_and_around_visible_keypoints(sample_poses):
 
 
 def test_person_box_reaches_above_the_eyes():
-    from hybridpose.pose import person_box
     from conftest import standing_keypoints
 
     kp = standing_keypoints()
@@ -236,7 +242,6 @@ def test_person_box_reaches_above_the_eyes():
 
 
 def test_person_box_clipped_to_image():
-    from hybridpose.pose import person_box
     from conftest import standing_keypoints
 
     kp = standing_keypoints()
@@ -268,9 +273,9 @@ import os, sys
 from pathlib import Path
 import hybridpose.pose as pose
 
-def recording_init():
+def recording_init(*args):
     Path(os.environ["HYBRIDPOSE_TEST_WORKER_DIR"], str(os.getpid())).touch()
-    real_init()
+    real_init(*args)
 
 if __name__ == "__main__":
     real_init = pose._worker_init

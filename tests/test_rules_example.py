@@ -3,9 +3,9 @@ from pathlib import Path
 
 import numpy as np
 
-from hybridpose.features import feature_names, features
+from hybridpose.skeletons.body import feature_names, features
 from hybridpose.pose import keypoints_array
-from hybridpose.refine import RuleSet
+from hybridpose.rules import RuleSet
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "rules" / "example.yaml"
 

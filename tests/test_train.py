@@ -8,15 +8,14 @@ import pandas as pd
 import pytest
 import torch
 
+from hybridpose.branches.image import Preprocessing
 from hybridpose.errors import RunError
-from hybridpose.features import MIRROR_INDEX
-from hybridpose.pose import KEYPOINT_NAMES
-from hybridpose.train.checkpoint import load_checkpoint, save_checkpoint
+from hybridpose.network import build_model, load_checkpoint, save_checkpoint
+from hybridpose.skeletons.body import BODY, KEYPOINT_NAMES, MIRROR_INDEX
 from hybridpose.train.config import PRESETS, StageConfig, TrainConfig, make_config
 from hybridpose.train.data import Augmenter, CropBank, build_crop_bank, crop_one
 from hybridpose.train.fit import bank_size
 from hybridpose.train.losses import multitask_ce, supcon_loss
-from hybridpose.train.model import build_model
 from hybridpose.train.stages import Labels, evaluate, train_stage
 from conftest import standing_keypoints
 
@@ -83,8 +82,8 @@ def _dot_bank(n: int = 24, seed: int = 0) -> tuple[CropBank, np.ndarray]:
 
 
 def _augmenter(bank, flip_map=None, seed=0) -> Augmenter:
-    return Augmenter(bank, OUT, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), CPU, train_margin=(0.05, 0.35), eval_margin=0.15,
-                     rotation=10.0, flip_map=flip_map, seed=seed)
+    return Augmenter(bank, Preprocessing(OUT, 0.15, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)), BODY, CPU,
+                     train_margin=(0.05, 0.35), rotation=10.0, flip_map=flip_map, seed=seed)
 
 
 def _blob_centre(img: torch.Tensor) -> np.ndarray:
@@ -153,29 +152,29 @@ def test_crop_one_puts_keypoints_on_the_crop(tmp_path):
     arr[58:63, 78:83] = 255
     path = tmp_path / "p.png"
     Image.fromarray(arr).save(path)
-    crop, pts = crop_one(str(path), np.array([50.0, 40.0, 150.0, 260.0]), kp, 0.2, 64)
+    crop, pts = crop_one(str(path), np.array([50.0, 40.0, 150.0, 260.0]), kp, 0.2, 64, BODY.n)
     assert crop.shape == (64, 64, 3)
     v = crop.astype(float).sum(-1)
     ys, xs = np.nonzero(v > v.max() / 2)
     np.testing.assert_allclose([xs.mean() + 0.5, ys.mean() + 0.5], pts[K["nose"], :2], atol=1.0)
     assert pts[0, 2] == pytest.approx(0.9)
-    bad, none = crop_one(str(tmp_path / "missing.jpg"), None, None, 0.2, 64)
+    bad, none = crop_one(str(tmp_path / "missing.jpg"), None, None, 0.2, 64, BODY.n)
     assert bad.shape == (64, 64, 3) and (none == 0).all()
 
 
 def test_crop_bank_cache_is_reused_and_invalidated(sample_poses, tmp_path):
     poses = sample_poses.iloc[:4].reset_index(drop=True)
     cache = tmp_path / "crops.npz"
-    bank = build_crop_bank(poses, 32, 0.35, cache, show_progress=False)
+    bank = build_crop_bank(poses, 32, 0.35, BODY, cache, show_progress=False)
     assert bank.images.shape == (4, 32, 32, 3) and cache.exists()
     mtime = cache.stat().st_mtime_ns
-    again = build_crop_bank(poses, 32, 0.35, cache, show_progress=False)
+    again = build_crop_bank(poses, 32, 0.35, BODY, cache, show_progress=False)
     np.testing.assert_array_equal(again.images, bank.images)
     assert cache.stat().st_mtime_ns == mtime
-    other = build_crop_bank(poses, 40, 0.35, cache, show_progress=False)  # other size: rebuilt
+    other = build_crop_bank(poses, 40, 0.35, BODY, cache, show_progress=False)  # other size: rebuilt
     assert other.size == 40
     cache.write_bytes(b"garbage")
-    assert build_crop_bank(poses, 32, 0.35, cache, show_progress=False).size == 32
+    assert build_crop_bank(poses, 32, 0.35, BODY, cache, show_progress=False).size == 32
 
 
 # --- one stage ----------------------------------------------------------------------------
@@ -205,8 +204,8 @@ def test_train_stage_reduces_the_loss(stage):
     bank, leaf = _two_class_bank()
     cfg = make_config("tiny", batch_size=8, **{f"stage{stage}": StageConfig(5, 1e-3)})
     model, info = build_model(cfg.backbone, {"class": 2}, freeze_fraction=cfg.freeze_fraction)
-    aug = Augmenter(bank, cfg.input_size, info["mean"], info["std"], CPU, train_margin=cfg.train_margin,
-                    eval_margin=cfg.eval_margin, seed=0)
+    aug = Augmenter(bank, Preprocessing(cfg.input_size, cfg.eval_margin, info["mean"], info["std"]), BODY, CPU,
+                    train_margin=cfg.train_margin, seed=0)
     labels = Labels(leaf, {"class": np.arange(2)})
     idx = np.arange(len(bank))
     frozen = {n: p.detach().clone() for n, p in model.named_parameters() if not p.requires_grad}
@@ -234,8 +233,8 @@ def test_train_stage_survives_one_warmup_step():
     cfg = make_config("tiny")
     assert cfg.batch_size == 8 and cfg.stage1.epochs == 1 and cfg.stage1.warmup_fraction * 5 == 1
     model, info = build_model(cfg.backbone, {"class": 2}, freeze_fraction=cfg.freeze_fraction, load_weights=False)
-    aug = Augmenter(bank, cfg.input_size, info["mean"], info["std"], CPU, train_margin=cfg.train_margin,
-                    eval_margin=cfg.eval_margin, seed=0)
+    aug = Augmenter(bank, Preprocessing(cfg.input_size, cfg.eval_margin, info["mean"], info["std"]), BODY, CPU,
+                    train_margin=cfg.train_margin, seed=0)
     labels = Labels(leaf, {"class": np.arange(2)})
     result = train_stage(1, model, aug, labels, np.arange(40), np.arange(40, 48), cfg, CPU, seed=0)
     assert len(result.history) == 1
@@ -374,7 +373,9 @@ def test_run_oof_predictions_complete(tiny_run, sample_dataset):
     fusion = json.loads((tiny_run / "fusion.json").read_text())
     assert set(fusion["levels"]) == set(h.levels)
     for lf in fusion["levels"].values():
-        assert 0 <= lf["weight"] <= 1 and lf["t_image"] > 0 and lf["t_keypoint"] > 0
+        assert set(lf["weights"]) == set(lf["temperatures"]) == {"image", "keypoint"}
+        assert abs(sum(lf["weights"].values()) - 1) < 1e-6 and min(lf["weights"].values()) >= 0
+        assert min(lf["temperatures"].values()) > 0
 
 
 def test_inner_split_keeps_early_stopping_away_from_out_of_fold_photos():

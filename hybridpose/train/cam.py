@@ -11,7 +11,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from ..features import K
+from ..skeletons import Skeleton
 
 
 def _hirescam(grads: torch.Tensor, fmap: torch.Tensor) -> torch.Tensor:
@@ -44,39 +44,29 @@ def cam_in_graph(fmap: torch.Tensor, logits: torch.Tensor, target: torch.Tensor,
     return F.relu(CAM_METHODS[method](grads, fmap))
 
 
-BODY_SEGMENTS = [
-    ("left_shoulder", "right_shoulder"), ("left_hip", "right_hip"), ("left_shoulder", "left_hip"),
-    ("right_shoulder", "right_hip"), ("left_shoulder", "right_hip"), ("right_shoulder", "left_hip"),
-    ("left_shoulder", "left_elbow"), ("left_elbow", "left_wrist"), ("right_shoulder", "right_elbow"),
-    ("right_elbow", "right_wrist"), ("left_hip", "left_knee"), ("left_knee", "left_ankle"),
-    ("right_hip", "right_knee"), ("right_knee", "right_ankle"), ("left_ankle", "left_foot_index"),
-    ("right_ankle", "right_foot_index"), ("nose", "left_shoulder"), ("nose", "right_shoulder"),
-]
-_SEG_A = torch.tensor([K[a] for a, _ in BODY_SEGMENTS])
-_SEG_B = torch.tensor([K[b] for _, b in BODY_SEGMENTS])
+def body_coverage(kp: torch.Tensor, size: tuple[int, int], skeleton: Skeleton, supersample: int = 4,
+                  min_visibility: float = 0.3) -> torch.Tensor:
+    """Share of each of the h x w cells covered by the body (the skeleton's bones drawn as thick segments).
 
-
-def body_coverage(kp: torch.Tensor, size: tuple[int, int], supersample: int = 4, min_visibility: float = 0.3,
-                  width: float = 0.22) -> torch.Tensor:
-    """Share of each of the h x w cells covered by the body (limbs and torso drawn as thick segments).
-
-    ``kp``: B x 33 x 3 (x, y in [-1, 1] image coordinates, visibility). Segments with an invisible end are
-    left out; the thickness is ``width`` x torso length. Returns B x h x w in [0, 1].
+    ``kp``: B x n x 3 (x, y in [-1, 1] image coordinates, visibility). Segments with an invisible end are
+    left out; the thickness is ``skeleton.mask_width`` x its reference length (torso for the body).
+    Returns B x h x w in [0, 1].
     """
+    seg_a, seg_b = (torch.as_tensor(i, device=kp.device) for i in skeleton.edge_index())
+    ref_a, ref_b = skeleton.scale_index()
     h, w = size
     H, W = h * supersample, w * supersample
     ys = (torch.arange(H, device=kp.device, dtype=kp.dtype) + 0.5) / H * 2 - 1
     xs = (torch.arange(W, device=kp.device, dtype=kp.dtype) + 0.5) / W * 2 - 1
     grid = torch.stack(torch.meshgrid(xs, ys, indexing="xy"), -1).reshape(1, -1, 1, 2)  # 1 x HW x 1 x 2
-    a, b = kp[:, _SEG_A, :2], kp[:, _SEG_B, :2]                                         # B x S x 2
-    ok = (kp[:, _SEG_A, 2] >= min_visibility) & (kp[:, _SEG_B, 2] >= min_visibility)
+    a, b = kp[:, seg_a, :2], kp[:, seg_b, :2]                                           # B x S x 2
+    ok = (kp[:, seg_a, 2] >= min_visibility) & (kp[:, seg_b, 2] >= min_visibility)
     ab = (b - a)[:, None]                                                               # B x 1 x S x 2
     t = (((grid - a[:, None]) * ab).sum(-1) / (ab.pow(2).sum(-1) + 1e-9)).clamp(0, 1)
     dist = (grid - (a[:, None] + t[..., None] * ab)).norm(dim=-1)                       # B x HW x S
     dist = dist.masked_fill(~ok[:, None], float("inf"))
-    torso = ((kp[:, K["left_shoulder"], :2] + kp[:, K["right_shoulder"], :2]) / 2
-             - (kp[:, K["left_hip"], :2] + kp[:, K["right_hip"], :2]) / 2).norm(dim=-1)
-    radius = (width * torso).clamp(min=2.0 / min(H, W))[:, None]
+    reference = (kp[:, ref_a, :2].mean(1) - kp[:, ref_b, :2].mean(1)).norm(dim=-1)
+    radius = (skeleton.mask_width * reference).clamp(min=2.0 / min(H, W))[:, None]
     inside = (dist.min(-1).values <= radius).to(kp.dtype).reshape(-1, 1, H, W)
     return F.avg_pool2d(inside, supersample).squeeze(1)
 

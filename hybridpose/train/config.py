@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields, replace
 
+from ..crops import DEFAULT_MARGIN, TRAIN_MARGIN_RANGE
+
 
 @dataclass
 class StageConfig:
@@ -31,8 +33,8 @@ class TrainConfig:
     coarse_level_weight: float = 0.5     # weight of each coarser level's loss (leaf level: 1)
     cam_method: str = "hirescam"
     cam_weight: float = 1.0
-    train_margin: tuple[float, float] = (0.05, 0.35)
-    eval_margin: float = 0.15
+    train_margin: tuple[float, float] = TRAIN_MARGIN_RANGE
+    eval_margin: float = DEFAULT_MARGIN
     rotation_degrees: float = 10.0
     inner_val_fraction: float = 0.15       # training photos held back for early stopping
     seed: int = 0

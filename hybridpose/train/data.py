@@ -11,25 +11,24 @@ import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
-
 import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
 
 from .. import atomic
-from ..crops import crop_square, cut
-from ..features import MIRROR_INDEX
+from ..branches.image import Preprocessing
+from ..crops import crop_photo
 from ..images import ImageLoadError, open_rgb
 from ..pose import boxes_array, keypoints_array
 from ..progress import progress_bar
+from ..skeletons import Skeleton
 
 
 @dataclass
 class CropBank:
     images: np.ndarray      # N x S x S x 3 uint8, square crops with margin ``margin``
-    keypoints: np.ndarray   # N x 33 x 3: x, y in crop pixels, visibility (0 where unknown)
+    keypoints: np.ndarray   # N x n x 3: x, y in crop pixels, visibility (0 where unknown)
     has_person: np.ndarray  # N bool
     margin: float
 
@@ -41,34 +40,31 @@ class CropBank:
         return len(self.images)
 
 
-def crop_one(path: str, box: np.ndarray | None, kp: np.ndarray | None, margin: float, size: int) -> tuple[np.ndarray, np.ndarray]:
+def crop_one(path: str, box: np.ndarray | None, kp: np.ndarray | None, margin: float, size: int,
+             n_keypoints: int) -> tuple[np.ndarray, np.ndarray]:
     """Square crop (size x size x 3 uint8) and the keypoints in its pixel coordinates."""
     try:
         image = open_rgb(path)
     except ImageLoadError:
-        return np.full((size, size, 3), 127, np.uint8), np.zeros((33, 3))
-    square = crop_square(box, image.width, image.height, margin)
-    crop = np.asarray(cut(image, square, size))
-    if kp is None or not np.isfinite(kp).all():
-        return crop, np.zeros((33, 3))
-    pts = square.to_crop(kp[:, :2], size)
-    return crop, np.concatenate([pts, kp[:, 3:4]], axis=1)
+        return np.full((size, size, 3), 127, np.uint8), np.zeros((n_keypoints, 3))
+    return crop_photo(image, box, kp, margin, size, n_keypoints)
 
 
-def build_crop_bank(poses: pd.DataFrame, size: int, margin: float, cache: Path | None = None,
+def build_crop_bank(poses: pd.DataFrame, size: int, margin: float, skeleton: Skeleton, cache: Path | None = None,
                     show_progress: bool = True) -> CropBank:
     """Crops of every row of the poses table; reused from ``cache`` (.npz) when it matches."""
     if cache is not None and cache.exists():
         bank = _load_bank(cache, poses, size, margin)
         if bank is not None:
             return bank
-    boxes, kps = boxes_array(poses), keypoints_array(poses)
+    boxes, kps = boxes_array(poses), keypoints_array(poses, skeleton)
     images = np.zeros((len(poses), size, size, 3), np.uint8)
-    points = np.zeros((len(poses), 33, 3))
+    points = np.zeros((len(poses), skeleton.n, 3))
     with progress_bar("crops", total=len(poses), enabled=show_progress) as advance:
         for i, path in enumerate(poses["path"]):
             person = poses["status"].iat[i] == "ok"
-            images[i], points[i] = crop_one(path, boxes[i] if person else None, kps[i] if person else None, margin, size)
+            images[i], points[i] = crop_one(path, boxes[i] if person else None, kps[i] if person else None, margin, size,
+                                            skeleton.n)
             advance()
     bank = CropBank(images, points, (poses["status"] == "ok").to_numpy(), margin)
     if cache is not None:
@@ -93,7 +89,7 @@ def _load_bank(cache: Path, poses: pd.DataFrame, size: int, margin: float) -> Cr
 @dataclass
 class Batch:
     x: torch.Tensor          # B x 3 x s x s, normalised
-    kp: torch.Tensor         # B x 33 x 3, x/y in [-1, 1] of the output crop, visibility
+    kp: torch.Tensor         # B x n x 3, x/y in [-1, 1] of the output crop, visibility
     leaf: torch.Tensor       # B, leaf index after any flip swap
     has_person: torch.Tensor
 
@@ -101,13 +97,14 @@ class Batch:
 class Augmenter:
     """Turns bank rows into model batches: random (training) or fixed (evaluation) framing."""
 
-    def __init__(self, bank: CropBank, out_size: int, mean: Sequence[float], std: Sequence[float],
-                 device: torch.device, *, train_margin: tuple[float, float], eval_margin: float,
-                 rotation: float = 10.0, flip_map: np.ndarray | None = None, seed: int = 0):
-        self.bank, self.out_size, self.device = bank, out_size, device
-        self.mean = torch.tensor(mean, device=device).view(1, 3, 1, 1)
-        self.std = torch.tensor(std, device=device).view(1, 3, 1, 1)
-        self.train_margin, self.eval_margin, self.rotation = train_margin, eval_margin, rotation
+    def __init__(self, bank: CropBank, prep: Preprocessing, skeleton: Skeleton, device: torch.device, *,
+                 train_margin: tuple[float, float], rotation: float = 10.0, flip_map: np.ndarray | None = None,
+                 seed: int = 0):
+        self.bank, self.prep, self.device = bank, prep, device
+        self.out_size, self.eval_margin = prep.input_size, prep.eval_margin
+        self.skeleton = skeleton
+        self.mirror = torch.as_tensor(skeleton.mirror_index, device=device)
+        self.train_margin, self.rotation = train_margin, rotation
         self.flip_map = None if flip_map is None else torch.as_tensor(flip_map, device=device)
         self.gen = torch.Generator().manual_seed(seed)
 
@@ -127,7 +124,7 @@ class Augmenter:
         kp = self._warp_points(kp, theta, flip)
         if train and self.flip_map is not None:
             leaf_t = torch.where(flip, self.flip_map[leaf_t], leaf_t)
-        x = (x - self.mean) / self.std
+        x = self.prep.normalise(x)
         person = torch.from_numpy(self.bank.has_person[idx]).to(self.device)
         return Batch(x.contiguous(memory_format=torch.channels_last) if self.device.type == "cuda" else x, kp, leaf_t, person)
 
@@ -160,8 +157,7 @@ class Augmenter:
         A, t = theta[:, :, :2], theta[:, :, 2]
         p_out = torch.linalg.solve(A, (p_in - t[:, None]).transpose(1, 2)).transpose(1, 2)
         out = torch.cat([p_out, kp[..., 2:3]], -1)
-        mirror = torch.as_tensor(MIRROR_INDEX, device=kp.device)
-        flipped = out[:, mirror]  # a mirrored person's left arm is now on the image's other side
+        flipped = out[:, self.mirror]  # a mirrored person's left arm is now on the image's other side
         return torch.where(flip.to(kp.device)[:, None, None], flipped, out)
 
     def _colour(self, x: torch.Tensor) -> torch.Tensor:

@@ -10,18 +10,17 @@ from __future__ import annotations
 
 import copy
 import time
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 from sklearn.metrics import f1_score
 
+from ..network import PoseNet, autocast, level_probs
 from .cam import body_coverage
 from .config import TrainConfig
 from .data import Augmenter
 from .losses import cam_loss, multitask_ce, supcon_loss
-from .model import PoseNet
 
 
 @dataclass
@@ -42,11 +41,7 @@ class StageResult:
     best: dict = field(default_factory=dict)
 
 
-def autocast(device: torch.device, enabled: bool):
-    return torch.autocast("cuda", dtype=torch.float16) if enabled and device.type == "cuda" else nullcontext()
-
-
-def _loss(stage: int, model: PoseNet, batch, labels: Labels, cfg: TrainConfig, use_amp: bool):
+def _loss(stage: int, model: PoseNet, batch, labels: Labels, cfg: TrainConfig, use_amp: bool, aug: Augmenter):
     targets = labels.level_targets(batch.leaf)
     leaf_level = model.levels[0]
     with autocast(batch.x.device, use_amp):
@@ -57,7 +52,7 @@ def _loss(stage: int, model: PoseNet, batch, labels: Labels, cfg: TrainConfig, u
     weights = {lv: 1.0 if lv == leaf_level else cfg.coarse_level_weight for lv in model.levels}
     loss = multitask_ce(out.logits, targets, weights, cfg.label_smoothing)
     if stage == 3:
-        cov = body_coverage(batch.kp, out.fmap.shape[-2:])
+        cov = body_coverage(batch.kp, out.fmap.shape[-2:], aug.skeleton)
         cl, inside = cam_loss(model, out.fmap, batch.leaf, cov, batch.has_person, cfg.cam_method)
         return loss + cfg.cam_weight * cl, inside
     return loss, None
@@ -88,7 +83,7 @@ def train_stage(stage: int, model: PoseNet, aug: Augmenter, labels: Labels, trai
             if len(idx) < 2:
                 continue  # batch norm needs two samples
             batch = aug.batch(idx, labels.leaf[idx], train=True)
-            loss, _ = _loss(stage, model, batch, labels, cfg, use_amp)
+            loss, _ = _loss(stage, model, batch, labels, cfg, use_amp, aug)
             opt.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(opt)
@@ -139,13 +134,12 @@ def predict_bank(model: PoseNet, aug: Augmenter, idx: np.ndarray, cfg: TrainConf
         part = idx[i : i + bs]
         leaf = labels_leaf[part] if labels_leaf is not None else np.zeros(len(part), dtype=np.int64)
         batch = aug.batch(part, leaf, train=False)
-        with autocast(device, use_amp):
-            out = model.forward_all(batch.x)
+        level_p, out = level_probs(model, batch.x, use_amp)
         for lv in model.levels:
-            probs[lv].append(torch.softmax(out.logits[lv].float(), 1).cpu().numpy())
+            probs[lv].append(level_p[lv].cpu().numpy())
         embs.append(out.embedding.float().cpu().numpy())
         if with_cam:
-            inside.append(_cam_inside(model, out.fmap, batch, cam_method or cfg.cam_method, labels_leaf is not None))
+            inside.append(_cam_inside(model, out.fmap, batch, cam_method or cfg.cam_method, labels_leaf is not None, aug))
     return EvalResult(
         {lv: np.concatenate(v) if v else np.zeros((0, 0)) for lv, v in probs.items()},
         np.concatenate(embs) if embs else np.zeros((0, 0)),
@@ -154,7 +148,7 @@ def predict_bank(model: PoseNet, aug: Augmenter, idx: np.ndarray, cfg: TrainConf
     )
 
 
-def _cam_inside(model: PoseNet, fmap: torch.Tensor, batch, method: str, use_truth: bool) -> np.ndarray:
+def _cam_inside(model: PoseNet, fmap: torch.Tensor, batch, method: str, use_truth: bool, aug: Augmenter) -> np.ndarray:
     from .cam import cam_in_graph, energy_inside
 
     with torch.enable_grad():
@@ -162,7 +156,7 @@ def _cam_inside(model: PoseNet, fmap: torch.Tensor, batch, method: str, use_trut
         logits = model.head_logits(f)
         target = batch.leaf if use_truth else logits.argmax(1)
         cam = cam_in_graph(f, logits, target, method, create_graph=False)
-    share = energy_inside(cam.detach(), body_coverage(batch.kp, f.shape[-2:])).cpu().numpy()
+    share = energy_inside(cam.detach(), body_coverage(batch.kp, f.shape[-2:], aug.skeleton)).cpu().numpy()
     share[~batch.has_person.cpu().numpy()] = np.nan
     return share
 

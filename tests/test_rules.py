@@ -1,7 +1,10 @@
-"""Rule refiner: calibration on synthetic data, application, YAML format, cross-validation."""
+"""Rule refiner: calibration on synthetic data, application, YAML format, cross-validation,
+which test decided each pair, and the backup of hand-edited rules files."""
 from __future__ import annotations
 
+import hashlib
 import re
+import sys
 
 import numpy as np
 import pandas as pd
@@ -9,7 +12,9 @@ import pytest
 
 from hybridpose.errors import RulesError
 from hybridpose.hierarchy import Hierarchy
-from hybridpose.refine import RULE_KINDS, Rule, RuleSet, calibrate_rules, crossval_rules
+from hybridpose.rules import Rule, RuleSet, calibrate_rules, crossval_rules
+from hybridpose.rules.io import backup_if_edited, is_edited
+from hybridpose.rules.model import RULE_KINDS
 
 LEAVES = ["A", "B", "C", "D"]
 HIER = Hierarchy(["class", "group"], {"A": ["g1"], "B": ["g1"], "C": ["g2"], "D": ["g2"]})
@@ -273,3 +278,190 @@ def test_crossval_calibrates_without_the_rows_own_fold():
 
     rules, _ = calibrate_rules(features, list(y), probs, LEAVES, HIER)
     assert all(r.statistic != "ankle" or r.gain < 0.2 for r in rules.rules)
+
+
+def test_crossval_with_a_single_fold_keeps_the_fused_prediction():
+    features, y, probs = make_data()
+    refined, fired = crossval_rules(features, y, probs, LEAVES, HIER, np.zeros(len(y), int))
+    assert refined == list(fused(probs)) and fired == [""] * len(y)
+    assert crossval_rules(features.iloc[:0], [], probs[:0], LEAVES, HIER, np.zeros(0, int)) == ([], [])
+
+
+# --------------------------------------------------------------------------- which test decided
+
+
+def pair_data(n: int = 20, wrong: int = 3, ankle_b: float = 0.0):
+    """n photos of A (ankle 0.8..1.2) and n of B (ankle around ``ankle_b``); the fused model's top-2
+    is always A, B and it is wrong on ``wrong`` photos. A perfect rule then fixes ``wrong`` photos and
+    breaks none: sign-test p = 0.5 ** wrong, gain = wrong / (2 n)."""
+    y = ["A"] * n + ["B"] * n
+    ankle = np.r_[np.linspace(0.8, 1.2, n), ankle_b + np.linspace(-0.2, 0.2, n)]
+    wrong_rows = set(np.linspace(0, 2 * n - 1, wrong).astype(int)) if wrong else set()
+    assert len(wrong_rows) == wrong
+    probs = np.full((2 * n, 4), 0.02)
+    for i in range(2 * n):
+        true, other = (0, 1) if i < n else (1, 0)
+        probs[i, true], probs[i, other] = (0.42, 0.52) if i in wrong_rows else (0.52, 0.42)
+    return pd.DataFrame({"ankle": ankle}), y, probs
+
+
+def decided(table: pd.DataFrame) -> tuple[str, str]:
+    assert list(table["pair"]) == ["A vs B"]
+    return table["decided_by"].iloc[0], table["why"].iloc[0]
+
+
+def test_decided_by_names_the_test_that_settled_the_pair():
+    features, y, probs = pair_data(wrong=8)  # p = 0.0039, gain 0.2
+    rules, table = calibrate_rules(features, y, probs, LEAVES, HIER)
+    assert decided(table) == ("kept", "") and len(rules.rules) == 1 and table["kept"].iloc[0]
+
+    features, y, probs = pair_data(wrong=3)  # gain 0.075 >= min_gain, but p = 0.125 > 0.05: could be luck
+    rules, table = calibrate_rules(features, y, probs, LEAVES, HIER)
+    by, why = decided(table)
+    assert by == "sign_test" and "could be luck" in why and rules.rules == []
+    assert table[["n_fixed", "n_broken"]].iloc[0].tolist() == [3, 0] and table["p_value"].iloc[0] == 0.125
+
+    rules, table = calibrate_rules(features, y, probs, LEAVES, HIER, min_gain=0.1)  # gain 0.075: min_gain first
+    by, why = decided(table)
+    assert by == "min_gain" and why.startswith("gain 0.0750 < min_gain 0.1") and rules.rules == []
+
+    rules, table = calibrate_rules(features, y, probs, LEAVES, HIER, min_fired=1000)
+    assert decided(table)[0] == "min_fired" and rules.rules == []
+
+
+def test_decided_by_when_no_statistic_splits_the_pair_or_no_photo_is_evaluated():
+    features, y, probs = pair_data(wrong=3)
+    _, table = calibrate_rules(features.assign(ankle=1.0), y, probs, LEAVES, HIER)
+    assert decided(table) == ("no_candidate", "no statistic separates the pair (values missing or all equal)")
+    # The fused model confuses A for B once, but no photo has A, B as its top-2.
+    probs = np.full_like(probs, 0.02)
+    probs[:, 2] = 0.1
+    probs[np.arange(len(y)), [0 if c == "A" else 1 for c in y]] = 0.8
+    probs[0, :2] = 0.02, 0.8
+    _, table = calibrate_rules(features, y, probs, LEAVES, HIER)
+    assert decided(table) == ("not_evaluated", "no photo of the pair has the pair as fused top-2")
+
+
+def test_alpha_sets_the_sign_test_level():
+    features, y, probs = pair_data(wrong=3)  # p = 0.125, one statistic: no Bonferroni division
+    assert decided(calibrate_rules(features, y, probs, LEAVES, HIER, alpha=0.2)[1])[0] == "kept"
+    assert decided(calibrate_rules(features, y, probs, LEAVES, HIER, alpha=0.1)[1])[0] == "sign_test"
+    features, y, probs = pair_data(wrong=8)  # p = 0.0039
+    assert decided(calibrate_rules(features, y, probs, LEAVES, HIER, alpha=0.001)[1])[0] == "sign_test"
+    # Bonferroni over the statistics scanned: 0.2 / 2 statistics < 0.125.
+    features, y, probs = pair_data(wrong=3)
+    two = features.assign(noise=np.random.default_rng(0).normal(size=len(y)))
+    assert decided(calibrate_rules(two, y, probs, LEAVES, HIER, alpha=0.2)[1])[0] == "sign_test"
+    assert decided(calibrate_rules(two, y, probs, LEAVES, HIER, alpha=0.3)[1])[0] == "kept"
+
+
+# --------------------------------------------------------------------------- checksum and backups
+
+
+def saved(tmp_path, name: str = "rules.yaml"):
+    features, y, probs = make_data()
+    rules, _ = calibrate_rules(features, y, probs, LEAVES, HIER)
+    path = tmp_path / name
+    rules.save(path)
+    return rules, path
+
+
+def test_save_writes_a_checksum_of_the_body_and_loads_with_it(tmp_path):
+    rules, path = saved(tmp_path)
+    text = path.read_text(encoding="utf-8")
+    header, sep, body = text.partition("\nlevel: ")
+    match = re.search(r"^# checksum: sha256:([0-9a-f]{64})$", header, re.M)
+    assert match and header.endswith(match.group(0))  # the last header line
+    assert match.group(1) == hashlib.sha256((sep.lstrip("\n") + body).encode("utf-8")).hexdigest()
+    assert not is_edited(path)
+    assert RuleSet.load(path) == rules
+    # A one-character edit of the body, or of the checksum, counts as an edit.
+    path.write_text(text.replace("threshold: ", "threshold: 1", 1), encoding="utf-8")
+    assert is_edited(path)
+    path.write_text(text.replace(match.group(1), "0" * 64), encoding="utf-8")
+    assert is_edited(path)
+    # Without the checksum line (a hand-written file): an edit, and it still loads.
+    path.write_text(text.replace(match.group(0) + "\n", ""), encoding="utf-8")
+    assert is_edited(path) and RuleSet.load(path) == rules
+
+
+def test_edited_rules_file_is_backed_up_never_overwriting_a_backup(tmp_path):
+    rules, path = saved(tmp_path)
+    assert backup_if_edited(path) is None  # as calibrate wrote it: simply replaced
+    assert backup_if_edited(tmp_path / "absent.yaml") is None
+    first = re.sub(r"threshold: \S+", "threshold: 0.7", path.read_text())
+    path.write_text(first)
+    assert backup_if_edited(path) == tmp_path / "rules.yaml.bak"
+    assert (tmp_path / "rules.yaml.bak").read_text() == first
+    rules.save(path)
+    assert backup_if_edited(path) is None
+    second = path.read_text().replace("threshold: ", "threshold: 2", 1)
+    path.write_text(second)
+    assert backup_if_edited(path) == tmp_path / "rules.yaml.bak1"
+    assert (tmp_path / "rules.yaml.bak").read_text() == first
+    assert (tmp_path / "rules.yaml.bak1").read_text() == second
+
+
+# --------------------------------------------------------------------------- the calibrate job and command
+
+
+@pytest.fixture
+def fake_run(monkeypatch, tmp_path):
+    """jobs.calibrate on a run folder whose out-of-fold table and features are ``pair_data``."""
+    import hybridpose.jobs as jobs
+
+    features, y, probs = pair_data(wrong=3)
+    oof = pd.DataFrame({"path": [f"p{i}.jpg" for i in range(len(y))], "fold": np.arange(len(y)) % 2, "true_class": y,
+                        **{f"fused:class:{c}": probs[:, j] for j, c in enumerate(LEAVES)}})
+    monkeypatch.setattr(jobs, "load_oof", lambda run: (oof.copy(), HIER, {}))
+    monkeypatch.setattr(jobs, "run_features", lambda run, frame: features)
+    run = tmp_path / "run"
+    run.mkdir()
+    return jobs, run
+
+
+def test_calibrate_backs_up_an_edited_rules_file_only(fake_run, tmp_path):
+    jobs, run = fake_run
+    out = tmp_path / "shared" / "mine.yaml"
+    res = jobs.calibrate(run, out=out, alpha=0.5)
+    assert res["backups"] == [] and len(res["rules"].rules) == 1
+    assert (run / "rules.yaml").is_file() and out.is_file()
+    res = jobs.calibrate(run, out=out, alpha=0.5)  # unedited: replaced without a backup
+    assert res["backups"] == [] and not list(run.glob("*.bak*")) and not list(out.parent.glob("*.bak*"))
+
+    edited = (run / "rules.yaml").read_text().replace("margin: ", "margin: 0", 1)
+    (run / "rules.yaml").write_text(edited)
+    out.write_text("level: class\nrules: []\n")  # hand-written, no checksum
+    res = jobs.calibrate(run, out=out, alpha=0.5)
+    assert res["backups"] == [str(run / "rules.yaml.bak"), str(out.parent / "mine.yaml.bak")]
+    assert (run / "rules.yaml.bak").read_text() == edited
+    assert not is_edited(run / "rules.yaml") and not is_edited(out)
+
+    (run / "rules.yaml").write_text(edited)
+    res = jobs.calibrate(run, alpha=0.5)
+    assert res["backups"] == [str(run / "rules.yaml.bak1")]
+    assert jobs.calibrate(run, dry_run=True)["backups"] == []
+
+
+def test_alpha_option_of_the_calibrate_command(fake_run, monkeypatch, capsys):
+    import hybridpose_cli.main as cli_main
+
+    jobs, run = fake_run
+
+    def cli(*args: str) -> str:
+        monkeypatch.setattr(sys, "argv", ["hybridpose", "calibrate", str(run), *args])
+        with pytest.raises(SystemExit) as info:
+            cli_main.main()
+        captured = capsys.readouterr()
+        assert info.value.code in (0, None), captured.out + captured.err
+        return captured.out + captured.err
+
+    text = cli()  # default alpha 0.05: p = 0.125 is not enough
+    assert "0 rule(s)" in text and "sign_test" in text
+    assert pd.read_csv(run / "calibration.csv")["decided_by"].tolist() == ["sign_test"]
+    text = cli("--alpha", "0.5")
+    assert "1 rule(s)" in text and "sign_test at alpha 0.5" in text
+    assert pd.read_csv(run / "calibration.csv")["decided_by"].tolist() == ["kept"]
+    (run / "rules.yaml").write_text((run / "rules.yaml").read_text() + "# my note\n")
+    text = cli("--alpha", "0.5", "--min-gain", "0.5")
+    assert "min_gain" in text and f"kept your edited rules.yaml as {run / 'rules.yaml.bak'}" in text.replace("\n", "")

@@ -1,4 +1,6 @@
-"""Keypoint features with readable names, shared by the keypoint model and the rules.
+"""The ``body`` skeleton: MediaPipe Pose's 33 keypoints, its bones, mirror pairs and named features.
+
+Features have readable names and are shared by the keypoint branch and the rules.
 
 Coordinates are normalised: origin at the hip centre, unit = torso length (shoulder centre to
 hip centre), y pointing up. Heights are measured up from the lowest foot point. Sided
@@ -12,12 +14,28 @@ import warnings
 import numpy as np
 import pandas as pd
 
-from .pose import KEYPOINT_NAMES, N_KEYPOINTS
+from . import Skeleton, register
+from .geometry import MIN_VISIBILITY, angle as _angle, mirror_feature_name, mirror_pairs_by_name, tilt as _tilt, visible_box
 
+KEYPOINT_NAMES = (
+    "nose", "left_eye_inner", "left_eye", "left_eye_outer", "right_eye_inner", "right_eye",
+    "right_eye_outer", "left_ear", "right_ear", "mouth_left", "mouth_right", "left_shoulder",
+    "right_shoulder", "left_elbow", "right_elbow", "left_wrist", "right_wrist", "left_pinky",
+    "right_pinky", "left_index", "right_index", "left_thumb", "right_thumb", "left_hip",
+    "right_hip", "left_knee", "right_knee", "left_ankle", "right_ankle", "left_heel",
+    "right_heel", "left_foot_index", "right_foot_index",
+)
+N_KEYPOINTS = len(KEYPOINT_NAMES)
 K = {name: i for i, name in enumerate(KEYPOINT_NAMES)}
-MIRROR_INDEX = np.array([
-    K[n.replace("left", "§").replace("right", "left").replace("§", "right")] for n in KEYPOINT_NAMES
-])
+# Limbs and torso: the bones drawn by `explain` and the body region that stage 3 pulls the CAM onto.
+EDGES = (
+    ("left_shoulder", "right_shoulder"), ("left_hip", "right_hip"), ("left_shoulder", "left_hip"),
+    ("right_shoulder", "right_hip"), ("left_shoulder", "right_hip"), ("right_shoulder", "left_hip"),
+    ("left_shoulder", "left_elbow"), ("left_elbow", "left_wrist"), ("right_shoulder", "right_elbow"),
+    ("right_elbow", "right_wrist"), ("left_hip", "left_knee"), ("left_knee", "left_ankle"),
+    ("right_hip", "right_knee"), ("right_knee", "right_ankle"), ("left_ankle", "left_foot_index"),
+    ("right_ankle", "right_foot_index"), ("nose", "left_shoulder"), ("nose", "right_shoulder"),
+)
 
 ANGLES = {  # name: (a, vertex, b)
     "elbow_angle": ("shoulder", "elbow", "wrist"),
@@ -50,32 +68,8 @@ DISTANCES = {
 FOOT_POINTS = [K[n] for n in ("left_ankle", "right_ankle", "left_heel", "right_heel", "left_foot_index", "right_foot_index")]
 
 
-def mirror_keypoints(kp: np.ndarray, width: float) -> np.ndarray:
-    """Keypoints of the horizontally flipped photo: x -> width - x, left and right swapped."""
-    out = np.array(kp, dtype=np.float64, copy=True)[..., MIRROR_INDEX, :]
-    out[..., 0] = width - out[..., 0]
-    return out
-
-
-def mirror_feature_name(name: str) -> str:
-    return name.replace("left", "§").replace("right", "left").replace("§", "right")
-
-
 def _mid(p: np.ndarray, a: str, b: str) -> np.ndarray:
     return (p[:, K[a]] + p[:, K[b]]) / 2
-
-
-def _angle(a: np.ndarray, v: np.ndarray, b: np.ndarray) -> np.ndarray:
-    u, w = a - v, b - v
-    cos = (u * w).sum(-1) / (np.linalg.norm(u, axis=-1) * np.linalg.norm(w, axis=-1) + 1e-9)
-    return np.degrees(np.arccos(np.clip(cos, -1, 1)))
-
-
-def _tilt(top: np.ndarray, bottom: np.ndarray) -> np.ndarray:
-    """Angle of the segment top->bottom from 'straight down' (0 = hanging, 90 = level, 180 = up)."""
-    down = np.zeros_like(top)
-    down[:, 1] = -1.0  # y points up after normalisation
-    return _angle(top + down, top, bottom)
 
 
 def normalise(kp: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -152,5 +146,31 @@ def _whole_body(xy: np.ndarray, floor: np.ndarray, hip_height: np.ndarray) -> di
     }
 
 
+def person_box(kp: np.ndarray, width: int, height: int) -> tuple[float, float, float, float]:
+    """The visible keypoints' box, reaching up by a third of the eye-to-shoulder distance (the head)."""
+    visible = kp[:, 3] >= MIN_VISIBILITY
+    shoulders = [K["left_shoulder"], K["right_shoulder"]]
+    eyes = [K[n] for n in KEYPOINT_NAMES if "eye" in n]
+    head = abs(kp[shoulders, 1].mean() - kp[eyes, 1].mean()) / 3 if visible[[K["nose"], *shoulders]].all() else 0.0
+    return visible_box(kp, width, height, extend_up=head)
+
+
+BODY = register(Skeleton(
+    name="body", keypoints=KEYPOINT_NAMES, edges=EDGES, mirror_pairs=mirror_pairs_by_name(KEYPOINT_NAMES),
+    features=features, estimator="mediapipe_pose", box=person_box,
+    scale=(("left_shoulder", "right_shoulder"), ("left_hip", "right_hip")), mask_width=0.22,
+    description="MediaPipe Pose: 33 body keypoints",
+))
+MIRROR_INDEX = BODY.mirror_index
+
+
 def feature_names() -> list[str]:
-    return list(features(np.zeros((1, N_KEYPOINTS, 4)) + np.arange(N_KEYPOINTS * 4).reshape(1, N_KEYPOINTS, 4)).columns)
+    return BODY.feature_names()
+
+
+def mirror_keypoints(kp: np.ndarray, width: float | np.ndarray) -> np.ndarray:
+    return BODY.mirror_keypoints(kp, width)
+
+
+__all__ = ["BODY", "KEYPOINT_NAMES", "K", "EDGES", "MIRROR_INDEX", "features", "feature_names", "normalise",
+           "mirror_keypoints", "mirror_feature_name"]

@@ -1,0 +1,61 @@
+"""Branches: models that each turn one kind of input into class probabilities, fused later.
+
+A branch follows scikit-learn's conventions: hyper-parameters in ``__init__``, learned state in
+attributes ending in ``_``, ``fit(X, y)``, ``predict_proba(X)`` (leaf probabilities, a row of
+NaN where the branch abstains), plus
+
+* ``name``: how the run, the prediction table and the report call it,
+* ``input``: which part of a batch it reads, ``"keypoints"`` ((N, n, 4) pixels) or ``"crops"``
+  (N x 3 x S x S uint8),
+* ``predict_level_proba(X, hierarchy)``: probabilities per hierarchy level,
+* ``save(run)`` / ``load(run, config)``: its files in the run folder.
+
+A new branch is one module that defines such a class and calls ``register``.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Protocol
+
+import numpy as np
+
+from ..hierarchy import Hierarchy
+
+if TYPE_CHECKING:
+    from ..runfolder import RunFolder
+
+
+class Branch(Protocol):
+    name: str
+    input: str
+
+    def fit(self, X: Any, y: Any) -> "Branch": ...
+    def predict_proba(self, X: Any) -> np.ndarray: ...
+    def predict_level_proba(self, X: Any, hierarchy: Hierarchy) -> dict[str, np.ndarray]: ...
+    def save(self, run: "RunFolder") -> None: ...
+
+
+BRANCHES: dict[str, type] = {}
+DEFAULT_BRANCHES = ("image", "keypoint")
+
+
+def register(cls: type) -> type:
+    BRANCHES[cls.name] = cls
+    return cls
+
+
+def branch_class(name: str) -> type:
+    _load_builtin()
+    if name not in BRANCHES:
+        from ..errors import RunError
+
+        raise RunError(f"unknown branch {name!r}; known branches are {', '.join(sorted(BRANCHES))}.")
+    return BRANCHES[name]
+
+
+def leaf_to_levels(leaf: np.ndarray, hierarchy: Hierarchy) -> dict[str, np.ndarray]:
+    """Leaf probabilities summed up the hierarchy, one array per level (NaN rows stay NaN)."""
+    return {lv: leaf @ hierarchy.leaf_to_level(lv) for lv in hierarchy.levels}
+
+
+def _load_builtin() -> None:
+    from . import image, keypoint  # noqa: F401  (register themselves)

@@ -1,0 +1,112 @@
+"""The image branch: the K fold networks of a run, averaged, on person crops.
+
+Its input preprocessing (crop size, evaluation margin, pixel normalisation) is one
+``Preprocessing``, read from the checkpoints, that training uses too. The branch is fitted per
+fold by the fold runner (``hybridpose.train``), which writes ``fold_k/stage3.pt``; ``load`` reads them.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from ..errors import RunError
+from ..hierarchy import Hierarchy
+from ..network import PoseNet, build_model, level_probs, load_checkpoint, pick_device
+from ..runfolder import RunFolder
+from . import register
+
+FINAL_STAGE = 3
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """How a crop becomes the network's input: the one definition for training and prediction."""
+    input_size: int
+    eval_margin: float
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+
+    def normalise(self, x01: torch.Tensor) -> torch.Tensor:
+        """B x 3 x H x W floats in [0, 1] -> the backbone's normalised input (same device)."""
+        mean = torch.as_tensor(self.mean, device=x01.device, dtype=x01.dtype).view(1, 3, 1, 1)
+        std = torch.as_tensor(self.std, device=x01.device, dtype=x01.dtype).view(1, 3, 1, 1)
+        return (x01 - mean) / std
+
+    @classmethod
+    def from_meta(cls, meta: dict) -> "Preprocessing":
+        return cls(int(meta["input_size"]), float(meta["eval_margin"]), tuple(meta["mean"]), tuple(meta["std"]))
+
+
+@register
+class ImageBranch:
+    name = "image"
+    input = "crops"
+
+    def __init__(self, models: Sequence[PoseNet] = (), preprocessing: Preprocessing | None = None,
+                 folds: Sequence[int] = (), device: str | torch.device = "cpu"):
+        self.models_ = list(models)
+        self.preprocessing_ = preprocessing
+        self.folds_ = list(folds)
+        self.device = torch.device(device) if not isinstance(device, torch.device) else device
+        self.meta_: dict = {}
+
+    @classmethod
+    def load(cls, run: RunFolder, config: dict, *, device: str = "auto", partial: bool = False) -> "ImageBranch":
+        """The final-stage network of every fold; a fold missing is an error unless ``partial``."""
+        hierarchy = Hierarchy.from_dict(config["hierarchy"])
+        sizes = {lv: len(hierarchy.classes(lv)) for lv in hierarchy.levels}
+        dev = pick_device(device)
+        k = int(config["folds"])
+        missing = [f for f in range(1, k + 1) if not run.checkpoint(f, FINAL_STAGE).exists()]
+        if len(missing) == k:
+            raise RunError(f"{run.root}: no finished fold model (fold_*/stage{FINAL_STAGE}.pt); run "
+                           f"`{run.fit_command(config)}` to completion first.")
+        if missing and not partial:
+            raise RunError(f"{run.root}: folds {missing} of {k} have no model (fold_<k>/stage{FINAL_STAGE}.pt); run "
+                           f"`{run.fit_command(config)}` to finish them, or pass --partial to predict with the other folds.")
+        models, meta, folds = [], {}, []
+        for f in range(1, k + 1):
+            if f in missing:
+                continue
+            path = run.checkpoint(f, FINAL_STAGE)
+            ckpt = load_checkpoint(path, run_id=config["run_id"], fold=f, stage=FINAL_STAGE,
+                                   fix=run.fit_command(config))
+            model, _ = build_model(ckpt["meta"]["backbone"], sizes, load_weights=False)
+            model.load_state_dict(ckpt["state_dict"])
+            models.append(model.to(dev).eval())
+            meta, folds = ckpt["meta"], [*folds, f]
+        branch = cls(models, Preprocessing.from_meta(meta), folds, dev)
+        branch.meta_ = meta
+        return branch
+
+    @property
+    def missing_folds(self) -> list[int]:
+        k = max(self.folds_, default=0)
+        return [f for f in range(1, k + 1) if f not in self.folds_]
+
+    def normalise(self, crops: torch.Tensor) -> torch.Tensor:
+        """uint8 B x 3 x H x W crops -> normalised input on the branch's device."""
+        return self.preprocessing_.normalise(crops.to(self.device).float() / 255)
+
+    def predict_level_proba(self, crops: torch.Tensor, hierarchy: Hierarchy | None = None) -> dict[str, np.ndarray]:
+        """Mean softmax of the fold networks, per level."""
+        x = self.normalise(crops)
+        sums: dict[str, np.ndarray] = {}
+        with torch.inference_mode():
+            for model in self.models_:
+                probs, _ = level_probs(model, x)
+                for lv, p in probs.items():
+                    sums[lv] = sums.get(lv, 0.0) + p.cpu().numpy()
+        return {lv: s / len(self.models_) for lv, s in sums.items()}
+
+    def predict_proba(self, crops: torch.Tensor) -> np.ndarray:
+        return self.predict_level_proba(crops)[self.models_[0].levels[0]]
+
+    def embed(self, crops: torch.Tensor) -> np.ndarray:
+        """Mean pooled backbone embedding over the fold networks."""
+        x = self.normalise(crops)
+        with torch.inference_mode():
+            return np.mean([m.forward_all(x).embedding.float().cpu().numpy() for m in self.models_], axis=0)

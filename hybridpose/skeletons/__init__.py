@@ -1,0 +1,115 @@
+"""Skeletons: which keypoints a pose front end gives, how they connect, mirror and turn into features.
+
+A skeleton is one ``Skeleton`` description registered by name. Everything that depends on the
+keypoint layout (the poses-table columns, the keypoint features, the mirror used by flip
+augmentation, the limb mask of CAM supervision, the bones drawn by ``explain``) reads it from
+here, so a new skeleton is one new module that calls ``register``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+
+from ..errors import HybridPoseError
+
+FeatureFn = Callable[[np.ndarray], pd.DataFrame]
+BoxFn = Callable[[np.ndarray, int, int], "tuple[float, float, float, float]"]
+VALUES = "xyzv"  # per keypoint: x, y (pixels), z, visibility
+
+
+@dataclass(frozen=True)
+class Skeleton:
+    name: str
+    keypoints: tuple[str, ...]
+    edges: tuple[tuple[str, str], ...]          # bones: drawn, and the body region of CAM supervision
+    mirror_pairs: tuple[tuple[str, str], ...]    # keypoints that swap when the photo is mirrored
+    features: FeatureFn                          # (N, n, 4) pixel keypoints -> named feature columns
+    estimator: str = ""                          # pose front end that finds it (pose.ESTIMATORS)
+    box: BoxFn | None = None                     # crop box from pixel keypoints; default: the visible points
+    # Reference length of the CAM body mask: distance between the centroids of these two groups.
+    scale: tuple[tuple[str, ...], tuple[str, ...]] = ((), ())
+    mask_width: float = 0.22                     # limb thickness, as a fraction of the reference length
+    description: str = ""
+    index: dict[str, int] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "index", {n: i for i, n in enumerate(self.keypoints)})
+        for a, b in (*self.edges, *self.mirror_pairs):
+            for n in (a, b):
+                if n not in self.index:
+                    raise ValueError(f"skeleton {self.name!r}: unknown keypoint {n!r}")
+
+    @property
+    def n(self) -> int:
+        return len(self.keypoints)
+
+    @property
+    def columns(self) -> list[str]:
+        """Keypoint columns of the poses table."""
+        return [f"{n}_{c}" for n in self.keypoints for c in VALUES]
+
+    @property
+    def mirror_index(self) -> np.ndarray:
+        """Keypoint i of a mirrored photo is keypoint mirror_index[i] of the original."""
+        out = np.arange(self.n)
+        for a, b in self.mirror_pairs:
+            out[self.index[a]], out[self.index[b]] = self.index[b], self.index[a]
+        return out
+
+    def edge_index(self) -> tuple[np.ndarray, np.ndarray]:
+        return (np.array([self.index[a] for a, _ in self.edges]), np.array([self.index[b] for _, b in self.edges]))
+
+    def scale_index(self) -> tuple[list[int], list[int]]:
+        return [self.index[n] for n in self.scale[0]], [self.index[n] for n in self.scale[1]]
+
+    def mirror_keypoints(self, kp: np.ndarray, width: float | np.ndarray) -> np.ndarray:
+        """Keypoints of the horizontally flipped photo: x -> width - x, left and right swapped."""
+        out = np.array(kp, dtype=np.float64, copy=True)[..., self.mirror_index, :]
+        out[..., 0] = width - out[..., 0]
+        return out
+
+    def feature_names(self) -> list[str]:
+        probe = np.arange(self.n * 4, dtype=np.float64).reshape(1, self.n, 4) + 1.0
+        return list(self.features(probe).columns)
+
+    def keypoint_box(self, kp: np.ndarray, width: int, height: int) -> tuple[float, float, float, float]:
+        """The box that crops are cut around, inside the image."""
+        from .geometry import visible_box
+
+        return (self.box or visible_box)(kp, width, height)
+
+    def empty(self, rows: int = 1) -> np.ndarray:
+        """(rows, n, 4) of NaN: no keypoints found."""
+        return np.full((rows, self.n, 4), np.nan)
+
+
+SKELETONS: dict[str, Skeleton] = {}
+DEFAULT = "body"
+
+
+def register(skeleton: Skeleton) -> Skeleton:
+    SKELETONS[skeleton.name] = skeleton
+    return skeleton
+
+
+def get_skeleton(name: str | Skeleton | None = None) -> Skeleton:
+    """The registered skeleton of that name (``body`` when None)."""
+    if isinstance(name, Skeleton):
+        return name
+    _load_builtin()
+    name = name or DEFAULT
+    if name not in SKELETONS:
+        raise HybridPoseError(f"unknown skeleton {name!r}; choose one of {', '.join(sorted(SKELETONS))}.")
+    return SKELETONS[name]
+
+
+def available() -> list[str]:
+    _load_builtin()
+    return sorted(SKELETONS)
+
+
+def _load_builtin() -> None:
+    from . import body  # noqa: F401  (registers itself)

@@ -1,0 +1,120 @@
+"""Input sources: what a path a user gives turns into, one entry per file.
+
+A source is a small class registered by name with ``accepts(path)`` and ``entries(path)``; the
+first that accepts a path lists it. Every file under a folder gets an entry, so that every file
+gets a row in the outputs: photos to be read, and files that cannot be (``unsupported``,
+``broken_link``, ``not_a_file``) with the reason already decided from the file system. Nothing but
+regular files is ever opened.
+"""
+from __future__ import annotations
+
+import os
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable
+
+from .errors import DatasetError
+from .images import IMAGE_EXTENSIONS
+
+
+@dataclass(frozen=True)
+class Entry:
+    path: Path
+    status: str = ""   # "" = a photo to read; otherwise why it is not read
+    reason: str = ""
+
+    @property
+    def readable(self) -> bool:
+        return not self.status
+
+
+SOURCES: dict[str, type] = {}
+
+
+def register(cls: type) -> type:
+    SOURCES[cls.name] = cls
+    return cls
+
+
+def classify(path: Path) -> Entry:
+    """What a single path is, decided without opening it."""
+    try:
+        st = path.lstat()
+    except OSError as e:
+        return Entry(path, "unreadable", f"cannot access file ({e.strerror})")
+    if stat.S_ISLNK(st.st_mode):
+        try:
+            st = path.stat()
+        except OSError:
+            return Entry(path, "broken_link", "symbolic link to a missing file (or a link loop)")
+    if stat.S_ISDIR(st.st_mode):
+        return Entry(path, "not_a_file", "a folder, not a file")
+    if not stat.S_ISREG(st.st_mode):
+        return Entry(path, "not_a_file", "not a regular file (a FIFO, socket or device); never opened")
+    if path.suffix.lower() not in IMAGE_EXTENSIONS:
+        kind = path.suffix.lower() or "no extension"
+        return Entry(path, "unsupported", f"not a photo format hybridpose reads ({kind}); "
+                                          f"supported: {', '.join(sorted(IMAGE_EXTENSIONS))}")
+    return Entry(path)
+
+
+@register
+class PhotoFile:
+    name = "photo"
+
+    @staticmethod
+    def accepts(path: Path) -> bool:
+        return not path.is_dir()
+
+    @staticmethod
+    def entries(path: Path) -> list[Entry]:
+        return [classify(path)]
+
+
+@register
+class PhotoFolder:
+    """Every file under a folder (recursively, hidden files and folders skipped), sorted."""
+    name = "folder"
+
+    @staticmethod
+    def accepts(path: Path) -> bool:
+        return path.is_dir()
+
+    @staticmethod
+    def entries(path: Path) -> list[Entry]:
+        return [classify(p) for p in walk(path)]
+
+
+def walk(root: Path) -> list[Path]:
+    """Files (and links, FIFOs, ...) under ``root``; links to folders are not followed (no loops)."""
+    out: list[Path] = []
+    for folder, dirs, files in os.walk(root, followlinks=False):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        base = Path(folder)
+        # a symlink to a folder is listed by os.walk among dirs: treat it as an entry, not a folder to enter
+        for d in list(dirs):
+            if (base / d).is_symlink():
+                dirs.remove(d)
+                files.append(d)
+        out.extend(base / f for f in files if not f.startswith("."))
+    return sorted(out)
+
+
+def open_inputs(path: str | Path) -> list[Entry]:
+    """The entries of an input path (a photo or a folder); a DatasetError when there is nothing to read."""
+    path = Path(path)
+    if not os.path.lexists(path):
+        raise DatasetError(f"{path}: no such file or folder.")
+    for source in SOURCES.values():
+        if source.accepts(path):
+            entries = source.entries(path)
+            break
+    if not any(e.readable for e in entries):
+        found = f" (only {len(entries)} file(s) that are not photos)" if entries else ""
+        raise DatasetError(f"{path}: no images found{found}; looked for {', '.join(sorted(IMAGE_EXTENSIONS))}.")
+    return entries
+
+
+def photos(entries: Iterable[Entry]) -> list[Path]:
+    return [e.path for e in entries if e.readable]
