@@ -34,7 +34,46 @@ def setup_env() -> tempfile.TemporaryDirectory:
     return tmp
 
 
-def resolve_data(data: str | None) -> Path:
+SMOKE_NOTE = ("SMOKE MODE (--smoke): a handful of photos, tiny settings, one OpenMP thread. It only checks that "
+              "this benchmark\nstill runs end to end; every number below is meaningless.")
+
+
+def add_smoke_arg(ap, what: str) -> None:
+    ap.add_argument("--smoke", action="store_true",
+                    help=f"seconds-long check that the benchmark runs ({what}); numbers are meaningless. "
+                         f"--data defaults to {SAMPLE_DATA.relative_to(REPO)}")
+
+
+def apply_smoke(args, **settings: object) -> None:
+    """With --smoke: print the banner, override the options named in ``settings`` and go single-threaded.
+
+    One OpenMP thread (PyTorch, XGBoost), unless OMP_NUM_THREADS is set: with another job on a 2-core
+    machine, two threads that wait on each other made the smoke runs 8-10 times slower (4 minutes
+    instead of 30 s); one thread keeps them at seconds whatever else runs. Call before importing torch.
+    """
+    if not args.smoke:
+        return
+    print(f"{'=' * 100}\n{SMOKE_NOTE}\n{'=' * 100}\n")
+    for name, value in settings.items():
+        setattr(args, name, value)
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+
+
+def smoke_footer() -> None:
+    print("smoke run finished: every step ran and passed its sanity checks; the numbers above are meaningless.")
+
+
+def smoke_check(ok: bool, what: str) -> None:
+    """A sanity check of the smoke run (never a timing): exit non-zero when it fails."""
+    if not ok:
+        sys.exit(f"smoke check failed: {what}")
+
+
+def resolve_data(data: str | None, smoke: bool = False) -> Path:
+    if smoke and data is None:
+        data = str(SAMPLE_DATA)
     path = Path(data) if data else DEFAULT_DATA
     if not path.exists() and data is None and SAMPLE_DATA.exists():
         print(f"note: {path} not found; using {SAMPLE_DATA}", file=sys.stderr)
@@ -56,6 +95,24 @@ def spread(items: Sequence, n: int | None) -> list:
         return []
     step = len(items) / n
     return [items[int(i * step)] for i in range(n)]
+
+
+def subset_folder(data: Path, per_class: int, dest: Path) -> Path:
+    """A smaller copy of the image folder ``data`` made of links: ``per_class`` photos of every class
+    (spread over each class folder), with its ``hierarchy.csv`` and ``flip_pairs.csv``."""
+    import shutil
+
+    from hybridpose.datasets import list_images
+
+    dest.mkdir(parents=True)
+    for folder in sorted(d for d in data.iterdir() if d.is_dir() and not d.name.startswith(".")):
+        (dest / folder.name).mkdir()
+        for photo in spread(list_images(folder), per_class):
+            (dest / folder.name / photo.name).symlink_to(photo.resolve())
+    for name in ("hierarchy.csv", "flip_pairs.csv"):
+        if (data / name).is_file():
+            shutil.copyfile(data / name, dest / name)
+    return dest
 
 
 def machine_info() -> dict:

@@ -1,6 +1,7 @@
 """Pose extraction speed: `hybridpose.pose.extract` against a bare MediaPipe loop on the same photos.
 
-    /work/venv/bin/python benchmarks/bench_extract.py [--data DIR] [--limit N] [--repeat R] [--json PATH]
+    .venv/bin/python benchmarks/bench_extract.py [--data DIR] [--limit N] [--repeat R] [--json PATH]
+    .venv/bin/python benchmarks/bench_extract.py --smoke     # 8 photos of data/sample, 1 repeat: does it run?
 
 Measured (images per second, wall clock):
   bare loop    PIL open + convert("RGB") + np.asarray + Pose(static_image_mode=True,
@@ -17,6 +18,8 @@ Measured (images per second, wall clock):
                (hashing + one SQLite query + the table; no decode, no model).
 Each measurement runs in its own fresh Python process (mediapipe imported before the clock starts).
 Goals: w=1 / bare >= 0.9, w=2 / w=1 >= 1.6, cached speedup >= 20.
+--smoke: the same runs and tables on 8 photos of data/sample, once each (seconds; numbers meaningless),
+plus sanity checks (every run gives a row per photo, all runs agree on the statuses); exit 1 if one fails.
 """
 from __future__ import annotations
 
@@ -159,6 +162,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--repeat", type=int, default=3,
                     help="repeat each measurement R times, keep the fastest (default 3)")
     ap.add_argument("--json", help="also write the numbers to this JSON file")
+    _common.add_smoke_arg(ap, "--limit 8 --repeat 1")
     ap.add_argument("--child", choices=["bare", "extract"], help=argparse.SUPPRESS)
     ap.add_argument("--paths-file", help=argparse.SUPPRESS)
     ap.add_argument("--cache", help=argparse.SUPPRESS)
@@ -172,7 +176,8 @@ def main(argv: list[str] | None = None) -> dict:
 
     from hybridpose.datasets import list_images
 
-    data = _common.resolve_data(args.data)
+    _common.apply_smoke(args, limit=min(args.limit or 8, 8), repeat=1)
+    data = _common.resolve_data(args.data, args.smoke)
     paths = [str(p) for p in _common.spread(list_images(data), args.limit)]
     if not paths:
         sys.exit(f"{data}: no images")
@@ -231,13 +236,18 @@ def main(argv: list[str] | None = None) -> dict:
     ])
     if w1["status"] != w2["status"]:
         print(f"warning: workers=1 and workers=2 disagree on statuses: {w1['status']} vs {w2['status']}\n")
+    if args.smoke:
+        for name, r in (("workers=1", w1), ("workers=2", w2), ("cached", cached)):
+            _common.smoke_check(sum(r["status"].values()) == n, f"extract {name} gave {r['status']} for {n} photos")
+        _common.smoke_check(w1["status"] == w2["status"] == cached["status"],
+                            f"statuses differ: workers=1 {w1['status']}, workers=2 {w2['status']}, cached {cached['status']}")
     print(f"statuses: {w1['status']}; bare loop found a person in {bare['person_found']}/{n}")
     for name, r in (("workers=1", w1), ("workers=2", w2), ("cached", cached)):
         if r.get("stderr_alerts"):
             print(f"note: extract {name} printed {r['stderr_alerts'][:2]} on stderr")
 
     print(_common.busy_warning("at end"))
-    payload = {"benchmark": "extract", "cpu_busy_share_at_start": busy_start,
+    payload = {"benchmark": "extract", "smoke": args.smoke, "cpu_busy_share_at_start": busy_start,
                "data": str(data), "n_photos": n, "repeat": args.repeat,
                "machine": _common.machine_info(), "bare_loop": bare, "bare_loop_x2_side_by_side": bare2,
                "extract_workers1": w1,
@@ -245,6 +255,8 @@ def main(argv: list[str] | None = None) -> dict:
                "extract_cached": cached, "ratios": ratios,
                "goals": {"w1_over_bare": 0.9, "w2_over_w1": 1.6, "cached_speedup": 20}}
     _common.write_json(args.json, payload)
+    if args.smoke:
+        _common.smoke_footer()
     return payload
 
 

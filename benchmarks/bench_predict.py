@@ -1,8 +1,9 @@
 """Prediction speed (end to end against the sum of its bare parts) and memory use over many photos.
 
-    /work/venv/bin/python benchmarks/bench_predict.py --model RUN [--data DIR] [--n N] [--repeat R]
-                                                      [--batch-size 32] [--json PATH]
-    /work/venv/bin/python benchmarks/bench_predict.py --model RUN --memory [M] [--copies link|distinct]
+    .venv/bin/python benchmarks/bench_predict.py --model RUN [--data DIR] [--n N] [--repeat R]
+                                                 [--batch-size 32] [--json PATH]
+    .venv/bin/python benchmarks/bench_predict.py --model RUN --memory [M] [--copies link|distinct]
+    .venv/bin/python benchmarks/bench_predict.py --smoke [--model RUN]   # both modes, tiny: does it run?
 
 Speed mode (default), all in one process on the same N photos (default 128, spread over the class
 folders), chunk by chunk (32 photos, one predict batch): end to end, then the parts on the same
@@ -14,9 +15,11 @@ before any clock starts.
                pose model runs on every photo.
   parts        (a) decode + MediaPipe pose: PIL open + convert("RGB") + np.asarray +
                    Pose(static_image_mode=True, model_complexity=1).process, model warmed up;
-               (b) the K fold models' forward passes (backbone + leaf head, inference mode, AMP on
-                   CUDA as predict does) on pre-made, pre-normalised crop tensors, batches of 32;
-               (c) the keypoint model's predict_proba on pre-computed keypoints, batches of 32.
+               (b) the image branch's K fold networks (`clf.image_branch.models_`), each through
+                   `network.level_probs` (forward + softmax per level, inference mode, AMP on CUDA
+                   as predict does) on pre-made crops already normalised by the branch, batches of 32;
+               (c) the keypoint branch's predict_proba (`clf.branches["keypoint"]`) on pre-computed
+                   keypoints, batches of 32.
   ratio        (a + b + c) / end to end = end-to-end speed relative to the bare parts (goal >= 0.8),
                over all photos, and its median over chunks.
   For information: time the parts leave out (file hashing, crop cutting, fusion, rules, tables,
@@ -30,6 +33,11 @@ With --copies link the copies share content, and the pose cache keys on the cont
 the first pass over the distinct photos pose results come from the cache (decode, crops, the K CNNs
 and the keypoint model still run for every photo). --copies distinct writes real copies, each with a
 few unique bytes after the image data, so every photo also runs the pose model (slower).
+
+--smoke: without --model, first fits a run on the spot (`hybridpose.fit`, preset "tiny", 2 folds, on
+3 photos per class of the data, into a temporary folder; not timed). Then speed mode on 8 photos
+(batches of 4, 1 repeat) and memory mode on 24 photos, with the same tables (seconds; numbers
+meaningless), plus sanity checks (a row and a status for every photo); exit 1 if one fails.
 """
 from __future__ import annotations
 
@@ -97,25 +105,25 @@ class BarePose:
         self.pose.close()
 
 
-def bare_cnn(clf, crops) -> float:
-    """The K fold models on one pre-made, pre-normalised batch (backbone + leaf head)."""
+def bare_cnn(branch, crops) -> float:
+    """The K fold networks on one batch, normalised (and moved to the device) before the clock starts."""
     import torch
 
-    from hybridpose.classifier import _autocast
+    from hybridpose.network import level_probs
 
-    x = ((crops.float() / 255 - clf.mean) / clf.std).to(clf.device)
-    with torch.inference_mode(), _autocast(clf.device):
-        sync(clf.device)
+    x = branch.normalise(crops)
+    with torch.inference_mode():
+        sync(branch.device)
         t0 = time.perf_counter()
-        for model in clf.models:
-            model(x)
-        sync(clf.device)
+        for model in branch.models_:
+            level_probs(model, x)
+        sync(branch.device)
     return time.perf_counter() - t0
 
 
-def bare_keypoint(clf, kp) -> float:
+def bare_keypoint(branch, kp) -> float:
     t0 = time.perf_counter()
-    clf.keypoint.predict_proba(kp)
+    branch.predict_proba(kp)
     return time.perf_counter() - t0
 
 
@@ -139,9 +147,11 @@ def speed(args, tmp: Path, data: Path) -> dict:
     t0 = time.perf_counter()
     clf = HybridPoseClassifier.load(args.model)
     t_load = time.perf_counter() - t0
-    k = len(clf.models)
-    print(f"{len(paths)} photos from {data}; model {args.model}: {k} fold models, input {clf.meta['input_size']} px, "
-          f"device {clf.device}; {os.cpu_count()} CPUs, torch threads {torch.get_num_threads()}\n")
+    image, keypoint = clf.image_branch, clf.branches["keypoint"]
+    k, device = len(image.models_), image.device
+    print(f"{len(paths)} photos from {data}; model {args.model}: {k} fold models, input "
+          f"{image.preprocessing_.input_size} px, device {device}; {os.cpu_count()} CPUs, "
+          f"torch threads {torch.get_num_threads()}\n")
 
     # warm-up, not timed: model creation and first calls of every path measured below
     clf.cache_dir = Path(tempfile.mkdtemp(prefix="warm-", dir=tmp))
@@ -149,8 +159,8 @@ def speed(args, tmp: Path, data: Path) -> dict:
     clf.predict([warm], batch_size=bs)
     t_warm = time.perf_counter() - t0
     wposes, wcrops = clf.poses_and_crops([warm] * min(bs, len(paths)))
-    bare_cnn(clf, wcrops)
-    bare_keypoint(clf, keypoints_array(wposes))
+    bare_cnn(image, wcrops)
+    bare_keypoint(keypoint, keypoints_array(wposes, clf.skeleton))
     bare_pose = BarePose(warm)
 
     # Chunk by chunk (one predict batch each): end to end first, then the bare parts on the same photos,
@@ -165,15 +175,18 @@ def speed(args, tmp: Path, data: Path) -> dict:
         for row, chunk in zip(rows, chunks):
             t0 = time.perf_counter()
             table = clf.predict(chunk, batch_size=bs)
-            sync(clf.device)
+            sync(device)
             e2e = time.perf_counter() - t0
             poses, crops = clf.poses_and_crops(chunk)  # from the cache predict just filled: the parts' inputs
             if r == 0:
                 for st, c in poses["status"].value_counts().items():
                     statuses[str(st)] = statuses.get(str(st), 0) + int(c)
                 row["ok"] = int((table["status"] == "ok").sum())
-            measured = {"e2e": e2e, "a": bare_pose.time(chunk), "b": bare_cnn(clf, crops),
-                        "c": bare_keypoint(clf, keypoints_array(poses))}
+                if args.smoke:
+                    _common.smoke_check(list(table["path"]) == chunk and table["status"].notna().all(),
+                                        "predict did not return one row with a status per photo, in order")
+            measured = {"e2e": e2e, "a": bare_pose.time(chunk), "b": bare_cnn(image, crops),
+                        "c": bare_keypoint(keypoint, keypoints_array(poses, clf.skeleton))}
             for key, v in measured.items():
                 row[key] = min(row.get(key, v), v)
                 row.setdefault(f"{key}_all", []).append(round(v, 4))
@@ -200,7 +213,7 @@ def speed(args, tmp: Path, data: Path) -> dict:
     print(f"not timed: loading the run {t_load:.1f} s, warm-up predict of 1 photo {t_warm:.1f} s; "
           f"statuses {statuses}; {sum(r['ok'] for r in rows)}/{n} predicted with a person")
     return {"benchmark": "predict", "mode": "speed", "model": str(args.model), "data": str(data), "n_photos": n,
-            "k_models": k, "batch_size": bs, "repeat": args.repeat, "device": str(clf.device),
+            "k_models": k, "batch_size": bs, "repeat": args.repeat, "device": str(device),
             "machine": _common.machine_info(),
             "load_seconds": t_load, "warmup_seconds": t_warm,
             "ms_per_photo": {"a_decode_pose": ms(tot["a"]), "b_cnn": ms(tot["b"]), "c_keypoint": ms(tot["c"]),
@@ -268,6 +281,10 @@ def memory(args, tmp: Path, data: Path) -> dict:
     finally:
         HybridPoseClassifier.iter_predict = original
     wall = time.perf_counter() - t_start
+    if args.smoke:
+        _common.smoke_check(result["images"] == m and sum(result["status"].values()) == m,
+                            f"jobs.predict gave {result['status']} for {m} photos")
+        _common.smoke_check(bool(samples) and samples[-1]["photos"] == m, "the sampling hook did not see every batch")
 
     rows, at = [], {}
     for c in checkpoints:
@@ -305,9 +322,21 @@ def memory(args, tmp: Path, data: Path) -> dict:
             "status": result["status"]}
 
 
+def fit_smoke_run(tmp: Path, data: Path) -> Path:
+    """A tiny run fitted on the spot (3 photos per class, preset tiny, 2 folds), for --smoke without --model."""
+    from hybridpose import fit
+
+    subset = _common.subset_folder(data, 3, tmp / "fit-data")
+    t0 = time.perf_counter()
+    fit(subset, tmp / "run", folds=2, preset="tiny", show_progress=False, cache_dir=tmp / "fit-cache")
+    print(f"smoke: fitted a tiny run (preset tiny, 2 folds, {sum(1 for _ in subset.glob('*/*'))} photos) in "
+          f"{time.perf_counter() - t0:.0f} s (not measured)\n")
+    return tmp / "run"
+
+
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--model", required=True, help="a run folder made by `hybridpose fit`")
+    ap.add_argument("--model", help="a run folder made by `hybridpose fit` (required, except with --smoke)")
     ap.add_argument("--data", help=f"image folder (default {_common.DEFAULT_DATA})")
     ap.add_argument("--n", type=int, default=128, help="photos for the speed test (default 128)")
     ap.add_argument("--batch-size", type=int, default=32)
@@ -318,16 +347,30 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--copies", choices=["link", "distinct"], default="link",
                     help="memory mode: links to the data's photos (pose cache hits) or distinct copies")
     ap.add_argument("--json", help="also write the numbers to this JSON file")
+    _common.add_smoke_arg(ap, "a tiny run fitted on the spot unless --model; speed on 8 photos, memory on 24")
     args = ap.parse_args(argv)
+    if not args.model and not args.smoke:
+        ap.error("--model RUN is required (or --smoke, which fits a tiny run on the spot)")
     tmpdir = _common.setup_env()
     tmp = Path(tmpdir.name)
-    data = _common.resolve_data(args.data)
+    _common.apply_smoke(args, n=8, repeat=1, batch_size=4)
+    data = _common.resolve_data(args.data, args.smoke)
+    if args.smoke and not args.model:
+        args.model = fit_smoke_run(tmp, data)
     busy_start = _common.cpu_busy_share()
     print(_common.busy_warning("at start", busy_start) + "\n")
-    payload = memory(args, tmp, data) if args.memory else speed(args, tmp, data)
+    if args.smoke:  # both modes: each is a code path that must keep working
+        payload = {"benchmark": "predict", "mode": "smoke", "speed": speed(args, tmp, data)}
+        args.memory = 24
+        print()
+        payload["memory"] = memory(args, tmp, data)
+    else:
+        payload = memory(args, tmp, data) if args.memory else speed(args, tmp, data)
     print(_common.busy_warning("at end"))
     payload["cpu_busy_share_at_start"] = busy_start
     _common.write_json(args.json, payload)
+    if args.smoke:
+        _common.smoke_footer()
     return payload
 
 

@@ -1,43 +1,49 @@
-"""Training throughput of each stage against a bare timm forward+backward loop.
+"""Training throughput of each stage (the real `train_stage`) against a bare PyTorch training loop.
 
-    /work/venv/bin/python benchmarks/bench_train.py [--data DIR] [--preset quick] [--batches N]
-                                                    [--warmup W] [--device auto] [--json PATH]
+    .venv/bin/python benchmarks/bench_train.py [--data DIR] [--preset quick] [--batches N] [--warmup W]
+                                               [--rounds R] [--stages 1,2,3] [--device auto] [--json PATH]
+    .venv/bin/python benchmarks/bench_train.py --smoke      # tiny preset, 3 photos per class: does it run?
 
-Setup (not timed as part of any measurement, reported for information): ~(W+N)*batch_size photos
-are drawn from the data set, their poses extracted into a fresh temporary cache, and a CropBank
-built from that table exactly as `hybridpose fit` does (`build_crop_bank`, `bank_size`).
+Setup (timed for information only): about (W+N)*batch_size photos, spread over the classes, are
+linked into a temporary image folder and prepared exactly as `hybridpose fit` does
+(`hybridpose.train.fit.prepare`: poses into a fresh temporary cache, folds, the crop bank), then read
+back with `load_prepared`; the network is `network.build_model` with the preset's frozen blocks, and
+the `Augmenter` is made from the run's `Preprocessing`, skeleton and flip map.
 
-Measured (training images per second). All loops below except train_stage run INTERLEAVED:
-round i runs batch i of every loop (order rotated), each batch timed on its own; the first W rounds
-are warm-up, and a loop's speed is batch_size / its lower-quartile batch time over the N timed
-rounds. Other jobs on the machine then slow every loop alike, and since a disturbance only ever
-makes a batch slower, the fastest quarter of batches is the undisturbed speed. The median over
-rounds of the per-round ratio ("paired median") is printed beside each ratio as a cross-check.
-  bare timm      the same PoseNet (same timm backbone, frozen blocks, AdamW over the trainable
-                 parameters, same lr schedule and AMP setting) on pre-made random tensors of the
-                 same size: forward -> leaf-head CE -> backward -> step -> float(loss).
-  stage loop     per stage (1: supcon + CE, 2: multi-task CE, 3: multi-task CE + in-graph CAM loss),
-                 the inner loop of `train_stage`: random batch indices -> `Augmenter.batch(train=True)`
-                 -> `stages._loss(stage, ...)` -> zero_grad / backward / AdamW step / GradScaler /
-                 OneCycleLR step -> float(loss) (as train_stage does).
-  same loss,     the stage loop on batches made by `Augmenter.batch` BEFORE the clock starts:
-  no pipeline    the model and loss cost alone, so stage loop / this = what the data pipeline costs.
+Measured (training images per second), each loop with its own copy of the same initial weights:
+  bare loop      the same network (same frozen blocks) trained the plain PyTorch way on pre-made
+                 random tensors of the batch's size: `network.autocast` -> forward (leaf logits)
+                 -> cross-entropy -> backward -> AdamW step (GradScaler on CUDA) -> float(loss).
+  stage loop     per stage (1: supcon + CE, 2: multi-task CE, 3: + in-graph CAM loss), the real
+                 `train_stage` (a 1-epoch copy of the stage's config). Its batches are timed one by
+                 one by an `Augmenter` subclass that notes the clock whenever `train_stage` asks for
+                 the next batch: batch i's time runs from that request to the next one, so it holds
+                 the augmentation, the loss, backward, the optimiser/scaler/scheduler steps and
+                 float(loss), and nothing of the validation that follows the epoch.
+  same loss,     the same `train_stage` fed batches that the real `Augmenter.batch` made BEFORE the
+  pre-made       clock started (a subclass hands them out): the model and loss cost alone, so
+                 stage loop / this = what the data pipeline costs.
   augment only   `Augmenter.batch(train=True)` alone, for information.
-  train_stage    (unless --no-train-stage; run afterwards, alone) the real `train_stage` with a
-                 1-epoch copy of the stage config on N*batch_size photos; its own `images_per_s`
-                 (the number `fit` logs: the whole epoch, first batch included, validation excluded).
-Each loop has its own model and optimiser, all starting from the same weights.
-Goal: stage loop / bare timm >= 0.8 for each stage (the data pipeline must not starve the model).
+Interleaving: after one untimed warm-up slice of W batches per loop, the N timed batches of every
+loop run in R slices (default 4); round r runs slice r of every loop, order rotated, so other jobs
+on the machine slow every loop alike. A loop's speed is batch_size / its lower-quartile batch time
+(a disturbance only ever makes a batch slower); the median over batches of the per-batch ratio
+between loops ("paired median") is printed as a cross-check. The images/s that `train_stage`
+itself logs per slice (what `fit` shows: first batch included, validation excluded) is shown too.
+Goal: stage loop / bare loop >= 0.8 for each stage (the data pipeline must not starve the model).
 Stages 2-3 compute more than the bare loop does (extra heads; stage 3 a double backward for the
-CAM loss), so the "same loss, no pipeline" ratio is the one that isolates the pipeline.
+CAM loss), so the "/ same loss" ratio is the one that isolates the pipeline.
 Torch's default thread count is used (printed).
+--smoke: preset tiny, 3 photos per class of data/sample, 1 warm-up + 2 timed batches in 2 rounds,
+all stages; the same tables (seconds; numbers meaningless) plus sanity checks (every loop timed every
+batch, finite losses); exit 1 if one fails.
 """
 from __future__ import annotations
 
 import argparse
 import copy
+import math
 import sys
-import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -53,86 +59,81 @@ def sync(device) -> None:
         torch.cuda.synchronize()
 
 
-def make_optim(model, lr: float, cfg, total_steps: int, warmup_fraction: float, use_amp: bool):
-    """The optimiser, schedule and scaler exactly as `train_stage` makes them."""
-    import torch
+class Clock:
+    """Per-batch wall and CPU times of one loop, from clock readings taken at each batch's start."""
 
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=lr, weight_decay=cfg.weight_decay)
-    # as train_stage: OneCycleLR needs both phases >= 2 steps (it divides by their length - 1)
-    total_steps = max(total_steps, 4)
-    warmup_fraction = min(max(warmup_fraction, 2.0 / total_steps), 0.5)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=total_steps,
-                                                pct_start=warmup_fraction, anneal_strategy="cos")
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
-    return opt, sched, scaler
-
-
-def step(loss, opt, sched, scaler) -> float:
-    opt.zero_grad(set_to_none=True)
-    scaler.scale(loss).backward()
-    scaler.step(opt)
-    scaler.update()
-    sched.step()
-    return float(loss.detach())
-
-
-def batch_indices(n_rows: int, bs: int, count: int, seed: int):
-    import numpy as np
-
-    rng = np.random.default_rng(seed)
-    out, order = [], np.array([], dtype=np.int64)
-    while len(out) < count:
-        if len(order) < bs:
-            order = np.concatenate([order, rng.permutation(n_rows)])
-        out.append(order[:bs])
-        order = order[bs:]
-    return out
-
-
-class Loop:
-    """One measured loop; its batches are timed one by one so that loops can be interleaved."""
-
-    def __init__(self, name: str, body, bs: int):
-        self.name, self.body, self.bs = name, body, bs
+    def __init__(self, device):
+        self.device = device
         self.times: list[float] = []
         self.cpu: list[float] = []
+        self.recording = False
+        self._last: tuple[float, float] | None = None
 
-    def run(self, i: int, device, record: bool) -> None:
-        c0, t0 = _common.cpu_seconds(), time.perf_counter()
-        self.body(i)
-        sync(device)
-        if record:
-            self.times.append(time.perf_counter() - t0)
-            self.cpu.append(_common.cpu_seconds() - c0)
+    def mark(self) -> None:
+        """A batch starts (and the one before it, if any, has ended)."""
+        sync(self.device)
+        now = (time.perf_counter(), _common.cpu_seconds())
+        if self._last is not None and self.recording:
+            self.times.append(now[0] - self._last[0])
+            self.cpu.append(now[1] - self._last[1])
+        self._last = now
 
-    def summary(self) -> dict:
+    def stop(self) -> None:
+        """The last batch of a slice has ended."""
+        self.mark()
+        self._last = None
+
+    @property
+    def running(self) -> bool:
+        """A batch has started and not ended."""
+        return self._last is not None
+
+    def summary(self, bs: int) -> dict:
         import numpy as np
 
         t = np.array(self.times)
         q25 = float(np.percentile(t, 25))
-        return {"images_per_s": self.bs / q25, "ms_per_batch": 1000 * q25,
-                "images_per_s_median": self.bs / float(np.median(t)),
-                "images_per_s_mean": self.bs * len(t) / float(t.sum()), "ms_per_batch_min": 1000 * float(t.min()),
+        return {"images_per_s": bs / q25, "ms_per_batch": 1000 * q25,
+                "images_per_s_median": bs / float(np.median(t)),
+                "images_per_s_mean": bs * len(t) / float(t.sum()), "ms_per_batch_min": 1000 * float(t.min()),
                 "cpu_cores_busy": float(np.sum(self.cpu) / t.sum()), "batches": len(t),
                 "ms_per_batch_all": [round(1000 * x, 1) for x in t]}
 
 
-def interleave(loops: list[Loop], n_warmup: int, n_timed: int, device) -> None:
-    """Round i runs batch i of every loop (order rotated each round), so that other jobs on the
-    machine hit every loop alike; a loop's speed then comes from its fastest quarter of batches,
-    since a disturbance only ever makes a batch slower."""
-    for i in range(n_warmup + n_timed):
-        k = i % len(loops)
-        for loop in loops[k:] + loops[:k]:
-            loop.run(i, device, record=i >= n_warmup)
+def timed_augmenter(base: type, clock: Clock, premade: list | None = None):
+    """An Augmenter whose training batches tell ``clock`` when `train_stage` asks for them; with
+    ``premade``, it hands out those batches (made before the clock started) instead of making new ones.
+    Evaluation batches end the running batch's time and are made as usual."""
+
+    class Timed(base):
+        served = 0
+
+        def batch(self, idx, leaf, train):
+            if not train:
+                if clock.running:
+                    clock.stop()  # train_stage validates after the epoch: the last batch is over
+                return super().batch(idx, leaf, train)
+            clock.mark()
+            if premade is None:
+                return super().batch(idx, leaf, train)
+            self.served += 1
+            return premade[(self.served - 1) % len(premade)]
+
+    return Timed
 
 
-def paired_ratio(a: Loop, b: Loop) -> float:
-    """Median over rounds of (b's batch time / a's batch time): a's speed relative to b's."""
+def paired_ratio(a: Clock, b: Clock) -> float:
+    """Median over aligned batches of (b's batch time / a's batch time): a's speed relative to b's."""
     import numpy as np
 
-    return float(np.median(np.array(b.times) / np.array(a.times)))
+    n = min(len(a.times), len(b.times))
+    return float(np.median(np.array(b.times[:n]) / np.array(a.times[:n])))
+
+
+def slices(n: int, parts: int) -> list[int]:
+    """``n`` batches split into ``parts`` slices of (nearly) equal size."""
+    parts = max(1, min(parts, n))
+    return [n // parts + (i < n % parts) for i in range(parts)]
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -140,197 +141,217 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--data", help=f"image folder (default {_common.DEFAULT_DATA})")
     ap.add_argument("--preset", default="quick", help="training preset (quick, full, tiny)")
     ap.add_argument("--batches", type=int, default=20, help="timed batches per loop (default 20)")
-    ap.add_argument("--warmup", type=int, default=2, help="untimed warm-up batches before each loop (default 2)")
+    ap.add_argument("--warmup", type=int, default=2, help="untimed warm-up batches per loop (default 2)")
+    ap.add_argument("--rounds", type=int, default=4, help="slices the timed batches run in, interleaved (default 4)")
     ap.add_argument("--stages", default="1,2,3", help="stages to measure (default 1,2,3)")
     ap.add_argument("--device", default=None, help="auto, cpu or cuda (default: the preset's, auto)")
     ap.add_argument("--workers", type=int, default=1, help="pose extraction workers for the setup")
-    ap.add_argument("--no-train-stage", action="store_true", help="skip the real train_stage run per stage")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", help="also write the numbers to this JSON file")
+    _common.add_smoke_arg(ap, "--preset tiny --warmup 1 --batches 2 --rounds 2")
     args = ap.parse_args(argv)
-    tmp = _common.setup_env()
+    tmpdir = _common.setup_env()
+    tmp = Path(tmpdir.name)
+    _common.apply_smoke(args, preset="tiny", warmup=1, batches=2, rounds=2)
 
     import numpy as np
     import torch
     import torch.nn.functional as F
 
-    from hybridpose.datasets import load_dataset
-    from hybridpose.pose import extract, summarize
+    from hybridpose.branches.image import Preprocessing
+    from hybridpose.network import autocast, build_model, pick_device
+    from hybridpose.pose import summarize
     from hybridpose.train.config import make_config
     from hybridpose.train.data import Augmenter, build_crop_bank
-    from hybridpose.train.fit import bank_size, flip_map, level_sizes, make_labels, pick_device
-    from hybridpose.train.model import build_model
-    from hybridpose.train.stages import Labels, _loss, autocast, train_stage
+    from hybridpose.train.fit import bank_size, level_sizes, load_prepared, prepare
+    from hybridpose.train.stages import train_stage
 
-    data = _common.resolve_data(args.data)
-    cfg = make_config(args.preset, device=args.device)
-    device = pick_device(cfg.device)
-    bs, W, N = cfg.batch_size, args.warmup, args.batches
+    data = _common.resolve_data(args.data, args.smoke)
+    W, N = args.warmup, args.batches
     stages = [int(s) for s in args.stages.split(",") if s.strip()]
-    use_amp = cfg.amp and device.type == "cuda"
-    torch.manual_seed(args.seed)
+    n_classes = sum(1 for d in data.iterdir() if d.is_dir() and not d.name.startswith("."))
+    bs = make_config(args.preset).batch_size
+    per_class = max(2, math.ceil((W + N) * bs / max(1, n_classes)))
 
-    # ---- setup: subset, poses (fresh temp cache), crop bank
-    ds = load_dataset(data)
-    n_sub = min(len(ds), (W + N) * bs)
-    rng = np.random.default_rng(args.seed)
-    subset = np.sort(rng.choice(len(ds), size=n_sub, replace=False))
-    paths = [str(ds.paths[i]) for i in subset]
-    print(f"{n_sub} of {len(ds)} photos from {data}; preset {cfg.preset} (input {cfg.input_size} px, batch {bs}, "
-          f"freeze {cfg.freeze_fraction}); device {device}; torch threads {torch.get_num_threads()}; "
-          f"{W} warm-up + {N} timed batches\n")
+    # ---- setup, as `hybridpose fit` prepares a run: subset, poses (fresh temp cache), folds, crop bank
     busy_start = _common.cpu_busy_share()
-    print(_common.busy_warning("at start", busy_start) + "\n")
     t0 = time.perf_counter()
-    poses = extract(paths, cache_dir=Path(tempfile.mkdtemp(prefix="poses-", dir=tmp.name)), workers=args.workers,
-                    show_progress=False)
-    t_pose = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    bank = build_crop_bank(poses, bank_size(cfg), cfg.train_margin[1], None, show_progress=False)
-    t_bank = time.perf_counter() - t0
-    full = make_labels(ds)
-    labels = Labels(full.leaf[subset], full.leaf_to_level)
-    sizes = level_sizes(ds.hierarchy)
+    subset = _common.subset_folder(data, per_class, tmp / "data")
+    run = prepare(subset, tmp / "run", folds=2, preset=args.preset, workers=args.workers, cache_dir=tmp / "poses",
+                  show_progress=False, device=args.device, seed=args.seed)
+    t_prepare = time.perf_counter() - t0
+    p = load_prepared(run)
+    cfg = p.cfg
+    device = pick_device(cfg.device)
+    use_amp = cfg.amp and device.type == "cuda"
+    bank = build_crop_bank(p.poses, bank_size(cfg), cfg.train_margin[1], p.skeleton, run.crops(bank_size(cfg)),
+                           show_progress=False)  # the prepared crop cache, read back
+    labels, sizes = p.labels, level_sizes(p.hierarchy)
+    torch.manual_seed(args.seed)
     model, info = build_model(cfg.backbone, sizes, weights=cfg.weights, pretrained=cfg.pretrained,
                               freeze_fraction=cfg.freeze_fraction)
     model.to(device)
     if device.type == "cuda":
         model.to(memory_format=torch.channels_last)
     init_state = copy.deepcopy(model.state_dict())
-    n_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    n_total = sum(p.numel() for p in model.parameters())
+    prep = Preprocessing(cfg.input_size, cfg.eval_margin, tuple(info["mean"]), tuple(info["std"]))
+    n_trainable = sum(q.numel() for q in model.parameters() if q.requires_grad)
+    n_total = sum(q.numel() for q in model.parameters())
+    print(f"{len(bank)} photos ({per_class} per class) from {data}; preset {cfg.preset} (input {cfg.input_size} px, "
+          f"batch {bs}, freeze {cfg.freeze_fraction}); device {device}; torch threads {torch.get_num_threads()}; "
+          f"{W} warm-up + {N} timed batches per loop in {len(slices(N, args.rounds))} rounds\n")
+    print(_common.busy_warning("at start", busy_start) + "\n")
 
-    def make_aug(seed: int) -> Augmenter:
-        return Augmenter(bank, cfg.input_size, info["mean"], info["std"], device, train_margin=cfg.train_margin,
-                         eval_margin=cfg.eval_margin, rotation=cfg.rotation_degrees, flip_map=flip_map(ds), seed=seed)
-
-    idx_list = batch_indices(len(bank), bs, W + N, args.seed)
-    gen = torch.Generator().manual_seed(args.seed)
+    def make_aug(seed: int, cls: type = Augmenter) -> Augmenter:
+        return cls(bank, prep, p.skeleton, device, train_margin=cfg.train_margin, rotation=cfg.rotation_degrees,
+                   flip_map=p.flip_map(), seed=seed)
 
     def fresh_model():
         m = copy.deepcopy(model)
         m.load_state_dict(init_state)
         return m.train()
 
-    # ---- bare timm: pre-made random tensors, same model / frozen blocks / optimiser
-    bare_model = fresh_model()
+    rng = np.random.default_rng(args.seed)
+    plan = [rng.choice(len(bank), size=bs, replace=len(bank) < bs) for _ in range(W + N)]  # batch i's photos
+    val_idx = np.arange(min(len(bank), max(2, bs // 2)))
+
+    # ---- bare loop: random tensors, same network and frozen blocks, plain AdamW (+ GradScaler on CUDA)
+    gen = torch.Generator().manual_seed(args.seed)
     n_pre = min(4, W + N)
     xs = [torch.randn(bs, 3, cfg.input_size, cfg.input_size, generator=gen).to(device) for _ in range(n_pre)]
     if device.type == "cuda":
         xs = [x.contiguous(memory_format=torch.channels_last) for x in xs]
     ys = [torch.randint(0, sizes[model.levels[0]], (bs,), generator=gen).to(device) for _ in range(n_pre)]
-    sc1 = cfg.stage(1)
-    bare_opt = make_optim(bare_model, sc1.lr, cfg, W + N, sc1.warmup_fraction, use_amp)
-
-    def bare_body(i: int) -> None:
-        with autocast(device, use_amp):
-            logits = bare_model(xs[i % n_pre])
-        step(F.cross_entropy(logits.float(), ys[i % n_pre]), *bare_opt)
-
-    bare = Loop("bare", bare_body, bs)
-
-    # ---- augmentation alone (for information); its batches, made once more, feed the pre-made loops
+    bare_model = fresh_model()
+    bare_opt = torch.optim.AdamW([q for q in bare_model.parameters() if q.requires_grad], lr=cfg.stage(1).lr,
+                                 weight_decay=cfg.weight_decay)
+    bare_scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    bare_clock, aug_clock = Clock(device), Clock(device)
     aug_only = make_aug(args.seed)
 
-    def aug_body(i: int) -> None:
-        aug_only.batch(idx_list[i], labels.leaf[idx_list[i]], train=True)
+    def run_bare(first: int, count: int) -> None:
+        for i in range(first, first + count):
+            bare_clock.mark()
+            with autocast(device, use_amp):
+                logits = bare_model(xs[i % n_pre])
+            loss = F.cross_entropy(logits.float(), ys[i % n_pre])
+            bare_opt.zero_grad(set_to_none=True)
+            bare_scaler.scale(loss).backward()
+            bare_scaler.step(bare_opt)
+            bare_scaler.update()
+            float(loss.detach())
+        bare_clock.stop()
 
-    augment = Loop("augment", aug_body, bs)
+    def run_augment(first: int, count: int) -> None:
+        for i in range(first, first + count):
+            aug_clock.mark()
+            aug_only.batch(plan[i], labels.leaf[plan[i]], train=True)
+        aug_clock.stop()
+
+    # ---- per stage: the real train_stage, with live and with pre-made batches
     pre_aug = make_aug(args.seed + 100)
-    premade = [pre_aug.batch(idx_list[i], labels.leaf[idx_list[i]], train=True) for i in range(W + N)]
+    premade = [pre_aug.batch(plan[i], labels.leaf[plan[i]], train=True) for i in range(min(W + N, 8))]
+    stage_runs: dict[int, dict] = {}
+    for stage in stages:
+        for kind, made in (("loop", None), ("premade", premade)):
+            clock = Clock(device)
+            aug = make_aug(args.seed + stage, timed_augmenter(Augmenter, clock, made))
+            stage_runs.setdefault(stage, {})[kind] = {"clock": clock, "aug": aug, "model": fresh_model(), "logged": []}
+    one_epoch = {s: replace(cfg, **{f"stage{s}": replace(cfg.stage(s), epochs=1)}) for s in stages}
 
-    def stage_loops(stage: int) -> tuple[Loop, Loop]:
-        sc = cfg.stage(stage)
-        m_loop, m_pre = fresh_model(), fresh_model()
-        aug = make_aug(args.seed + stage)
-        o_loop = make_optim(m_loop, sc.lr, cfg, W + N, sc.warmup_fraction, use_amp)
-        o_pre = make_optim(m_pre, sc.lr, cfg, W + N, sc.warmup_fraction, use_amp)
+    def stage_runner(stage: int, kind: str):
+        r = stage_runs[stage][kind]
 
-        def loop_body(i: int) -> None:  # train_stage's inner loop
-            idx = idx_list[i]
-            batch = aug.batch(idx, labels.leaf[idx], train=True)
-            loss, _ = _loss(stage, m_loop, batch, labels, cfg, use_amp)
-            step(loss, *o_loop)
+        def run(first: int, count: int) -> None:
+            idx = np.concatenate(plan[first:first + count])
+            out = train_stage(stage, r["model"], r["aug"], labels, idx, val_idx, one_epoch[stage], device,
+                              seed=args.seed + first)
+            if r["clock"].running:  # no validation batch came to end the last one
+                r["clock"].stop()
+            r["logged"] += out.history
+        return run
 
-        def pre_body(i: int) -> None:  # the same without the data pipeline
-            loss, _ = _loss(stage, m_pre, premade[i], labels, cfg, use_amp)
-            step(loss, *o_pre)
+    loops = [("bare", bare_clock, run_bare), ("augment", aug_clock, run_augment)]
+    loops += [(f"stage{s}_{kind}", stage_runs[s][kind]["clock"], stage_runner(s, kind))
+              for s in stages for kind in ("loop", "premade")]
 
-        return Loop(f"stage{stage}", loop_body, bs), Loop(f"stage{stage}_premade", pre_body, bs)
-
-    per_stage = {stage: stage_loops(stage) for stage in stages}
-    loops = [bare, augment] + [lp for pair in per_stage.values() for lp in pair]
     t0 = time.perf_counter()
-    interleave(loops, W, N, device)
+    for _, clock, run_slice in loops:  # warm-up slice, untimed
+        if W:
+            run_slice(0, W)
+    first = W
+    for r, count in enumerate(slices(N, args.rounds)):
+        k = r % len(loops)
+        for _, clock, run_slice in loops[k:] + loops[:k]:
+            clock.recording = True
+            run_slice(first, count)
+            clock.recording = False
+        first += count
     t_measure = time.perf_counter() - t0
-    del premade
 
+    if args.smoke:
+        for name, clock, _ in loops:
+            _common.smoke_check(len(clock.times) == N and all(t > 0 for t in clock.times),
+                                f"{name}: {len(clock.times)} batch times for {N} batches")
+        for stage in stages:
+            for kind, r in stage_runs[stage].items():
+                losses = [row["train_loss"] for row in r["logged"]]
+                _common.smoke_check(bool(losses) and all(np.isfinite(losses)), f"stage {stage} {kind}: losses {losses}")
+
+    bare, augment_only = bare_clock.summary(bs), aug_clock.summary(bs)
     results: dict[int, dict] = {}
-    bare_s = bare.summary()
-    for stage, (lp, pre) in per_stage.items():
-        res = {"stage_loop": lp.summary(), "same_loss_no_pipeline": pre.summary()}
-        res["ratio_vs_bare"] = res["stage_loop"]["images_per_s"] / bare_s["images_per_s"]
-        res["ratio_vs_bare_paired"] = paired_ratio(lp, bare)
-        res["ratio_vs_same_loss"] = res["stage_loop"]["images_per_s"] / res["same_loss_no_pipeline"]["images_per_s"]
-        res["ratio_vs_same_loss_paired"] = paired_ratio(lp, pre)
+    for stage in stages:
+        lp, pre = stage_runs[stage]["loop"], stage_runs[stage]["premade"]
+        res = {"stage_loop": lp["clock"].summary(bs), "same_loss_premade": pre["clock"].summary(bs)}
+        res["ratio_vs_bare"] = res["stage_loop"]["images_per_s"] / bare["images_per_s"]
+        res["ratio_vs_bare_paired"] = paired_ratio(lp["clock"], bare_clock)
+        res["ratio_vs_same_loss"] = res["stage_loop"]["images_per_s"] / res["same_loss_premade"]["images_per_s"]
+        res["ratio_vs_same_loss_paired"] = paired_ratio(lp["clock"], pre["clock"])
+        logged = [row["images_per_s"] for row in lp["logged"][1 if W else 0:]]  # the timed slices
+        res["train_stage_logged_images_per_s"] = float(np.median(logged))
         results[stage] = res
 
-    # ---- the real train_stage, 1 epoch per stage (not interleaved: for information)
-    if not args.no_train_stage:
-        for stage in stages:
-            sc = cfg.stage(stage)
-            one = replace(cfg, **{f"stage{stage}": replace(sc, epochs=1)})
-            train_idx = np.arange(min(len(bank), N * bs))
-            val_idx = np.arange(min(len(bank), max(2, bs // 2)))
-            t0 = time.perf_counter()
-            out = train_stage(stage, fresh_model(), make_aug(args.seed + stage), labels, train_idx, val_idx, one,
-                              device, seed=args.seed)
-            ips = out.history[0]["images_per_s"]
-            results[stage]["train_stage"] = {"images_per_s": ips, "images": len(train_idx),
-                                             "call_seconds_incl_validation": time.perf_counter() - t0}
-            results[stage]["train_stage_ratio_vs_bare"] = ips / bare_s["images_per_s"]
-    bare, augment_only = bare_s, augment.summary()
-
     # ---- report
-    rows = [["bare timm fwd+bwd (random tensors)", bare["images_per_s"], bare["ms_per_batch"], bare["cpu_cores_busy"],
+    rows = [["bare loop fwd+bwd (random tensors)", bare["images_per_s"], bare["ms_per_batch"], bare["cpu_cores_busy"],
              None, None, None],
             ["Augmenter.batch alone", augment_only["images_per_s"], augment_only["ms_per_batch"],
              augment_only["cpu_cores_busy"], None, None, None]]
     for stage, res in results.items():
-        s, p = res["stage_loop"], res["same_loss_no_pipeline"]
-        rows.append([f"stage {stage} loop (augment + loss + step)", s["images_per_s"], s["ms_per_batch"],
+        s, q = res["stage_loop"], res["same_loss_premade"]
+        rows.append([f"stage {stage} train_stage (augment+loss+step)", s["images_per_s"], s["ms_per_batch"],
                      s["cpu_cores_busy"], round(res["ratio_vs_bare"], 3), round(res["ratio_vs_same_loss"], 3), None])
-        rows.append([f"stage {stage} same loss, pre-made batches", p["images_per_s"], p["ms_per_batch"],
-                     p["cpu_cores_busy"], round(p["images_per_s"] / bare["images_per_s"], 3), None, None])
-        if "train_stage" in res:
-            rows.append([f"stage {stage} real train_stage (1 epoch)", res["train_stage"]["images_per_s"], None, None,
-                         round(res["train_stage_ratio_vs_bare"], 3), None, "whole epoch, run alone"])
-    _common.print_table(f"Training throughput: lower quartile of {N} interleaved batch times per loop, "
-                        f"after {W} warm-up rounds",
+        rows.append([f"stage {stage} same loss, pre-made batches", q["images_per_s"], q["ms_per_batch"],
+                     q["cpu_cores_busy"], round(q["images_per_s"] / bare["images_per_s"], 3), None, None])
+        rows.append([f"stage {stage} train_stage's own log", res["train_stage_logged_images_per_s"], None, None,
+                     round(res["train_stage_logged_images_per_s"] / bare["images_per_s"], 3), None,
+                     "median per slice, first batch included"])
+    _common.print_table(f"Training throughput: lower quartile of {N} batch times per loop, {len(slices(N, args.rounds))} "
+                        f"interleaved rounds after a {W}-batch warm-up",
                         ["loop", "images/s", "ms/batch", "cores busy", "/ bare", "/ same loss", "note"], rows)
-    _common.print_table("Goal: stage loop / bare timm >= 0.8", ["ratio", "value", "goal", "", "paired median"],
+    _common.print_table("Goal: stage loop / bare loop >= 0.8", ["ratio", "value", "goal", "", "paired median"],
                         [[*_common.goal_line(f"stage {s} / bare", r["ratio_vs_bare"], 0.8),
                           round(r["ratio_vs_bare_paired"], 3)] for s, r in results.items()]
                         + [[f"stage {s} / same loss (pipeline only)", round(r["ratio_vs_same_loss"], 3), "(info)", "",
                             round(r["ratio_vs_same_loss_paired"], 3)] for s, r in results.items()])
-    print(f"measurement took {t_measure:.0f} s ({len(loops)} loops interleaved batch by batch); "
-          "'paired median' = median over rounds of the per-round ratio")
-    print(f"setup (not measured): pose extraction {t_pose:.1f} s ({summarize(poses)}), crop bank {t_bank:.1f} s "
-          f"({len(bank)} x {bank.size} px); trainable parameters {n_trainable:,} of {n_total:,} "
-          f"({info['frozen_blocks']} blocks frozen); weights: {info['weights_source']}")
+    print(f"measurement took {t_measure:.0f} s ({len(loops)} loops interleaved slice by slice); "
+          "'paired median' = median over batches of the per-batch ratio")
+    print(f"setup (not measured): prepare {t_prepare:.1f} s ({summarize(p.poses)}; crop bank {len(bank)} x "
+          f"{bank.size} px); trainable parameters {n_trainable:,} of {n_total:,} ({info['frozen_blocks']} blocks "
+          f"frozen); weights: {info['weights_source']}")
 
     print(_common.busy_warning("at end"))
-    payload = {"benchmark": "train", "cpu_busy_share_at_start": busy_start,
+    payload = {"benchmark": "train", "smoke": args.smoke, "cpu_busy_share_at_start": busy_start,
                "data": str(data), "preset": cfg.preset, "device": str(device),
                "batch_size": bs, "input_size": cfg.input_size, "warmup_batches": W, "timed_batches": N,
-               "n_photos": n_sub, "machine": _common.machine_info(),
-               "setup_seconds": {"pose_extraction": t_pose, "crop_bank": t_bank},
+               "rounds": len(slices(N, args.rounds)), "n_photos": len(bank), "machine": _common.machine_info(),
+               "setup_seconds": {"prepare": t_prepare},
                "trainable_parameters": n_trainable, "parameters": n_total, "frozen_blocks": info["frozen_blocks"],
-               "method": "interleaved rounds; images/s from the lower-quartile batch time",
-               "measure_seconds": t_measure,
-               "bare_timm": bare, "augment_only": augment_only,
+               "method": "interleaved slices; images/s from the lower-quartile batch time",
+               "measure_seconds": t_measure, "bare_loop": bare, "augment_only": augment_only,
                "stages": {str(k): v for k, v in results.items()}, "goals": {"stage_over_bare": 0.8}}
     _common.write_json(args.json, payload)
+    if args.smoke:
+        _common.smoke_footer()
     return payload
 
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import sys
+from enum import Enum
 from pathlib import Path
 from typing import Optional
 
@@ -9,6 +10,7 @@ import typer
 
 from hybridpose.errors import HybridPoseError
 from hybridpose.progress import console
+from hybridpose.train.config import MIN_BATCH_SIZE, MIN_INPUT_SIZE, CamMethod, Device, Preset, TrainConfig
 
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -17,13 +19,47 @@ app = typer.Typer(
 
 
 
+def _version(value: bool) -> None:
+    if value:
+        from hybridpose import __version__
+
+        typer.echo(f"hybridpose {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
-def _root() -> None:
+def _root(
+    version: bool = typer.Option(False, "--version", is_eager=True, callback=_version, help="Print the version and exit."),
+) -> None:
     """hybridpose: fit, calibrate, predict, evaluate and explain pose classifiers."""
 
 
+def _skeleton_name(value: str) -> str:
+    from hybridpose.skeletons import available
+
+    if value not in available():
+        raise typer.BadParameter(f"{value!r} is not one of {', '.join(map(repr, available()))}.")
+    return value
+
+
+def _writable(path: Optional[Path], kind: str, what: str = "--out") -> None:
+    """An output that cannot be written fails here, before any work (hybridpose.outputs)."""
+    from hybridpose.outputs import check_writable
+
+    if path is not None:
+        check_writable(path, kind, what)
+
+
+class Format(str, Enum):
+    csv = "csv"
+    json = "json"
+
+
+PREDICTIONS_FILE = {Format.csv: Path("predictions.csv"), Format.json: Path("predictions.jsonl")}
+
 WorkersOpt = typer.Option(1, "--workers", "-j", min=1, help="Processes running the pose model.")
-SkeletonOpt = typer.Option("body", "--skeleton", help="Which keypoints the front end finds (hybridpose.skeletons): body.")
+SkeletonOpt = typer.Option("body", "--skeleton", callback=_skeleton_name,
+                           help="Which keypoints the front end finds (hybridpose.skeletons): body.")
 CacheOpt = typer.Option(None, "--cache", help="Pose cache folder (default $HYBRIDPOSE_CACHE or ~/.cache/hybridpose).")
 
 
@@ -38,6 +74,8 @@ def extract(
     """Find the person and their keypoints in every image: one row per file in OUT/poses.csv."""
     from hybridpose.api import extract_folder
 
+    _writable(out, "folder")
+    _writable(cache, "folder", "--cache")
     table, summary = extract_folder(data, out, workers=workers, cache_dir=cache, skeleton=skeleton)
     _print_summary(summary, out / "poses.csv")
 
@@ -47,17 +85,17 @@ def fit(
     data: Path = typer.Argument(..., help="Image folder (one sub-folder per class) or a Yoga-82 list file."),
     out: Path = typer.Option(Path("runs/latest"), "--out", "-o", help="Run directory (rerun the same command to resume)."),
     folds: int = typer.Option(5, "--folds", "-k", min=2, help="Cross-validation folds (one image model each)."),
-    preset: str = typer.Option("quick", "--preset", help="quick (CPU, minutes), full (GPU, long schedule) or tiny (tests)."),
+    preset: Preset = typer.Option(TrainConfig.preset, "--preset", help="quick (CPU, minutes), full (GPU, long schedule) or tiny (tests)."),
     backbone: Optional[str] = typer.Option(None, "--backbone", help="Any timm model name (default efficientnet_lite0)."),
     weights: Optional[Path] = typer.Option(None, "--weights", help="State dict to start the backbone from."),
     pretrained: bool = typer.Option(False, "--pretrained", help="Download timm hub weights (needs a network)."),
     epochs: Optional[str] = typer.Option(None, "--epochs", help="Epochs of stages 1,2,3, e.g. 8,6,4."),
-    input_size: Optional[int] = typer.Option(None, "--input-size", help="Crop size fed to the CNN."),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size"),
-    cam_method: Optional[str] = typer.Option(None, "--cam-method", help="Stage-3 CAM: hirescam, xgradcam or gradcam."),
-    cam_weight: Optional[float] = typer.Option(None, "--cam-weight", min=0.0, help="Weight of stage 3's CAM loss (default 1; 0: plain fine-tuning)."),
-    device: Optional[str] = typer.Option(None, "--device", help="auto, cpu or cuda."),
-    seed: Optional[int] = typer.Option(None, "--seed"),
+    input_size: Optional[int] = typer.Option(None, "--input-size", help=f"Crop size fed to the CNN (at least {MIN_INPUT_SIZE}; default: the preset's)."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help=f"Photos per training batch (at least {MIN_BATCH_SIZE}; default: the preset's)."),
+    cam_method: Optional[CamMethod] = typer.Option(None, "--cam-method", help=f"Stage-3 CAM (default {TrainConfig.cam_method})."),
+    cam_weight: Optional[float] = typer.Option(None, "--cam-weight", min=0.0, help=f"Weight of stage 3's CAM loss (default {TrainConfig.cam_weight:g}; 0: plain fine-tuning)."),
+    device: Optional[Device] = typer.Option(None, "--device", help=f"auto: the GPU when there is one, else the CPU (default {TrainConfig.device})."),
+    seed: Optional[int] = typer.Option(None, "--seed", min=0),
     hierarchy: Optional[Path] = typer.Option(None, "--hierarchy", help="Hierarchy CSV (default DATA/hierarchy.csv)."),
     images: Optional[Path] = typer.Option(None, "--images", help="Image root for a Yoga-82 list."),
     flip_pairs: Optional[str] = typer.Option(None, "--flip-pairs", help="Left/right class pairs swapped by a mirror, LEFT:RIGHT,..."),
@@ -66,29 +104,19 @@ def fit(
     skeleton: str = SkeletonOpt,
 ) -> None:
     """Train the image branch per fold, the keypoint branch and their fusion; out-of-fold predictions included."""
+    from hybridpose.train.config import make_config, stage_epochs
     from hybridpose.train.fit import fit as run_fit
 
     overrides = dict(backbone=backbone, weights=str(weights) if weights else None, pretrained=pretrained or None,
-                     input_size=input_size, batch_size=batch_size, cam_method=cam_method, cam_weight=cam_weight,
-                     device=device, seed=seed)
-    overrides.update(_stage_epochs(preset, epochs))
-    summary = run_fit(data, out, folds=folds, preset=preset, hierarchy=hierarchy, images=images,
+                     input_size=input_size, batch_size=batch_size, cam_method=cam_method and cam_method.value,
+                     cam_weight=cam_weight, device=device and device.value, seed=seed)
+    overrides.update(stage_epochs(preset.value, epochs))
+    make_config(preset.value, **overrides)  # every training option checked before any work
+    _writable(out, "folder")
+    _writable(cache, "folder", "--cache")
+    summary = run_fit(data, out, folds=folds, preset=preset.value, hierarchy=hierarchy, images=images,
                       flip_pairs=flip_pairs, workers=workers, cache_dir=cache, skeleton=skeleton, **overrides)
     _print_fit(summary, out)
-
-
-def _stage_epochs(preset: str, epochs: Optional[str]) -> dict:
-    if not epochs:
-        return {}
-    from dataclasses import replace
-
-    from hybridpose.train.config import make_config
-
-    parts = [int(e) for e in epochs.split(",")]
-    if len(parts) != 3:
-        raise typer.BadParameter("give three numbers, e.g. --epochs 8,6,4")
-    base = make_config(preset)
-    return {f"stage{i}": replace(base.stage(i), epochs=n) for i, n in enumerate(parts, start=1)}
 
 
 def _print_fit(summary: dict, out: Path) -> None:
@@ -104,6 +132,8 @@ def _print_fit(summary: dict, out: Path) -> None:
     console.print(table)
     cam = ", ".join(f"after {s.replace('stage', 'stage ')} {v:.3f}" for s, v in summary["cam_inside_oof"].items())
     console.print(f"share of CAM energy on the keypoint body region, out-of-fold photos: {cam}")
+    for note in summary.get("notes", []):
+        console.print(note)
     console.print(f"run saved in {out} ({summary['seconds']:.0f} s); next: hybridpose calibrate {out}")
 
 
@@ -111,8 +141,8 @@ def _print_fit(summary: dict, out: Path) -> None:
 def calibrate(
     run: Path = typer.Argument(..., help="Run directory written by `hybridpose fit`."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Also write the rules here (a .yaml file or a folder, e.g. rules/)."),
-    min_gain: float = typer.Option(0.02, "--min-gain", help="Keep a rule only if it improves its pair's out-of-fold accuracy by this much."),
-    min_fired: int = typer.Option(3, "--min-fired", help="... and decides at least this many photos."),
+    min_gain: float = typer.Option(0.02, "--min-gain", min=0.0, max=1.0, help="Keep a rule only if it improves its pair's out-of-fold accuracy by this much."),
+    min_fired: int = typer.Option(3, "--min-fired", min=1, help="... and decides at least this many photos."),
     alpha: float = typer.Option(0.05, "--alpha", min=0.0, max=1.0,
                                 help="... and passes a one-sided sign test at this level, Bonferroni-corrected over "
                                      "the statistics scanned (fixes significantly more photos than it breaks)."),
@@ -155,26 +185,27 @@ def _num(v) -> str:
 def predict(
     inputs: Path = typer.Argument(..., help="An image or a folder (searched recursively)."),
     model: Path = typer.Option(..., "--model", "-m", help="Run directory written by `hybridpose fit`."),
-    out: Path = typer.Option(Path("predictions.csv"), "--out", "-o", help="Output table."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output table (default predictions.csv, predictions.jsonl with --format json)."),
     rules: Optional[Path] = typer.Option(None, "--rules", help="Rules file (default RUN/rules.yaml when present)."),
     no_rules: bool = typer.Option(False, "--no-rules", help="Fused prediction without rules."),
-    fmt: str = typer.Option("csv", "--format", help="csv or json (one JSON object per line)."),
-    batch_size: int = typer.Option(32, "--batch-size"),
+    fmt: Format = typer.Option("csv", "--format", help="csv, or json (one JSON object per line)."),
+    batch_size: int = typer.Option(32, "--batch-size", min=1, help="Photos per batch."),
     cache: Optional[Path] = CacheOpt,
     partial: bool = typer.Option(False, "--partial", help="Predict with the finished folds of an incomplete run (noted in every row)."),
 ) -> None:
     """Label every photo at every hierarchy level: one row per file, whatever the file holds."""
     from hybridpose.jobs import predict as run_predict
 
-    if fmt not in ("csv", "json"):
-        raise typer.BadParameter("--format must be csv or json")
-    res = run_predict(inputs, model, out, rules=rules, no_rules=no_rules, fmt=fmt, batch_size=batch_size, cache_dir=cache,
-                      partial=partial)
+    if rules is not None and no_rules:
+        raise typer.BadParameter("give --rules FILE or --no-rules, not both.", param_hint="'--no-rules'")
+    _writable(cache, "folder", "--cache")
+    res = run_predict(inputs, model, out or PREDICTIONS_FILE[fmt], rules=rules, no_rules=no_rules, fmt=fmt.value,
+                      batch_size=batch_size, cache_dir=cache, partial=partial)
     if res["missing_folds"]:
         console.print(f"[yellow]warning:[/] folds {res['missing_folds']} of the run have no model; "
                       "predicted with the others (column `ensemble`).")
     counts = ", ".join(f"{k}: {v}" for k, v in res["status"].items())
-    console.print(f"{res['images']} images ({counts}) -> {res['out']}" + (f" (rules: {res['rules']})" if res["rules"] else ""))
+    console.print(f"{res['images']} files ({counts}) -> {res['out']}" + (f" (rules: {res['rules']})" if res["rules"] else ""))
 
 
 @app.command()
@@ -207,34 +238,62 @@ def explain(
     inputs: Path = typer.Argument(..., help="An image or a folder of images."),
     model: Path = typer.Option(..., "--model", "-m", help="Run directory written by `hybridpose fit`."),
     out: Path = typer.Option(Path("explain"), "--out", "-o", help="Output folder for the PNGs."),
-    method: str = typer.Option("hirescam", "--method", help="hirescam, xgradcam or gradcam."),
+    method: CamMethod = typer.Option(TrainConfig.cam_method, "--method", help="Class activation map."),
     tsne: Optional[Path] = typer.Option(None, "--tsne", help="Also plot a t-SNE of the embeddings of this labelled folder."),
-    limit: int = typer.Option(48, "--limit", help="At most this many photos."),
+    limit: int = typer.Option(48, "--limit", min=1, help="At most this many photos."),
 ) -> None:
     """Per photo: crop with keypoints, CAM overlay of the predicted class, top-5 and the rule that fired."""
     from hybridpose.explain import explain as run_explain
 
-    res = run_explain(inputs, model, out, method=method, tsne=tsne, limit=limit)
+    _writable(out, "folder")
+    if tsne is not None:  # checked now, not after every explanation was drawn
+        from hybridpose.datasets import load_dataset
+
+        load_dataset(tsne)
+    res = run_explain(inputs, model, out, method=method.value, tsne=tsne, limit=limit)
     console.print(f"{res['photos']} explanations in {out}; contact sheet {res['contact_sheet']}"
                   + (f"; t-SNE {res['tsne']}" if "tsne" in res else ""))
 
 
 def _print_summary(summary: dict, path: Path) -> None:
     counts = ", ".join(f"{k}: {v}" for k, v in summary["status"].items())
-    console.print(f"[bold]{summary['images']}[/] images ({counts}) in {summary['seconds']:.1f} s -> {path}")
+    console.print(f"[bold]{summary['images']}[/] files ({counts}) in {summary['seconds']:.1f} s -> {path}")
+
+
+# click's ClickException: the click package's, or the copy of click that newer typer versions carry.
+_USAGE_ERROR = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
+
+
+def _error(message: str) -> None:
+    from rich.markup import escape
+
+    console.print(f"[red]error:[/] {escape(message)}", soft_wrap=True, highlight=False)
 
 
 def main() -> None:
+    """Run the app; every error a user can act on is one line (usage errors: exit 2), never a traceback."""
     try:
-        app()
+        code = app(standalone_mode=False)
+    except _USAGE_ERROR as e:  # a bad option value, a missing argument, an unknown command
+        if type(e).__name__ == "NoArgsIsHelpError":
+            sys.exit(2)  # the help was printed
+        ctx = getattr(e, "ctx", None)
+        message = e.format_message().replace("Value error, ", "")  # typer's pydantic-based checks add it
+        _error(message + (f" (see `{ctx.command_path} --help`)" if ctx is not None else ""))
+        sys.exit(e.exit_code)
+    except typer.Abort:
+        code = 130
     except HybridPoseError as e:
-        from rich.markup import escape
-
-        console.print(f"[red]error:[/] {escape(str(e))}", soft_wrap=True, highlight=False)
+        _error(str(e))
         sys.exit(2)
     except KeyboardInterrupt:
+        code = 130
+    except OSError as e:  # the machine, not the input: a full disk, a vanished folder
+        _error(f"{e.strerror or e}" + (f": {e.filename}" if getattr(e, "filename", None) else ""))
+        sys.exit(1)
+    if code == 130:
         console.print("[yellow]interrupted[/]: finished work is saved; run the same command again to resume.")
-        sys.exit(130)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

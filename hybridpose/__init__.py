@@ -8,7 +8,7 @@ __version__ = "0.1.0"
 
 _LAZY = {
     "HybridPoseClassifier": "hybridpose.classifier",
-    "KeypointClassifier": "hybridpose.keypoint_model",
+    "KeypointClassifier": "hybridpose.branches.keypoint",
     "Hierarchy": "hybridpose.hierarchy",
     "load_dataset": "hybridpose.datasets",
     "extract": "hybridpose.pose",

@@ -2,12 +2,23 @@
 
 An interrupted run therefore never leaves a half-written table or checkpoint:
 the target either holds the old content or the complete new one.
+
+The temporary file is ``.<name>.<pid>-<host>-<random>.tmp`` (``host``: 8 hex digits naming the machine).
+A run killed outright (SIGKILL, power loss) cannot remove it, so each write first removes the stale
+temporaries of the same target: those written on this machine by a process that no longer exists, and
+those whose writer cannot be checked (another machine sharing the folder, or the older
+``.<name>.<random>.tmp`` names) once untouched for ``STALE_AGE`` seconds. A temporary of a live
+process on this machine is never removed, however old.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import re
+import socket
 import tempfile
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any, Iterator
@@ -18,7 +29,8 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path; on success it replaces ``path`` in one rename."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    remove_stale_temporaries(target)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.{os.getpid()}-{_HOST}-", suffix=".tmp", dir=target.parent)
     os.close(fd)
     try:
         yield Path(tmp)
@@ -27,6 +39,55 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+STALE_AGE = 3600.0  # seconds; for temporaries whose writer cannot be checked
+_HOST = hashlib.sha1(socket.gethostname().encode()).hexdigest()[:8]
+_OURS = re.compile(r"(\d+)-([0-9a-f]{8})-[A-Za-z0-9_]+")  # pid-host-random
+_OLD = re.compile(r"[A-Za-z0-9_]{8}")  # tempfile's random part, as named before the pid was added
+
+
+def remove_stale_temporaries(target: str | os.PathLike) -> list[Path]:
+    """Remove the stale ``.<name>.*.tmp`` temporaries of ``target`` left by killed writers; returns them."""
+    target = Path(target)
+    prefix = f".{target.name}."
+    removed = []
+    try:
+        names = [e.name for e in os.scandir(target.parent) if e.name.startswith(prefix) and e.name.endswith(".tmp")]
+    except OSError:
+        return removed
+    for name in names:
+        middle = name[len(prefix):-len(".tmp")]
+        ours = _OURS.fullmatch(middle)
+        path = target.parent / name
+        if ours and ours.group(2) == _HOST and os.name == "posix":
+            stale = not _alive(int(ours.group(1)))
+        elif ours or _OLD.fullmatch(middle):
+            try:
+                stale = time.time() - path.lstat().st_mtime > STALE_AGE
+            except OSError:
+                continue
+        else:
+            continue  # not a temporary of this target (e.g. of ``<name>.bak``)
+        if stale:
+            try:
+                path.unlink()
+                removed.append(path)
+            except OSError:
+                pass
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    if pid <= 0:
+        return True  # not a process id we can check: keep the file
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # EPERM: it exists, under another user
+        return True
+    return True
 
 
 def _umask() -> int:

@@ -23,7 +23,7 @@ from .hierarchy import Hierarchy
 from .images import ImageLoadError, open_rgb
 from .pose import PoseCache, PoseResult, analyse_loaded, estimator_class, first_look, keypoints_array, make_table
 from .predtable import argmax_labels, prob_columns, rules_column
-from .rules import RuleSet
+from .rules import RuleSet, read_rules
 from .runfolder import RunFolder
 from .skeletons import Skeleton, get_skeleton
 
@@ -212,6 +212,6 @@ def _load_rules(run: RunFolder, rules: str | Path | None, use_rules: bool, hiera
         if rules:
             raise RunError(f"{path}: rules file not found.")
         return None
-    ruleset = RuleSet.load(path)
+    ruleset = read_rules(path)
     ruleset.validate(hierarchy.leaves, skeleton.feature_names())
     return ruleset

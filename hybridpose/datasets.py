@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import DatasetError
-from .hierarchy import Hierarchy, read_hierarchy_csv
+from .hierarchy import Hierarchy, read_hierarchy_csv, read_table
 from .images import IMAGE_EXTENSIONS
 from .sources import PhotoFolder, photos
 
@@ -48,9 +48,18 @@ def load_dataset(path: str | Path, *, hierarchy: str | Path | None = None, image
         raise DatasetError(f"{path}: no such file or folder; give an image folder with one sub-folder per class.")
     if path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS:
         raise DatasetError(f"{path}: is an image; give a folder with one sub-folder per class, or a Yoga-82 list file.")
+    if hierarchy and not Path(hierarchy).is_file():
+        raise DatasetError(f"--hierarchy {hierarchy}: file not found; give a CSV with a header naming the levels "
+                           "(class,subgroup,group) and one row per class.")
     if path.is_file():
+        if hierarchy:
+            raise DatasetError(f"--hierarchy {hierarchy}: not used with a Yoga-82 list ({path.name}): its levels "
+                               f"{', '.join(YOGA82_LEVELS)} come from the list's own columns; leave --hierarchy out.")
         ds = load_yoga82_list(path, images)
     else:
+        if images:
+            raise DatasetError(f"--images {images}: only for a Yoga-82 list; {path} is an image folder whose photos "
+                               "lie in its class sub-folders; leave --images out.")
         ds = load_image_folder(path, hierarchy)
     ds.flip_pairs = parse_flip_pairs(flip_pairs, ds)
     return ds
@@ -74,8 +83,8 @@ def load_image_folder(root: Path, hierarchy: str | Path | None = None) -> Datase
         raise DatasetError(f"{root}: class folders {empty} hold no images ({', '.join(sorted(IMAGE_EXTENSIONS))}); add photos or remove the folders.")
     leaves = [d.name for d in class_dirs]
     hfile = Path(hierarchy) if hierarchy else root / "hierarchy.csv"
-    if hierarchy and not hfile.exists():
-        raise DatasetError(f"{hfile}: hierarchy file not found.")
+    if hierarchy and not hfile.is_file():
+        raise DatasetError(f"--hierarchy {hfile}: file not found.")
     h = read_hierarchy_csv(hfile, leaves) if hfile.exists() else Hierarchy.flat(leaves)
     return Dataset(root, paths, labels, h)
 
@@ -125,21 +134,44 @@ def _yoga82_names(path: Path) -> dict[int, str]:
 
 
 def parse_flip_pairs(spec: str | None, ds: Dataset) -> dict[str, str]:
-    """``A:B,C:D`` or a flip_pairs.csv (left,right) at the data root; classes that mirror into each other."""
-    pairs: list[tuple[str, str]] = []
+    """``A:B,C:D`` or a flip_pairs.csv (left,right) at the data root; classes that mirror into each other.
+
+    Errors name where the pair came from (``--flip-pairs`` or the file and line) and what to do.
+    """
+    pairs: list[tuple[str, str, str]] = []  # (left, right, where)
     if spec:
         for item in spec.split(","):
             a, sep, b = item.partition(":")
-            if not sep:
+            if not sep or not a.strip() or not b.strip():
                 raise DatasetError(f"--flip-pairs: {item!r} is not of the form LEFT_CLASS:RIGHT_CLASS.")
-            pairs.append((a.strip(), b.strip()))
+            pairs.append((a.strip(), b.strip(), "--flip-pairs"))
     elif (ds.root / "flip_pairs.csv").exists():
-        with open(ds.root / "flip_pairs.csv", newline="", encoding="utf-8") as fh:
-            pairs = [(r[0].strip(), r[1].strip()) for r in csv.reader(fh) if r and r[0].strip() != "left"]
+        pairs = read_flip_pairs_csv(ds.root / "flip_pairs.csv")
     out: dict[str, str] = {}
-    for a, b in pairs:
+    known = ds.hierarchy.leaves
+    for a, b, where in pairs:
         for c in (a, b):
-            if c not in ds.hierarchy.leaves:
-                raise DatasetError(f"flip pair {a}:{b}: class {c!r} is not one of the data set's classes.")
+            if c not in known:
+                raise DatasetError(f"{where}: flip pair {a}:{b}: class {c!r} is not one of the data set's classes "
+                                   f"({', '.join(known)}).")
+        if a == b:
+            raise DatasetError(f"{where}: flip pair {a}:{b} pairs a class with itself; give two different classes.")
+        for c, other in ((a, b), (b, a)):
+            if out.get(c, other) != other:
+                raise DatasetError(f"{where}: class {c!r} is in two flip pairs ({c}:{out[c]} and {a}:{b}); "
+                                   "a class mirrors into one class.")
         out[a], out[b] = b, a
     return out
+
+
+def read_flip_pairs_csv(path: Path) -> list[tuple[str, str, str]]:
+    """(left, right, "FILE:LINE") of each row of a ``left,right`` CSV (header optional; ``;``/tab accepted)."""
+    pairs = []
+    for i, (lineno, cells) in enumerate(read_table(path, "flip pairs file", "left,right")):
+        if i == 0 and cells[0].lower() == "left":  # the header
+            continue
+        if len(cells) != 2 or not all(cells):
+            raise DatasetError(f"{path}:{lineno}: expected two classes 'left,right', got {','.join(cells)!r}; "
+                               "one pair of mirror classes per line.")
+        pairs.append((cells[0], cells[1], f"{path}:{lineno}"))
+    return pairs

@@ -19,3 +19,7 @@ class RulesError(HybridPoseError):
 
 class WeightsError(HybridPoseError):
     pass
+
+
+class ConfigError(HybridPoseError, ValueError):
+    """An option value that cannot work; the message names the option and what is allowed."""

@@ -73,13 +73,18 @@ class Fusion:
     hierarchy: Hierarchy
     levels: dict[str, LevelFusion] = field(default_factory=dict)
 
-    def fit(self, branches: BranchProbs, y_leaf: np.ndarray) -> "Fusion":
-        """Temperatures and weights per level, by log-loss on out-of-fold predictions."""
+    def fit(self, branches: BranchProbs, y_leaf: np.ndarray, only: str | None = None) -> "Fusion":
+        """Temperatures and weights per level, by log-loss on out-of-fold predictions.
+
+        ``only``: that branch alone decides (weight 1), the others only where it abstains."""
         names = list(branches)
         ok = np.all([_answered(branches[b][self.hierarchy.leaf_level]) for b in names], axis=0)
         for level in self.hierarchy.levels:
             y = self.hierarchy.leaf_to_level(level).argmax(1)[y_leaf]
-            self.levels[level] = self._fit_level(names, {b: branches[b][level] for b in names}, y, ok)
+            lf = self._fit_level(names, {b: branches[b][level] for b in names}, y, ok)
+            if only is not None:
+                lf.weights = {b: float(b == only) for b in names}
+            self.levels[level] = lf
         return self
 
     @staticmethod
@@ -140,9 +145,36 @@ def subset(branches: BranchProbs, rows: np.ndarray) -> dict[str, dict[str, np.nd
     return {b: {lv: p[rows] for lv, p in levels.items()} for b, levels in branches.items()}
 
 
-def cross_fitted(hierarchy: Hierarchy, branches: BranchProbs, y_leaf: np.ndarray, folds: np.ndarray) -> dict[str, np.ndarray]:
+def cross_fitted(hierarchy: Hierarchy, branches: BranchProbs, y_leaf: np.ndarray, folds: np.ndarray,
+                 only: str | None = None) -> dict[str, np.ndarray]:
     """Out-of-fold fused probabilities: each fold fused with parameters fitted on the other folds."""
     def fit_predict(train: np.ndarray, test: np.ndarray) -> dict[str, np.ndarray]:
-        return Fusion(hierarchy).fit(subset(branches, train), y_leaf[train]).predict_proba(subset(branches, test))
+        fusion = Fusion(hierarchy).fit(subset(branches, train), y_leaf[train], only=only)
+        return fusion.predict_proba(subset(branches, test))
 
     return _cross_fitted(folds, fit_predict)
+
+
+@dataclass
+class Selection:
+    """What the out-of-fold comparison chose: the fusion of all branches, or one branch alone."""
+    fusion: Fusion
+    oof: dict[str, np.ndarray]          # cross-fitted probabilities of the choice, per level
+    chosen: str                          # "fusion" or a branch name
+    oof_nll: dict[str, float]            # leaf-level out-of-fold log-loss of every candidate
+
+    def to_dict(self) -> dict:
+        return {"chosen": self.chosen, "oof_leaf_log_loss": {k: round(v, 4) for k, v in self.oof_nll.items()}}
+
+
+def select(hierarchy: Hierarchy, branches: BranchProbs, y_leaf: np.ndarray, folds: np.ndarray) -> Selection:
+    """Fusion of all branches, unless one branch alone predicts better out of fold (leaf log-loss).
+
+    On small data the fitted weights can be noise that makes the fusion worse than its best
+    branch; each candidate is judged on the same cross-fitted predictions, the fusion winning ties."""
+    candidates: list[str | None] = [None, *branches]
+    oof = {c: cross_fitted(hierarchy, branches, y_leaf, folds, only=c) for c in candidates}
+    losses = {c: nll(oof[c][hierarchy.leaf_level], y_leaf) for c in candidates}
+    best = min(candidates, key=lambda c: (losses[c], c is not None))
+    return Selection(Fusion(hierarchy).fit(branches, y_leaf, only=best), oof[best], best or "fusion",
+                     {(c or "fusion"): v for c, v in losses.items()})

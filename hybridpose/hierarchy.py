@@ -6,6 +6,7 @@ Without a hierarchy there is one level, named ``class``.
 from __future__ import annotations
 
 import csv
+import io
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -89,21 +90,18 @@ class Hierarchy:
 def read_hierarchy_csv(path: str | Path, leaves: Iterable[str] | None = None) -> Hierarchy:
     """Read ``class,parent,grandparent,...`` (header names the levels, finest first).
 
+    Columns are separated by commas, or by ``;`` or tabs (spreadsheet exports; see sniff_delimiter).
     With ``leaves`` (the class folders found), checks that every leaf is listed.
     """
     path = Path(path)
-    try:
-        with open(path, newline="", encoding="utf-8-sig") as fh:
-            rows = [[c.strip() for c in r] for r in csv.reader(fh) if any(c.strip() for c in r)]
-    except OSError as e:
-        raise DatasetError(f"{path}: cannot read hierarchy file ({e.strerror}).") from None
+    rows = read_table(path, "hierarchy file", "class,subgroup,group")
     if len(rows) < 2:
         raise DatasetError(f"{path}: hierarchy file needs a header row and one row per class.")
-    header, body = rows[0], rows[1:]
+    header, body = rows[0][1], rows[1:]
     if len(set(header)) != len(header) or any(not h for h in header):
         raise DatasetError(f"{path}: header {header} must name each level once, finest first (e.g. class,subgroup,group).")
     ancestors: dict[str, list[str]] = {}
-    for lineno, row in enumerate(body, start=2):
+    for lineno, row in body:
         if len(row) != len(header):
             raise DatasetError(f"{path}:{lineno}: expected {len(header)} columns ({','.join(header)}), found {len(row)}.")
         if any(not c for c in row):
@@ -120,11 +118,38 @@ def read_hierarchy_csv(path: str | Path, leaves: Iterable[str] | None = None) ->
         leaves = list(leaves)
         missing = sorted(set(leaves) - set(ancestors))
         if missing:
+            hint = (f" (the file has one column, {header[0]!r}: separate the levels with commas, "
+                    "e.g. class,subgroup,group)" if len(header) == 1 else "")
             raise DatasetError(
-                f"{path}: classes {missing} have image folders but no row in the hierarchy; add a row for each."
+                f"{path}: classes {missing} have image folders but no row in the hierarchy{hint}; add a row for each."
             )
         ancestors = {leaf: ancestors[leaf] for leaf in leaves}
     return Hierarchy(header, ancestors)
+
+
+DELIMITERS = (",", ";", "\t")
+
+
+def read_table(path: Path, what: str, layout: str) -> list[tuple[int, list[str]]]:
+    """(line number, stripped cells) of each non-blank row of a small CSV (separator: see sniff_delimiter);
+    a DatasetError naming the file, ``what`` it is and its ``layout`` when it cannot be read."""
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except OSError as e:
+        raise DatasetError(f"{path}: cannot read {what} ({e.strerror}).") from None
+    except UnicodeDecodeError:
+        raise DatasetError(f"{path}: not UTF-8 text; save the {what} as a UTF-8 CSV ({layout}).") from None
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=sniff_delimiter(text))
+    return [(reader.line_num, cells) for cells in ([c.strip() for c in r] for r in reader) if any(cells)]
+
+
+def sniff_delimiter(text: str) -> str:
+    """The column separator of a CSV: ``,``, or ``;`` / tab (spreadsheet exports) when the header
+    line holds those and no comma."""
+    header = next((line for line in text.splitlines() if line.strip()), "")
+    counts = {d: header.count(d) for d in DELIMITERS}
+    best = max(DELIMITERS, key=lambda d: counts[d])
+    return best if counts[best] and not counts[","] else ","
 
 
 def _check_single_parents(path: Path, header: list[str], ancestors: dict[str, list[str]]) -> None:

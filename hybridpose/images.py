@@ -1,6 +1,7 @@
 """Robust image loading: every failure becomes an ImageLoadError with a status and a reason.
 
 Statuses (the `status` column of poses.csv): 'unreadable', 'too_small', 'too_large'.
+HEIC/HEIF photos are read when pillow-heif is installed (its opener is registered on import).
 Loaded images are RGB uint8 with the EXIF orientation applied and transparency
 flattened onto white.
 """
@@ -16,9 +17,27 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+HEIF_EXTENSIONS: frozenset[str] = frozenset({".heic", ".heif"})  # iPhone photos
+
+
+def _register_heif() -> bool:
+    """Teach Pillow HEIC/HEIF through pillow-heif when it is installed; False when it is not."""
+    try:
+        import pillow_heif
+    except ImportError:
+        return False
+    try:
+        pillow_heif.register_heif_opener()
+    except Exception:  # a broken install (e.g. a missing libheif) must not stop the other formats
+        return False
+    return True
+
+
+HEIF_SUPPORTED: bool = _register_heif()
+HEIF_MISSING_REASON = "HEIC/HEIF photo, but its decoder is not installed; run `pip install pillow-heif` to read it"
 IMAGE_EXTENSIONS: frozenset[str] = frozenset(
     {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif"}
-)
+) | (HEIF_EXTENSIONS if HEIF_SUPPORTED else frozenset())
 MIN_SIDE = 32
 MAX_PIXELS = 400_000_000
 

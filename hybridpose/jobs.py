@@ -13,12 +13,13 @@ from .classifier import HybridPoseClassifier
 from .datasets import load_dataset
 from .errors import DatasetError, RunError
 from .hierarchy import Hierarchy
+from .outputs import OutputError, check_writable
 from .pose import keypoints_array
 from .predtable import read_probs, rules_column, true_column
 from .runfolder import RunFolder
 from .skeletons import get_skeleton
 from .sources import open_inputs
-from .rules import RuleSet, calibrate_rules, crossval_rules
+from .rules import calibrate_rules, crossval_rules, write_rules
 from .rules.io import backup_if_edited
 
 
@@ -50,6 +51,10 @@ def calibrate(run: str | Path, *, out: str | Path | None = None, dry_run: bool =
     run = Path(run)
     folder = RunFolder(run)
     oof, h, _ = load_oof(run)
+    if not dry_run:  # before any work: nothing in the run is rewritten when an output cannot be
+        check_writable(folder.root, "folder", what="run folder", fix="copy the run to a folder you can write to")
+        if out:
+            check_writable(_rules_file(Path(out)), "file")
     feats = run_features(run, oof)
     leaves, level = h.leaves, h.leaf_level
     probs = read_probs(oof, "fused", level, leaves)
@@ -74,7 +79,7 @@ def calibrate(run: str | Path, *, out: str | Path | None = None, dry_run: bool =
         backup = backup_if_edited(t)
         if backup is not None:
             result["backups"].append(str(backup))
-        ruleset.save(t)
+        write_rules(ruleset, t)
     result["written"] = [str(t) for t in targets] + [str(folder.calibration)]
     return result
 
@@ -89,6 +94,9 @@ def predict(inputs: str | Path, run: str | Path, out: str | Path, *, rules: str 
             cache_dir: str | Path | None = None, partial: bool = False) -> dict:
     """Stream predictions for every image under ``inputs`` into ``out`` (CSV or JSON lines), atomically."""
     inputs, out = Path(inputs), Path(out)
+    if fmt not in ("csv", "json"):
+        raise OutputError(f"--format {fmt!r}: choose one of csv, json.")
+    check_writable(out, "file", file_name="predictions.jsonl" if fmt == "json" else "predictions.csv")
     paths = [e.path for e in open_inputs(inputs)]
     clf = HybridPoseClassifier.load(run, rules=rules, use_rules=not no_rules, partial=partial)
     clf.cache_dir = Path(cache_dir) if cache_dir else None
@@ -124,18 +132,26 @@ def evaluate(target: str | Path, *, model: str | Path | None = None, out: str | 
 
     target = Path(target)
     folds = None
-    if RunFolder(target).is_run() and model is None:
+    of_run = RunFolder(target).is_run() and model is None
+    if of_run:
+        out_dir = Path(out or target / "evaluation")
+    elif target.suffix == ".csv":
+        out_dir = Path(out or target.with_suffix(""))
+    elif model is None:
+        raise DatasetError(_what_to_evaluate(target))
+    else:
+        out_dir = Path(out or Path(model) / f"evaluation_{target.name}")
+    check_writable(out_dir, "folder")  # before any work
+    if of_run:
         frame, h, _ = load_oof(target)
-        title, out_dir = f"Out-of-fold evaluation of {target}", Path(out or target / "evaluation")
+        title = f"Out-of-fold evaluation of {target}"
         folds = pd.read_csv(RunFolder(target).folds) if RunFolder(target).folds.exists() else None
     elif target.suffix == ".csv":
         frame, h = _frame_from_predictions(target, data, images)
-        title, out_dir = f"Evaluation of {target}", Path(out or target.with_suffix("")) 
+        title = f"Evaluation of {target}"
     else:
-        if model is None:
-            raise DatasetError(f"{target}: to evaluate a data set, give the model: --model RUN.")
         frame, h = _frame_from_dataset(target, Path(model), images, show_progress)
-        title, out_dir = f"Evaluation of {model} on {target}", Path(out or Path(model) / f"evaluation_{target.name}")
+        title = f"Evaluation of {model} on {target}"
     summary = evaluate_frame(frame, h, out_dir, title=title)
     if folds is not None and RunFolder(target).curves.exists():
         import shutil
@@ -146,6 +162,23 @@ def evaluate(target: str | Path, *, model: str | Path | None = None, out: str | 
     atomic.write_csv(out_dir / "predictions_evaluated.csv", frame)
     summary["out"] = str(out_dir)
     return summary
+
+
+def _what_to_evaluate(target: Path) -> str:
+    """The error for ``evaluate TARGET`` without --model when TARGET is not a run."""
+    if not target.exists():
+        return (f"{target}: no such file or folder; give a run directory (the --out of `hybridpose fit`), "
+                "a labelled data set with --model RUN, or a predictions CSV with --data FOLDER.")
+    if target.is_dir() and not any(_holds_photos(d) for d in target.iterdir() if d.is_dir()):
+        return (f"{target}: not a run directory (no config.json) and not a labelled data set (no class sub-folders "
+                "with photos); give the --out folder of `hybridpose fit`, or a labelled folder with --model RUN.")
+    return f"{target}: to evaluate a data set, give the model: --model RUN."
+
+
+def _holds_photos(folder: Path) -> bool:
+    from .images import IMAGE_EXTENSIONS
+
+    return any(p.suffix.lower() in IMAGE_EXTENSIONS for p in folder.rglob("*"))
 
 
 def _frame_from_dataset(data: Path, run: Path, images, show_progress: bool) -> tuple[pd.DataFrame, Hierarchy]:
@@ -179,7 +212,3 @@ def _frame_from_predictions(path: Path, data, images) -> tuple[pd.DataFrame, Hie
         preds[true_column(lv)] = [h.ancestor(y, lv) for y in preds["_true"]]
         preds[rules_column(lv)] = preds[lv]
     return preds.drop(columns=["_true"]), h
-
-
-def read_rules(path: str | Path) -> RuleSet:
-    return RuleSet.load(path)

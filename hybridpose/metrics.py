@@ -20,8 +20,9 @@ from sklearn.metrics import confusion_matrix, f1_score, precision_recall_fscore_
 
 from .atomic import write_csv, write_json
 from .hierarchy import Hierarchy
+from .predtable import branch_names, pred_column, prob_column, rules_column, true_column
 
-BRANCHES = ("keypoint", "image", "fused", "rules")
+COMBINED = ("fused", "rules")  # the pipeline's outputs, listed after the run's branches
 DISPLAY_NAMES = {
     "keypoint": "keypoint branch",
     "image": "image branch",
@@ -72,13 +73,13 @@ def labels(values: Sequence[Any] | pd.Series) -> np.ndarray:
 
 
 def truth(frame: pd.DataFrame, level: str) -> np.ndarray | None:
-    col = f"true_{level}"
+    col = true_column(level)
     return labels(frame[col]) if col in frame.columns else None
 
 
 def prob_columns(frame: pd.DataFrame, branch: str, level: str) -> dict[str, str]:
     """class -> column for the ``<branch>:<level>:<class>`` columns present."""
-    prefix = f"{branch}:{level}:"
+    prefix = prob_column(branch, level, "")
     return {c[len(prefix):]: c for c in frame.columns if isinstance(c, str) and c.startswith(prefix)}
 
 
@@ -105,7 +106,7 @@ def level_probs(
 
 def predictions(frame: pd.DataFrame, hierarchy: Hierarchy, branch: str, level: str) -> np.ndarray | None:
     """Predicted label per row (None where the branch abstained), or None if the branch has no output."""
-    col = f"rules_{level}" if branch == "rules" else f"pred_{branch}_{level}"
+    col = rules_column(level) if branch == "rules" else pred_column(branch, level)
     if col in frame.columns:
         return labels(frame[col])
     probs = level_probs(frame, hierarchy, branch, level)
@@ -180,15 +181,29 @@ def level_metrics(frame: pd.DataFrame, hierarchy: Hierarchy, branch: str) -> pd.
 
 def metrics_table(frame: pd.DataFrame, hierarchy: Hierarchy) -> pd.DataFrame:
     """level_metrics of every branch that has output, stacked."""
-    parts = [level_metrics(frame, hierarchy, b) for b in BRANCHES]
+    parts = [level_metrics(frame, hierarchy, b) for b in frame_branches(frame, hierarchy)]
     parts = [p for p in parts if not p.empty]
     if not parts:
         return pd.DataFrame(columns=METRIC_COLUMNS)
     return pd.concat(parts, ignore_index=True)
 
 
+def frame_branches(frame: pd.DataFrame, hierarchy: Hierarchy) -> list[str]:
+    """Branches with columns in the table (probabilities or labels), then fused, then rules."""
+    names = list(branch_names(frame))
+    for c in frame.columns:
+        for lv in hierarchy.levels:
+            if isinstance(c, str) and c.startswith("pred_") and c.endswith(f"_{lv}") and len(c) > len(lv) + 6:
+                names.append(c[len("pred_"):-len(lv) - 1])
+    if any(rules_column(lv) in frame.columns for lv in hierarchy.levels):
+        names.append("rules")
+    ordered = [b for b in dict.fromkeys(names) if b not in COMBINED]
+    return [*ordered, *[b for b in COMBINED if b in names]]
+
+
 def available_branches(frame: pd.DataFrame, hierarchy: Hierarchy) -> list[str]:
-    return [b for b in BRANCHES if any(predictions(frame, hierarchy, b, lv) is not None for lv in hierarchy.levels)]
+    return [b for b in frame_branches(frame, hierarchy)
+            if any(predictions(frame, hierarchy, b, lv) is not None for lv in hierarchy.levels)]
 
 
 def best_branch(frame: pd.DataFrame, hierarchy: Hierarchy) -> str:
@@ -212,7 +227,7 @@ def ablation_table(frame: pd.DataFrame, hierarchy: Hierarchy, table: pd.DataFram
     ``<level> top-1`` (answered rows), ``<level> top-1 all`` (abstention = wrong), ``<level> top-5``."""
     table = metrics_table(frame, hierarchy) if table is None else table
     rows = []
-    for branch in [b for b in BRANCHES if b in set(table["branch"])]:
+    for branch in dict.fromkeys(table["branch"]):
         row: dict[str, Any] = {"branch": display_name(branch)}
         for level in coarse_to_fine(hierarchy):
             row[f"{level} top-1"] = _lookup(table, branch, level, "top1")
@@ -233,7 +248,7 @@ def yoga82_table(
         return None
     table = metrics_table(frame, hierarchy) if table is None else table
     rows = []
-    for branch in [b for b in BRANCHES if b in set(table["branch"])]:
+    for branch in dict.fromkeys(table["branch"]):
         row: dict[str, Any] = {"branch": display_name(branch)}
         for level in coarse_to_fine(hierarchy):
             n = len(hierarchy.classes(level))
@@ -342,7 +357,7 @@ def evaluate_frame(frame: pd.DataFrame, hierarchy: Hierarchy, out_dir: str | Pat
         "title": title,
         "n_photos": len(frame),
         "levels": list(hierarchy.levels),
-        "branches": sorted(set(table["branch"]), key=BRANCHES.index),
+        "branches": list(dict.fromkeys(table["branch"])),
         "best_branch": best,
         "best_branch_name": display_name(best),
         "headline": {

@@ -5,11 +5,14 @@ image whatever happens to it: bad files get a status and a reason, never an exce
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import multiprocessing as mp
 import os
 import sqlite3
+import stat
+import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -47,9 +50,32 @@ class PoseResult:
 
     @classmethod
     def from_json(cls, text: str) -> "PoseResult":
-        d = json.loads(text)
-        d["box"] = tuple(d["box"]) if d["box"] is not None else None
+        """Parse a stored result; ValueError unless ``text`` is a complete, well-formed one."""
+        try:
+            d = json.loads(text)
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"not JSON ({e})") from None
+        if not isinstance(d, dict) or set(d) != _RESULT_FIELDS:
+            raise ValueError("missing or unknown fields")
+        box, kp = d["box"], d["keypoints"]
+        if not (isinstance(d["status"], str) and d["status"] and isinstance(d["reason"], str)
+                and type(d["width"]) is int and type(d["height"]) is int):
+            raise ValueError("bad status, reason or size")
+        if box is not None and not _numbers(box, 4):
+            raise ValueError("bad box")
+        if kp is not None and not (isinstance(kp, list) and kp and all(_numbers(row, 4) for row in kp)):
+            raise ValueError("bad keypoints")
+        if d["status"] == "ok" and (box is None or kp is None):
+            raise ValueError("a person without box or keypoints")
+        d["box"] = tuple(box) if box is not None else None
         return cls(**d)
+
+
+_RESULT_FIELDS = frozenset({"status", "reason", "width", "height", "box", "keypoints"})
+
+
+def _numbers(values: object, n: int) -> bool:
+    return isinstance(values, list) and len(values) == n and all(type(v) in (int, float) for v in values)
 
 
 class PoseEstimator:
@@ -160,50 +186,89 @@ def first_look(paths: Sequence[str]) -> tuple[list[PoseResult | None], list[str 
     shas: list[str | None] = []
     for p in paths:
         entry = classify(Path(p))
-        sha = file_sha256(p) if entry.readable else None
+        sha = None
         if not entry.readable:
             results.append(PoseResult(entry.status, entry.reason))
-        elif sha is None:
-            results.append(PoseResult("unreadable", "file cannot be read (missing or no permission)"))
         else:
-            results.append(None)
+            try:
+                sha = _sha256_of_regular_file(p)
+                results.append(None)
+            except OSError as e:
+                results.append(PoseResult("unreadable", f"cannot read file ({e.strerror or e})"))
         shas.append(sha)
     return results, shas
 
 
 def file_sha256(path: str | Path) -> str | None:
-    h = hashlib.sha256()
+    """Content hash of a regular file; None when it cannot be read or is not a regular file."""
     try:
-        with open(path, "rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                h.update(chunk)
+        return _sha256_of_regular_file(path)
     except OSError:
         return None
+
+
+def _sha256_of_regular_file(path: str | Path) -> str:
+    # O_NONBLOCK: opening a FIFO (swapped in after it was classified) returns at once instead of waiting for a writer
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+    with open(fd, "rb", closefd=True) as fh:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file")
+        h = hashlib.sha256()
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
     return h.hexdigest()
 
 
 def default_cache_dir() -> Path:
-    return Path(os.environ.get("HYBRIDPOSE_CACHE", Path.home() / ".cache" / "hybridpose"))
+    return Path(os.environ.get("HYBRIDPOSE_CACHE") or Path.home() / ".cache" / "hybridpose")
 
 
 class PoseCache:
-    """Results keyed by (content hash, estimator version) in one SQLite file: each commit is atomic."""
+    """Results keyed by (content hash, estimator version) in one SQLite file: each commit is atomic.
+
+    A cache problem never stops a run. An entry that does not parse is a miss (recomputed, then replaced by
+    ``put_many``); a damaged database file is moved aside to ``poses.sqlite.corrupt-<time>`` in the same folder
+    and a fresh one started; a cache that cannot be opened or written (read-only folder, locked, disk full)
+    is switched off for the run. Each is said in one yellow line naming the cache file.
+    """
 
     def __init__(self, directory: str | Path | None = None, version: str = POSE_VERSION) -> None:
         self.version = version
-        directory = Path(directory) if directory else default_cache_dir()
-        directory.mkdir(parents=True, exist_ok=True)
-        self.path = directory / "poses.sqlite"
-        self._db = sqlite3.connect(self.path, timeout=60)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("CREATE TABLE IF NOT EXISTS pose (key TEXT PRIMARY KEY, result TEXT NOT NULL)")
-        self._db.commit()
+        self.directory = Path(directory) if directory else default_cache_dir()
+        self.path = self.directory / "poses.sqlite"
+        self._db: sqlite3.Connection | None = None
+        self._inode: int | None = None
+        self._guarded(self._open, None)
+
+    def _open(self) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        if os.path.lexists(self.path) and not self.path.is_file():  # never open a FIFO or a folder
+            raise OSError(errno.EINVAL, f"{self.path.name} is not a regular file")
+        try:  # which file this run saw: a damaged one is moved aside only if no other run replaced it since
+            self._inode = os.stat(self.path).st_ino
+        except FileNotFoundError:
+            self._inode = None
+        db = sqlite3.connect(self.path, timeout=60)
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("CREATE TABLE IF NOT EXISTS pose (key TEXT PRIMARY KEY, result TEXT NOT NULL)")
+            db.commit()
+            self._inode = os.stat(self.path).st_ino
+        except BaseException:
+            db.close()
+            raise
+        self._db = db
 
     def key(self, sha: str) -> str:
         return f"{self.version}:{sha}"
 
     def get_many(self, shas: Sequence[str]) -> dict[str, PoseResult]:
+        return self._guarded(lambda: self._get_many(shas), {})
+
+    def _get_many(self, shas: Sequence[str]) -> dict[str, PoseResult]:
+        assert self._db is not None
         out: dict[str, PoseResult] = {}
+        bad = 0
         keys = [self.key(s) for s in shas]
         for i in range(0, len(keys), 500):
             chunk = keys[i : i + 500]
@@ -211,18 +276,105 @@ class PoseCache:
                 f"SELECT key, result FROM pose WHERE key IN ({','.join('?' * len(chunk))})", chunk
             ).fetchall()
             for key, text in rows:
-                out[key[len(self.version) + 1:]] = PoseResult.from_json(text)
+                try:
+                    out[key[len(self.version) + 1:]] = PoseResult.from_json(text)
+                except ValueError:
+                    bad += 1  # a miss: recomputed, then replaced by put_many
+        if bad:
+            _note(f"pose cache {self.path}: {bad} damaged entr{'y' if bad == 1 else 'ies'}; recomputing "
+                  f"{'it' if bad == 1 else 'them'}.")
         return out
 
     def put_many(self, items: Iterable[tuple[str, PoseResult]]) -> None:
-        self._db.executemany(
-            "INSERT OR REPLACE INTO pose (key, result) VALUES (?, ?)",
-            [(self.key(sha), r.to_json()) for sha, r in items],
-        )
-        self._db.commit()
+        rows = [(self.key(sha), r.to_json()) for sha, r in items]
+
+        def put() -> None:
+            assert self._db is not None
+            self._db.executemany("INSERT OR REPLACE INTO pose (key, result) VALUES (?, ?)", rows)
+            self._db.commit()
+
+        if rows:
+            self._guarded(put, None)
 
     def close(self) -> None:
-        self._db.close()
+        if self._db is not None:
+            try:
+                self._db.close()
+            except sqlite3.Error:
+                pass
+            self._db = None
+
+    def _guarded(self, action, default):
+        """``action()``; a damaged file is moved aside and ``action`` tried once more on a fresh cache;
+        anything else that goes wrong turns the cache off. Never raises for cache trouble."""
+        if self._db is None and action != self._open:
+            return default  # switched off
+        try:
+            return action()
+        except sqlite3.DatabaseError as e:
+            if not _damaged(e):
+                return self._switch_off(e, default)
+            error: BaseException = e
+        except OSError as e:
+            return self._switch_off(e, default)
+        try:
+            self._move_aside(error)
+            self._open()
+            return default if action == self._open else action()
+        except (sqlite3.Error, OSError) as e:
+            return self._switch_off(e, default)
+
+    def _move_aside(self, error: BaseException) -> None:
+        seen = self._inode
+        self.close()
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        aside = self.path.with_name(f"{self.path.name}.corrupt-{stamp}")
+        n = 1
+        while os.path.lexists(aside):
+            n += 1
+            aside = self.path.with_name(f"{self.path.name}.corrupt-{stamp}-{n}")
+        try:
+            if seen is not None and os.stat(self.path).st_ino != seen:
+                return  # another run already replaced the damaged file
+            os.replace(self.path, aside)
+        except FileNotFoundError:
+            return
+        for part in ("-wal", "-shm"):  # SQLite's side files belong to the damaged file
+            try:
+                os.replace(f"{self.path}{part}", f"{aside}{part}")
+            except FileNotFoundError:
+                pass
+        _note(f"pose cache {self.path} was damaged ({error}); moved it to {aside} and started a new one.")
+
+    def _switch_off(self, error: BaseException, default):
+        self.close()
+        reason = getattr(error, "strerror", None) or str(error)
+        if self.directory not in _SWITCHED_OFF:
+            _SWITCHED_OFF.add(self.directory)
+            _note(f"pose cache {self.path} cannot be used ({reason}); running without it, "
+                  "poses are not saved for the next run (--cache DIR or $HYBRIDPOSE_CACHE picks another folder).")
+        return default
+
+
+_SWITCHED_OFF: set[Path] = set()  # caches this process already said it runs without
+
+
+def _damaged(error: sqlite3.DatabaseError) -> bool:
+    """A damaged or foreign database file (rather than a locked, read-only or full one)."""
+    code = getattr(error, "sqlite_errorcode", None)  # Python 3.11+
+    if code is not None and (code & 0xFF) in (11, 26):  # SQLITE_CORRUPT, SQLITE_NOTADB
+        return True
+    text = str(error)
+    return any(s in text for s in ("malformed", "not a database", "no such column", "no such table"))
+
+
+def _note(message: str) -> None:
+    """One yellow line, not wrapped, paths not taken for markup."""
+    from rich.markup import escape
+
+    from .progress import console
+
+    console.print(f"[yellow]{escape(message)}[/]", soft_wrap=True, highlight=False)
 
 
 ESTIMATORS: dict[str, type] = {PoseEstimator.name: PoseEstimator}

@@ -1,11 +1,18 @@
-"""The bad-input corpus: odd, broken and extreme image files with the status each should get.
+"""The bad-input corpora, with the status each entry should get.
 
-Not a test module: tests call make_bad_corpus(tmp_dir) and check their part of the pipeline
-(the loader checks 'unreadable' / 'too_small'; 'ok' / 'no_person' need the pose model).
+- make_bad_corpus: odd, broken and extreme image files (the loader checks 'unreadable' / 'too_small';
+  'ok' / 'no_person' need the pose model).
+- make_entry_corpus: every kind of folder entry that is not a photo (links, loops, a FIFO, folders named
+  like photos, other formats, HEIC) next to real photos: each must get a row and nothing may be opened
+  but regular files.
+
+Not a test module: tests call these with a temporary folder and check their part of the pipeline.
 """
 
 from __future__ import annotations
 
+import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +21,7 @@ from PIL import Image
 SAMPLE_DIR = Path(__file__).resolve().parents[1] / "data" / "sample"
 # A portrait (171x256) full-body photo in which MediaPipe finds the person.
 PHOTO = SAMPLE_DIR / "Vrukshasana" / "v63.jpg"
+SECOND_PHOTO = SAMPLE_DIR / "Triangle" / "triangle15.jpg"  # 225x225, a person MediaPipe finds
 HUGE_SIZE = (12000, 9000)
 EXIF_ORIENTATION = 0x0112
 
@@ -93,3 +101,74 @@ def _write_huge(path: Path) -> None:
     rows = np.linspace(90, 200, HUGE_SIZE[1], dtype=np.float32)[:, None]
     grey = np.broadcast_to(rows, HUGE_SIZE[::-1]).astype(np.uint8)
     Image.fromarray(grey).convert("RGB").save(path, "JPEG", quality=20)
+
+
+def heif_available() -> bool:
+    """Whether pillow-heif is installed (hybridpose then reads .heic / .heif)."""
+    from hybridpose.images import HEIF_SUPPORTED
+
+    return HEIF_SUPPORTED
+
+
+def running_as_root() -> bool:
+    """Whether this process reads every file and lists every folder whatever the permission bits say
+    (root, unless run without CAP_DAC_OVERRIDE / CAP_DAC_READ_SEARCH): found out by trying."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as folder:
+        probe = Path(folder) / "probe"
+        probe.write_bytes(b"x")
+        probe.chmod(0)
+        try:
+            probe.read_bytes()
+        except PermissionError:
+            return False
+        return True
+
+
+def make_entry_corpus(directory: Path) -> dict[str, str]:
+    """Write the folder-entry corpus; returns {path relative to `directory`: expected status}.
+
+    The permission cases (a file and a sub-folder nobody may read) are left out when running as root."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    heif = heif_available()
+    expected: dict[str, str] = {}
+
+    def add(name: str, status: str) -> Path:
+        expected[name] = status
+        return directory / name
+
+    shutil.copyfile(PHOTO, add("photo_a.jpg", "ok"))
+    shutil.copyfile(SECOND_PHOTO, add("photo_b.jpg", "ok"))
+    os.symlink("missing.jpg", add("broken_link.jpg", "broken_link"))
+    os.symlink("loop_b.jpg", add("loop_a.jpg", "broken_link"))  # a -> b -> a
+    os.symlink("loop_a.jpg", add("loop_b.jpg", "broken_link"))
+    (directory / "sub").mkdir()
+    os.symlink("..", add("sub/up", "not_a_file"))  # a link to a folder that links back up: a loop through folders
+    shutil.copyfile(PHOTO, add("sub/nested_copy.jpg", "ok"))  # same content as photo_a: served from the cache
+    os.mkfifo(add("fifo.jpg", "not_a_file"))
+    _write_heic(add("iphone.heic", "ok" if heif else "unsupported"))
+    add("garbage.heic", "unreadable" if heif else "unsupported").write_bytes(os.urandom(3000))
+    add("clip.mp4", "unsupported").write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(1000))
+    add("notes.txt", "unsupported").write_text("not a photo\n")
+    add("empty.jpg", "unreadable").write_bytes(b"")
+    _write_truncated(add("truncated.jpg", "unreadable"), _photo())
+    add("folder.jpg", "not_a_file").mkdir()
+    if not running_as_root():
+        no_read = add("no_read.jpg", "unreadable")
+        shutil.copyfile(PHOTO, no_read)
+        no_read.chmod(0)
+        locked = add("locked", "unreadable")  # a sub-folder that cannot be listed
+        locked.mkdir()
+        shutil.copyfile(PHOTO, locked / "inside.jpg")
+        locked.chmod(0)
+    return expected
+
+
+def _write_heic(path: Path) -> None:
+    """A real HEIC photo of PHOTO (made with pillow-heif); without it a file with a HEIC header only."""
+    if heif_available():
+        _photo().save(path, format="HEIF", quality=90)
+    else:
+        path.write_bytes(b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic" + bytes(1000))

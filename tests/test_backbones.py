@@ -58,3 +58,19 @@ def test_freeze_early_freezes_stem_and_first_blocks():
     assert not any(p.requires_grad for p in model.blocks[2].parameters())
     assert all(p.requires_grad for p in model.blocks[3].parameters())
     assert spec_for("resnet10t").mean == (0.485, 0.456, 0.406)
+
+
+def test_normalisation_comes_from_timms_pretrained_config():
+    assert spec_for("efficientnet_lite0").mean == (0.5, 0.5, 0.5)  # the registry wins (TF-Lite weights)
+    assert spec_for("test_vit").mean == (0.5, 0.5, 0.5) and spec_for("test_vit").std == (0.5, 0.5, 0.5)
+    assert spec_for("resnet10t").std == (0.229, 0.224, 0.225)
+
+
+def test_size_free_models_are_built_with_dynamic_image_size():
+    from hybridpose.backbones import timm_kwargs_of
+
+    vit, _, _ = create_backbone("test_vit", load_weights=False)
+    cnn, _, _ = create_backbone("resnet10t", load_weights=False)
+    assert timm_kwargs_of(vit) == {"dynamic_img_size": True, "dynamic_img_pad": True}
+    assert timm_kwargs_of(cnn) == {}
+    assert vit.forward_features(torch.zeros(1, 3, 64, 64)).shape == (1, 1 + 16, vit.num_features)

@@ -17,10 +17,11 @@ SIZE = 96
 LIBRARY = {"hirescam": HiResCAM, "xgradcam": XGradCAM, "gradcam": GradCAM}
 
 
-@pytest.fixture(scope="module")
-def net():
+@pytest.fixture(scope="module", params=["efficientnet_lite0", "test_vit"])
+def net(request):
+    """A CNN and a vision transformer (its patch tokens on their 6 x 6 grid): the same checks hold for both."""
     torch.manual_seed(0)
-    model, _ = build_model("efficientnet_lite0", {"class": 5, "group": 2}, load_weights=False)
+    model, _ = build_model(request.param, {"class": 5, "group": 2}, load_weights=False)
     return model.eval()
 
 

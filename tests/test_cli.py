@@ -50,8 +50,8 @@ def test_extract_corpus(monkeypatch, capsys, bad_corpus, tmp_path):
     out = tmp_path / "out"
     code, text = cli(monkeypatch, capsys, "extract", directory, "--out", out)
     assert code == 0, text
-    summary = [line for line in _lines(text) if "images" in line]
-    assert len(summary) == 1 and summary[0].startswith(f"{len(expected)} images")
+    summary = [line for line in _lines(text) if " files (" in line]
+    assert len(summary) == 1 and summary[0].startswith(f"{len(expected)} files")
     for status in set(expected.values()):
         assert f"{status}: {list(expected.values()).count(status)}" in summary[0]
     table = pd.read_csv(out / "poses.csv", keep_default_na=False)
@@ -104,7 +104,7 @@ def test_predict_bad_files_one_row_each(monkeypatch, capsys, tiny_run, bad_corpu
     out = tmp_path / "predictions.csv"
     code, text = cli(monkeypatch, capsys, "predict", directory, "--model", tiny_run, "--out", out)
     assert code == 0, text
-    assert f"{len(expected)} images" in text
+    assert f"{len(expected)} files" in text
     table = pd.read_csv(out, keep_default_na=False, na_values=[""])
     assert sorted(Path(p).name for p in table["path"]) == sorted(expected)
     assert {"path", "status", "confidence", "top1", "top1_prob", "rule", "image_top", "keypoint_top",

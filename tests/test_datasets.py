@@ -231,3 +231,39 @@ def test_bad_flip_pairs(lr_folder, spec, needle):
 def test_no_flip_pairs(lr_folder):
     ds = load_dataset(lr_folder)
     assert parse_flip_pairs(None, ds) == {} and parse_flip_pairs("", ds) == {}
+
+
+@pytest.mark.parametrize("content,needles", [
+    ("left,right\nLeft_Lunge\n", [":2", "left,right"]),
+    ("left,right\nLeft_Lunge,Nope\n", [":2", "'Nope'"]),
+    ("Left_Lunge,Right_Lunge\nTree,Right_Lunge\n", [":2", "two flip pairs"]),
+    ("left;right\nLeft_Lunge;Tree;Right_Lunge\n", [":2", "left,right"]),
+], ids=["one_column", "unknown_class", "class_in_two_pairs", "three_columns"])
+def test_bad_flip_pairs_file_is_named_with_its_line(lr_folder, content, needles):
+    (lr_folder / "flip_pairs.csv").write_text(content)
+    with pytest.raises(DatasetError) as info:
+        load_dataset(lr_folder)
+    assert str(lr_folder / "flip_pairs.csv") in str(info.value)
+    for needle in needles:
+        assert needle in str(info.value)
+
+
+def test_flip_pairs_file_with_semicolons_and_no_header(lr_folder):
+    (lr_folder / "flip_pairs.csv").write_text("Left_Lunge;Right_Lunge\n\n")
+    assert load_dataset(lr_folder).flip_pairs == {"Left_Lunge": "Right_Lunge", "Right_Lunge": "Left_Lunge"}
+
+
+def test_hierarchy_option_with_a_yoga82_list_is_refused(tmp_path):
+    list_file, images = _yoga82(tmp_path, YOGA82_LINES)
+    hfile = tmp_path / "h.csv"
+    hfile.write_text("class,group\nAkarna_Dhanurasana,g\n")
+    with pytest.raises(DatasetError, match="--hierarchy") as info:
+        load_dataset(list_file, images=images, hierarchy=hfile)
+    assert "Yoga-82" in str(info.value)
+    with pytest.raises(DatasetError, match="not found"):
+        load_dataset(list_file, images=images, hierarchy=tmp_path / "missing.csv")
+
+
+def test_images_option_with_an_image_folder_is_refused(lr_folder, tmp_path):
+    with pytest.raises(DatasetError, match="--images"):
+        load_dataset(lr_folder, images=tmp_path)

@@ -154,3 +154,23 @@ def test_explicit_hierarchy_option(tmp_path):
     hfile.write_text("\ufeffpose,family\nA,f\nB,f\n")  # a BOM from a spreadsheet export
     ds = load_dataset(root, hierarchy=hfile)
     assert ds.hierarchy.levels == ["pose", "family"]
+
+
+@pytest.mark.parametrize("sep", [";", "\t"])
+def test_spreadsheet_separators_are_detected(tmp_path, sep):
+    root = _folder(tmp_path / "d", ["A", "B"], f"class{sep}group\nA{sep}g1\nB{sep}g2\n")
+    ds = load_dataset(root)
+    assert ds.hierarchy.levels == ["class", "group"] and ds.level_labels("group") == ["g1", "g2"]
+
+
+def test_unknown_separator_is_named(tmp_path):
+    root = _folder(tmp_path / "d", ["A", "B"], "class|group\nA|g1\nB|g2\n")
+    msg = _error(root)
+    assert str(root / "hierarchy.csv") in msg and "one column" in msg and "commas" in msg
+
+
+def test_hierarchy_that_is_not_utf8(tmp_path):
+    root = _folder(tmp_path / "d", ["A", "B"], None)
+    (root / "hierarchy.csv").write_bytes("class,group\nA,gr\xfcn\nB,g\n".encode("latin-1"))
+    msg = _error(root)
+    assert str(root / "hierarchy.csv") in msg and "UTF-8" in msg

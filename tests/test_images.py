@@ -12,6 +12,8 @@ import pytest
 from PIL import Image
 
 from hybridpose.images import (
+    HEIF_EXTENSIONS,
+    HEIF_SUPPORTED,
     IMAGE_EXTENSIONS,
     MIN_SIDE,
     ImageLoadError,
@@ -301,3 +303,36 @@ def test_open_rgb_is_full_resolution(corpus):
     assert img.mode == "RGB"
     with Image.open(PHOTO) as upright:
         assert img.size == upright.size
+
+
+# --- HEIC / HEIF (iPhone photos, through pillow-heif) ------------------------------------------------------
+
+
+def test_heif_extensions_only_with_a_decoder():
+    assert (HEIF_EXTENSIONS <= IMAGE_EXTENSIONS) == HEIF_SUPPORTED
+    assert HEIF_SUPPORTED or not (HEIF_EXTENSIONS & IMAGE_EXTENSIONS)
+
+
+heif_only = pytest.mark.skipif(not HEIF_SUPPORTED, reason="pillow-heif is not installed")
+
+
+@heif_only
+@pytest.mark.parametrize("suffix", [".heic", ".heif"])
+def test_heic_photo_loads(tmp_path, photo, suffix):
+    path = tmp_path / f"iphone{suffix}"
+    Image.fromarray(photo).save(path, format="HEIF", quality=95)
+    loaded = load_image(path)
+    _assert_rgb(loaded, photo.shape[1], photo.shape[0])
+    assert np.abs(loaded.rgb.astype(int) - photo.astype(int)).mean() < 8  # lossy, but the same picture
+
+
+@heif_only
+def test_broken_heic_is_unreadable(tmp_path, photo):
+    good = tmp_path / "good.heic"
+    Image.fromarray(photo).save(good, format="HEIF")
+    garbage, truncated = tmp_path / "garbage.heic", tmp_path / "truncated.heic"
+    garbage.write_bytes(bytes(range(256)) * 10)
+    truncated.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    assert (_status_of(garbage).status, _status_of(garbage).reason) == ("unreadable", "not an image (cannot identify format)")
+    assert (_status_of(truncated).status, _status_of(truncated).reason) == ("unreadable", "truncated or corrupt HEIF data")
+

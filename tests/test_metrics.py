@@ -16,14 +16,15 @@ from sklearn.metrics import (
 
 from hybridpose.hierarchy import Hierarchy
 from hybridpose.metrics import (
-    BRANCHES,
     ablation_table,
+    frame_branches,
     confusion,
     level_metrics,
     per_class_report,
     yoga82_table,
 )
 
+BRANCHES = ("keypoint", "image", "fused", "rules")  # the branches make_oof_frame writes
 LEVELS = ["pose", "family", "group"]
 ANCESTORS = {
     "a1": ["A", "X"], "a2": ["A", "X"],
@@ -203,7 +204,7 @@ def test_confusion_counts(oof, branch):
 def test_ablation_table_lists_branches_with_columns(oof):
     frame, h = oof
     full = ablation_table(frame, h)
-    assert list(full["branch"]) == ["keypoint branch", "image branch", "fused", "fused + rules"]
+    assert list(full["branch"]) == ["image branch", "keypoint branch", "fused", "fused + rules"]  # the table's order
     assert list(full.columns[:4]) == ["branch", "group top-1", "group top-1 all", "group top-5"]
     no_rules = frame.drop(columns=[c for c in frame.columns if c.startswith("rules_")])
     assert "fused + rules" not in list(ablation_table(no_rules, h)["branch"])
@@ -227,3 +228,13 @@ def test_yoga82_table_only_for_yoga82_levels(oof):
     row = table.set_index("branch").loc["keypoint branch"]
     assert row["6 classes top-1"] == pytest.approx(100 * kp.loc["class82", "top1_all"])
     assert math.isnan(table.set_index("branch").loc["fused + rules", "6 classes top-5"])
+
+
+def test_frame_branches_come_from_the_table(oof):
+    frame, h = oof
+    assert frame_branches(frame, h) == ["image", "keypoint", "fused", "rules"]
+    extra = frame.assign(**{f"pred_pose_net_{lv}": frame[f"pred_image_{lv}"] for lv in h.levels})
+    assert frame_branches(extra, h) == ["image", "keypoint", "pose_net", "fused", "rules"]
+    got = level_metrics(extra, h, "pose_net")
+    cols = ["level", "n", "top1", "macro_f1"]  # labels only: no probabilities, so no top-5
+    pd.testing.assert_frame_equal(got[cols], level_metrics(frame, h, "image")[cols])

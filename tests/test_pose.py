@@ -310,3 +310,149 @@ def test_workers_after_mediapipe_ran_here_fall_back_to_one(sample_dataset, capsy
     two = extract(paths, workers=2, show_progress=False, use_cache=False)
     pd.testing.assert_frame_equal(one, two)
     assert "running one worker" in capsys.readouterr().err
+
+
+# --- a damaged or unusable cache never stops a run (PoseCache) --------------------------------------------
+
+import json  # noqa: E402
+import sqlite3  # noqa: E402
+import threading  # noqa: E402
+
+from hybridpose.pose import PoseCache, PoseResult, file_sha256  # noqa: E402
+
+GOOD = PoseResult("ok", "", 10, 20, (1.0, 2.0, 3.0, 4.0), [[1.0, 2.0, 0.5, 0.9]] * 33)
+
+
+@pytest.mark.parametrize("text", [
+    "{not json", "null", "[]", json.dumps({"status": "ok"}),
+    json.dumps({"status": "ok", "reason": "", "width": 1, "height": 1, "keypoints": None}),  # no box
+    json.dumps({**json.loads(GOOD.to_json()), "extra": 1}),
+    json.dumps({**json.loads(GOOD.to_json()), "box": "abcd"}),
+    json.dumps({**json.loads(GOOD.to_json()), "box": [1, 2, 3]}),
+    json.dumps({**json.loads(GOOD.to_json()), "keypoints": [[1, 2, 3, None]]}),
+    json.dumps({**json.loads(GOOD.to_json()), "width": "10"}),
+    json.dumps({**json.loads(GOOD.to_json()), "status": ""}),
+    json.dumps({**json.loads(GOOD.to_json()), "box": None}),  # a person without a box
+])
+def test_malformed_stored_result_is_refused(text):
+    with pytest.raises(ValueError):
+        PoseResult.from_json(text)
+
+
+def test_stored_result_round_trips():
+    assert PoseResult.from_json(GOOD.to_json()) == GOOD
+    none = PoseResult("no_person", "MediaPipe found no person", 5, 6)
+    assert PoseResult.from_json(none.to_json()) == none
+
+
+def test_bad_entry_is_a_miss_then_replaced(tmp_path, capsys):
+    cache = PoseCache(tmp_path)
+    cache.put_many([("a", GOOD), ("b", GOOD)])
+    cache._db.execute("UPDATE pose SET result = '{\"status\": \"ok\"}' WHERE key = ?", (cache.key("a"),))
+    cache._db.commit()
+    assert set(cache.get_many(["a", "b"])) == {"b"}
+    assert f"pose cache {cache.path}: 1 damaged entry" in capsys.readouterr().err
+    cache.put_many([("a", GOOD)])
+    assert cache.get_many(["a", "b"]) == {"a": GOOD, "b": GOOD}
+    cache.close()
+    assert not list(tmp_path.glob("*.corrupt-*"))
+
+
+@pytest.mark.parametrize("damage", ["not_a_database", "malformed", "other_schema"])
+def test_damaged_database_is_moved_aside(tmp_path, capsys, damage):
+    db = tmp_path / "poses.sqlite"
+    if damage == "not_a_database":  # with a write-ahead log left beside it: never replayed into the new cache
+        db.write_bytes(b"\x00garbage" * 1000)
+        Path(f"{db}-wal").write_bytes(b"old log")
+    elif damage == "other_schema":
+        with sqlite3.connect(db) as con:
+            con.execute("CREATE TABLE pose (key TEXT PRIMARY KEY, value TEXT)")
+        con.close()
+    else:
+        cache = PoseCache(tmp_path)
+        cache.put_many([(str(i), GOOD) for i in range(50)])
+        cache.close()
+        with open(db, "r+b") as fh:  # page 2 holds the table's b-tree
+            fh.seek(4096)
+            fh.write(b"\xff" * 4096)
+    damaged = db.read_bytes()
+    cache = PoseCache(tmp_path)
+    assert cache.get_many(["1", "2"]) == {}  # on open or on read: the run goes on with an empty cache
+    cache.put_many([("1", GOOD)])
+    assert cache.get_many(["1"]) == {"1": GOOD}
+    cache.close()
+    aside = [p for p in tmp_path.glob("poses.sqlite.corrupt-*") if not p.name.endswith(("-wal", "-shm"))]
+    if damage == "other_schema":  # a sound database of another layout (opening it switched it to WAL): kept whole
+        with sqlite3.connect(aside[0]) as con:
+            assert [c[1] for c in con.execute("PRAGMA table_info(pose)")] == ["key", "value"]
+        con.close()
+    else:
+        assert [p.read_bytes() for p in aside] == [damaged]
+    if damage == "not_a_database":
+        assert not any(p.read_bytes() == b"old log" for p in tmp_path.glob("poses.sqlite-*"))
+    err = " ".join(capsys.readouterr().err.split())
+    assert f"pose cache {db} was damaged" in err and str(aside[0]) in err
+
+
+def test_file_replaced_by_another_run_is_not_moved_again(tmp_path, capsys):
+    """Two runs hit the same damaged file: the second must not move aside the fresh cache the first made."""
+    db = tmp_path / "poses.sqlite"
+    cache = PoseCache(tmp_path)
+    cache.put_many([(str(i), GOOD) for i in range(50)])
+    cache.close()
+    with open(db, "r+b") as fh:
+        fh.seek(4096)
+        fh.write(b"\xff" * 4096)
+    slow, quick = PoseCache(tmp_path), PoseCache(tmp_path)  # both opened the damaged file
+    assert quick.get_many(["1"]) == {}  # quick moves it aside and starts a new cache ...
+    quick.put_many([("new", GOOD)])  # ... and saves a result there
+    quick.close()
+    assert slow.get_many(["1"]) == {}  # slow now finds the damage too
+    assert slow.get_many(["new"]) == {"new": GOOD}  # and reads quick's new file instead of moving it aside
+    slow.close()
+    assert len([p for p in tmp_path.glob("poses.sqlite.corrupt-*") if not p.name.endswith(("-wal", "-shm"))]) == 1
+    assert capsys.readouterr().err.count("was damaged") == 1
+
+
+def test_unusable_cache_runs_without_it_and_says_so_once(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    for _ in range(2):  # the classifier opens the cache once per batch: one note only
+        cache = PoseCache(blocker / "cache")
+        assert cache.get_many(["a"]) == {}
+        cache.put_many([("a", GOOD)])
+        cache.close()
+    err = capsys.readouterr().err
+    assert err.count("running without it") == 1 and str(blocker / "cache") in err
+
+
+def test_cache_file_that_is_a_fifo_is_never_opened(tmp_path, capsys):
+    os.mkfifo(tmp_path / "poses.sqlite")
+    _within(10, lambda: PoseCache(tmp_path).close(), release=tmp_path / "poses.sqlite")
+    assert "running without it" in capsys.readouterr().err
+
+
+def test_hashing_never_opens_a_fifo(tmp_path):
+    fifo = tmp_path / "photo.jpg"
+    os.mkfifo(fifo)
+    assert _within(10, lambda: file_sha256(fifo), release=fifo) is None
+    assert file_sha256(PHOTO) is not None
+
+
+def test_empty_cache_variable_means_the_default(monkeypatch):
+    monkeypatch.setenv("HYBRIDPOSE_CACHE", "")
+    assert pose_mod.default_cache_dir() == Path.home() / ".cache" / "hybridpose"
+
+
+def _within(seconds: float, action, release: Path):
+    """``action()`` in a thread; fails (after unblocking it by writing into the FIFO ``release``) if it hangs."""
+    box: dict = {}
+    thread = threading.Thread(target=lambda: box.setdefault("value", action()), daemon=True)
+    thread.start()
+    thread.join(seconds)
+    if thread.is_alive():
+        fd = os.open(release, os.O_WRONLY | os.O_NONBLOCK)  # the hung reader now gets EOF
+        os.close(fd)
+        thread.join(5)
+        pytest.fail(f"hung on the FIFO {release}")
+    return box.get("value")

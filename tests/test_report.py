@@ -142,7 +142,8 @@ def test_report_is_self_contained(evaluated):
 
 
 def _chromium() -> str | None:
-    for name in ("/usr/bin/chromium", "chromium", "chromium-browser"):
+    """Debian's `chromium` or `chromium-headless-shell` (what .ci/run installs), or another distribution's name."""
+    for name in ("/usr/bin/chromium", "chromium", "chromium-headless-shell", "chromium-browser"):
         found = shutil.which(name)
         if found:
             return found

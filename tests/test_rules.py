@@ -12,7 +12,7 @@ import pytest
 
 from hybridpose.errors import RulesError
 from hybridpose.hierarchy import Hierarchy
-from hybridpose.rules import Rule, RuleSet, calibrate_rules, crossval_rules
+from hybridpose.rules import Rule, RuleSet, calibrate_rules, crossval_rules, read_rules, write_rules
 from hybridpose.rules.io import backup_if_edited, is_edited
 from hybridpose.rules.model import RULE_KINDS
 
@@ -157,8 +157,8 @@ def test_save_load_round_trip(tmp_path):
     rules, _ = calibrate_rules(features, y, probs, LEAVES, HIER)
     rules.meta["source_run"] = "runs/demo"
     path = tmp_path / "rules.yaml"
-    rules.save(path)
-    loaded = RuleSet.load(path)
+    write_rules(rules, path)
+    loaded = read_rules(path)
     assert loaded == rules
     text = path.read_text()
     assert text.startswith("#") and "if_high: A" in text and "if_low: B" in text
@@ -172,10 +172,10 @@ def test_hand_edited_threshold_changes_decisions(tmp_path):
     features, y, probs = make_data()
     rules, _ = calibrate_rules(features, y, probs, LEAVES, HIER)
     path = tmp_path / "rules.yaml"
-    rules.save(path)
-    before, _ = RuleSet.load(path).apply(probs, LEAVES, features)
+    write_rules(rules, path)
+    before, _ = read_rules(path).apply(probs, LEAVES, features)
     path.write_text(re.sub(r"threshold: \S+", "threshold: 5.0", path.read_text()))
-    after, _ = RuleSet.load(path).apply(probs, LEAVES, features)
+    after, _ = read_rules(path).apply(probs, LEAVES, features)
     assert before != after
     assert {d for d in after if d is not None} == {"B"}  # everything is now below the threshold
 
@@ -186,7 +186,7 @@ def test_hand_written_rule_without_evidence_loads(tmp_path):
         "level: class\nrules:\n- kind: threshold\n  name: mine\n  if_high: A\n  if_low: B\n"
         "  statistic: ankle\n  threshold: 0.5\n  margin: 0\n"
     )
-    rs = RuleSet.load(path)
+    rs = read_rules(path)
     assert RULE_KINDS["threshold"] is Rule
     assert rs.rules[0].decide(0.7) == "A" and rs.rules[0].description
 
@@ -220,7 +220,7 @@ def test_malformed_file_raises_rules_error_naming_the_file(tmp_path, text, fragm
     path = tmp_path / "rules.yaml"
     path.write_text(text)
     with pytest.raises(RulesError) as info:
-        RuleSet.load(path)
+        read_rules(path)
     message = str(info.value)
     assert str(path) in message
     assert re.search(fragment, message), message
@@ -230,12 +230,12 @@ def test_rule_errors_carry_the_line_of_the_rule(tmp_path):
     path = tmp_path / "rules.yaml"
     path.write_text(VALID + VALID_RULE.replace("A_vs_B", "second").replace("threshold: 0.5", "threshold: x"))
     with pytest.raises(RulesError, match=rf"{re.escape(str(path))}:15: rule #2 \('second'\)"):
-        RuleSet.load(path)
+        read_rules(path)
 
 
 def test_missing_file_raises_rules_error(tmp_path):
     with pytest.raises(RulesError, match="cannot read"):
-        RuleSet.load(tmp_path / "nope.yaml")
+        read_rules(tmp_path / "nope.yaml")
 
 
 def test_validate_rejects_unknown_class_and_statistic():
@@ -362,7 +362,7 @@ def saved(tmp_path, name: str = "rules.yaml"):
     features, y, probs = make_data()
     rules, _ = calibrate_rules(features, y, probs, LEAVES, HIER)
     path = tmp_path / name
-    rules.save(path)
+    write_rules(rules, path)
     return rules, path
 
 
@@ -374,7 +374,7 @@ def test_save_writes_a_checksum_of_the_body_and_loads_with_it(tmp_path):
     assert match and header.endswith(match.group(0))  # the last header line
     assert match.group(1) == hashlib.sha256((sep.lstrip("\n") + body).encode("utf-8")).hexdigest()
     assert not is_edited(path)
-    assert RuleSet.load(path) == rules
+    assert read_rules(path) == rules
     # A one-character edit of the body, or of the checksum, counts as an edit.
     path.write_text(text.replace("threshold: ", "threshold: 1", 1), encoding="utf-8")
     assert is_edited(path)
@@ -382,7 +382,7 @@ def test_save_writes_a_checksum_of_the_body_and_loads_with_it(tmp_path):
     assert is_edited(path)
     # Without the checksum line (a hand-written file): an edit, and it still loads.
     path.write_text(text.replace(match.group(0) + "\n", ""), encoding="utf-8")
-    assert is_edited(path) and RuleSet.load(path) == rules
+    assert is_edited(path) and read_rules(path) == rules
 
 
 def test_edited_rules_file_is_backed_up_never_overwriting_a_backup(tmp_path):
@@ -393,7 +393,7 @@ def test_edited_rules_file_is_backed_up_never_overwriting_a_backup(tmp_path):
     path.write_text(first)
     assert backup_if_edited(path) == tmp_path / "rules.yaml.bak"
     assert (tmp_path / "rules.yaml.bak").read_text() == first
-    rules.save(path)
+    write_rules(rules, path)
     assert backup_if_edited(path) is None
     second = path.read_text().replace("threshold: ", "threshold: 2", 1)
     path.write_text(second)

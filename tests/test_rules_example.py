@@ -5,20 +5,20 @@ import numpy as np
 
 from hybridpose.skeletons.body import feature_names, features
 from hybridpose.pose import keypoints_array
-from hybridpose.rules import RuleSet
+from hybridpose.rules import read_rules
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "rules" / "example.yaml"
 
 
 def test_example_rules_validate_against_the_sample_classes(sample_dataset):
-    rules = RuleSet.load(EXAMPLE)
+    rules = read_rules(EXAMPLE)
     rules.validate(sample_dataset.hierarchy.leaves, feature_names())
     assert {r.statistic for r in rules.rules} <= set(feature_names())
     assert all(r.description for r in rules.rules)
 
 
 def test_example_rules_settle_their_pairs_on_real_keypoints(sample_dataset, sample_poses):
-    rules = RuleSet.load(EXAMPLE)
+    rules = read_rules(EXAMPLE)
     leaves = sample_dataset.hierarchy.leaves
     feats = features(keypoints_array(sample_poses))
     labels = np.array(sample_dataset.labels)

@@ -74,10 +74,12 @@ class ImageBranch:
             path = run.checkpoint(f, FINAL_STAGE)
             ckpt = load_checkpoint(path, run_id=config["run_id"], fold=f, stage=FINAL_STAGE,
                                    fix=run.fit_command(config))
-            model, _ = build_model(ckpt["meta"]["backbone"], sizes, load_weights=False)
+            meta = ckpt["meta"]
+            model, _ = build_model(meta["backbone"], sizes, load_weights=False, input_size=int(meta["input_size"]),
+                                   timm_kwargs=meta.get("timm_kwargs"))
             model.load_state_dict(ckpt["state_dict"])
             models.append(model.to(dev).eval())
-            meta, folds = ckpt["meta"], [*folds, f]
+            folds = [*folds, f]
         branch = cls(models, Preprocessing.from_meta(meta), folds, dev)
         branch.meta_ = meta
         return branch

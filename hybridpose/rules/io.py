@@ -203,32 +203,6 @@ def _check_unique_names(rules: list[Rule], path: Path) -> None:
         seen.add(rule.name)
 
 
-def _text(d: dict[str, Any], key: str, where: str) -> str:
-    v = d[key]
-    if not isinstance(v, str) or not v.strip():
-        raise RulesError(f"{where}: {key} must be a non-empty name, found {v!r}.")
-    return v.strip()
-
-
-def _number(d: dict[str, Any], key: str, where: str, allow_nan: bool = False) -> float:
-    if key not in d:
-        return float("nan")
-    v = d[key]
-    if isinstance(v, bool) or not isinstance(v, (int, float)):
-        raise RulesError(f"{where}: {key} must be a number (e.g. 0.41), found {v!r}.")
-    v = float(v)
-    if not allow_nan and not math.isfinite(v):
-        raise RulesError(f"{where}: {key} must be a finite number, found {v}.")
-    return v
-
-
-def _count(d: dict[str, Any], key: str, where: str) -> int:
-    v = d.get(key, 0)
-    if isinstance(v, bool) or not isinstance(v, int) or v < 0:
-        raise RulesError(f"{where}: {key} must be a whole number >= 0, found {v!r}.")
-    return v
-
-
 def _yaml_type(v: Any) -> str:
     return {dict: "mapping", list: "list", str: "text"}.get(type(v), type(v).__name__)
 

@@ -84,7 +84,6 @@ class Rule:
     @classmethod
     def from_mapping(cls, d: dict[str, Any], where: str) -> "Rule":
         """Build from a YAML mapping; ``where`` prefixes error messages (file, line, rule)."""
-        from .io import _count, _number, _text  # io imports this module
 
         known = set(cls.REQUIRED) | set(cls.EVIDENCE_INT) | set(cls.EVIDENCE_FLOAT) | {"description", "kind"}
         unknown = sorted(set(d) - known)
@@ -191,19 +190,6 @@ class RuleSet:
                     "use a column of the keypoint features table."
                 )
 
-    def save(self, path: str | Path) -> None:
-        """Write the rules file (header with checksum, then YAML); see ``io.write_rules``."""
-        from .io import write_rules  # io imports this module
-
-        write_rules(self, path)
-
-    @classmethod
-    def load(cls, path: str | Path) -> "RuleSet":
-        """Read a rules file, with file- and line-numbered errors; see ``io.read_rules``."""
-        from .io import read_rules  # io imports this module
-
-        return read_rules(path, cls)
-
     def _columns(self, features: pd.DataFrame) -> dict[str, np.ndarray]:
         out = {}
         for rule in self.rules:
@@ -243,3 +229,29 @@ def _close_names(name: str, options: set[str]) -> list[str]:
     import difflib
 
     return difflib.get_close_matches(name, sorted(options), n=3)
+
+
+def _text(d: dict[str, Any], key: str, where: str) -> str:
+    v = d[key]
+    if not isinstance(v, str) or not v.strip():
+        raise RulesError(f"{where}: {key} must be a non-empty name, found {v!r}.")
+    return v.strip()
+
+
+def _number(d: dict[str, Any], key: str, where: str, allow_nan: bool = False) -> float:
+    if key not in d:
+        return float("nan")
+    v = d[key]
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        raise RulesError(f"{where}: {key} must be a number (e.g. 0.41), found {v!r}.")
+    v = float(v)
+    if not allow_nan and not math.isfinite(v):
+        raise RulesError(f"{where}: {key} must be a finite number, found {v}.")
+    return v
+
+
+def _count(d: dict[str, Any], key: str, where: str) -> int:
+    v = d.get(key, 0)
+    if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+        raise RulesError(f"{where}: {key} must be a whole number >= 0, found {v!r}.")
+    return v

@@ -1,9 +1,34 @@
-"""Training settings as plain dataclasses, with named presets."""
+"""Training settings as plain dataclasses, with named presets, the choices of each option and their checks.
+
+The dataclass defaults and ``PRESETS`` are the one source of defaults; the enums below are the
+choices the CLI offers; ``TrainConfig.validate`` checks values before any work starts and names
+the option (``--batch-size``) in a one-line ``ConfigError``.
+"""
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields, replace
+from enum import Enum
+from pathlib import Path
 
 from ..crops import DEFAULT_MARGIN, TRAIN_MARGIN_RANGE
+from ..errors import ConfigError
+
+
+class CamMethod(str, Enum):
+    """CAMs (train/cam.py CAM_METHODS for stage 3, pytorch-grad-cam for `explain`)."""
+    hirescam = "hirescam"
+    xgradcam = "xgradcam"
+    gradcam = "gradcam"
+
+
+class Device(str, Enum):
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
+
+
+MIN_BATCH_SIZE = 2    # batch norm needs two photos per batch
+MIN_INPUT_SIZE = 32   # the backbone downsamples by 32
 
 
 @dataclass
@@ -45,6 +70,34 @@ class TrainConfig:
     def stage(self, n: int) -> StageConfig:
         return (self.stage1, self.stage2, self.stage3)[n - 1]
 
+    def validate(self) -> "TrainConfig":
+        """Check every value a user can set; a ConfigError naming the option otherwise. Returns self."""
+        if self.preset not in PRESETS:
+            raise ConfigError(f"--preset {self.preset!r}: unknown preset; choose one of {', '.join(PRESETS)}.")
+        if self.cam_method not in {m.value for m in CamMethod}:
+            raise ConfigError(f"--cam-method {self.cam_method!r}: choose one of {', '.join(m.value for m in CamMethod)}.")
+        _check_device(self.device)
+        if not isinstance(self.batch_size, int) or self.batch_size < MIN_BATCH_SIZE:
+            raise ConfigError(f"--batch-size {self.batch_size}: must be at least {MIN_BATCH_SIZE} "
+                              "(batch norm needs two photos per batch).")
+        if not isinstance(self.input_size, int) or self.input_size < MIN_INPUT_SIZE:
+            raise ConfigError(f"--input-size {self.input_size}: must be at least {MIN_INPUT_SIZE} pixels.")
+        for n in (1, 2, 3):
+            if not isinstance(self.stage(n).epochs, int) or self.stage(n).epochs < 1:
+                raise ConfigError(f"--epochs: stage {n} has {self.stage(n).epochs} epochs; "
+                                  "give each stage at least 1 (e.g. --epochs 8,6,4).")
+        if self.cam_weight < 0:
+            raise ConfigError(f"--cam-weight {self.cam_weight}: must be 0 or more.")
+        if self.seed < 0:
+            raise ConfigError(f"--seed {self.seed}: must be 0 or more.")
+        if self.weights and self.pretrained:
+            raise ConfigError("--weights and --pretrained both given: --weights FILE starts the backbone from that "
+                              "state dict, --pretrained downloads timm hub weights; give one of them.")
+        if self.weights and not Path(self.weights).is_file():
+            raise ConfigError(f"--weights {self.weights}: file not found; give a state dict saved with torch.save.")
+        _check_backbone(self.backbone)
+        return self
+
     def to_dict(self) -> dict:
         return asdict(self)
 
@@ -77,7 +130,56 @@ PRESETS: dict[str, TrainConfig] = {
 }
 
 
+# The presets' names, as choices for the CLI.
+Preset = Enum("Preset", {name: name for name in PRESETS}, type=str)
+
+
 def make_config(preset: str = "quick", **overrides: object) -> TrainConfig:
+    """A preset with ``overrides`` (None: keep the preset's value), validated."""
+    preset = getattr(preset, "value", preset)
     if preset not in PRESETS:
-        raise ValueError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
-    return replace(PRESETS[preset], **{k: v for k, v in overrides.items() if v is not None})
+        raise ConfigError(f"--preset {preset!r}: unknown preset; choose one of {', '.join(PRESETS)}.")
+    overrides = {k: getattr(v, "value", v) for k, v in overrides.items() if v is not None}
+    return replace(PRESETS[preset], **overrides).validate()
+
+
+def parse_epochs(text: str) -> tuple[int, int, int]:
+    """``--epochs 8,6,4``: the epochs of stages 1, 2 and 3, each at least 1."""
+    parts = [p.strip() for p in str(text).split(",")]
+    if len(parts) != 3 or not all(p.isdigit() and int(p) >= 1 for p in parts):
+        raise ConfigError(f"--epochs {text!r}: give three numbers, the epochs of stages 1, 2 and 3, "
+                          "each at least 1 (e.g. --epochs 8,6,4).")
+    return int(parts[0]), int(parts[1]), int(parts[2])
+
+
+def stage_epochs(preset: str, epochs: str | None) -> dict[str, StageConfig]:
+    """Overrides ``stage1..3`` for ``--epochs`` (the preset's learning rates kept); {} without it."""
+    if not epochs:
+        return {}
+    base = make_config(preset)
+    return {f"stage{i}": replace(base.stage(i), epochs=n) for i, n in enumerate(parse_epochs(epochs), start=1)}
+
+
+def _check_device(device: str) -> None:
+    choices = ", ".join(d.value for d in Device)
+    name = str(device)
+    if name not in {d.value for d in Device} and not (name.startswith("cuda:") and name[5:].isdigit()):
+        raise ConfigError(f"--device {name!r}: choose one of {choices}.")
+    if name.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ConfigError("--device cuda: no CUDA GPU found; use --device cpu or auto.")
+        if ":" in name and int(name[5:]) >= torch.cuda.device_count():
+            raise ConfigError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA GPU(s); "
+                              "use --device cuda or auto.")
+
+
+def _check_backbone(name: str) -> None:
+    import timm
+
+    from .. import backbones
+
+    if not timm.is_model(name) and name not in getattr(backbones, "BACKBONES", {}):
+        raise ConfigError(f"--backbone {name!r}: not a timm model name (see timm.list_models()); "
+                          "e.g. efficientnet_lite0, the default.")

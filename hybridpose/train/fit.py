@@ -29,7 +29,7 @@ from ..crossfit import cross_fitted as cross_fit
 from ..datasets import Dataset, load_dataset
 from ..errors import RunError
 from ..folds import check_fold_counts, make_folds
-from ..fusion import Fusion, cross_fitted
+from ..fusion import select
 from ..hierarchy import Hierarchy
 from ..network import build_model, load_checkpoint, pick_device, save_checkpoint
 from ..pose import extract, keypoints_array
@@ -186,8 +186,8 @@ def train_fold(run: RunFolder | str | Path, k: int, *, device: str | None = None
     """The three stages of fold ``k``; finished stages and folds are skipped."""
     p = load_prepared(run)
     run = p.run
-    if run.fold_done(k).exists():
-        return
+    if run.fold_done(k).exists() and all(run.checkpoint(k, s).exists() for s in STAGES):
+        return  # finished; a deleted (damaged) checkpoint is retrained below
     cfg, labels, fold_of = p.cfg, p.labels, p.fold_of
     dev = pick_device(device or cfg.device)
     bank = build_crop_bank(p.poses, bank_size(cfg), cfg.train_margin[1], p.skeleton, run.crops(bank_size(cfg)), show_progress)
@@ -196,6 +196,7 @@ def train_fold(run: RunFolder | str | Path, k: int, *, device: str | None = None
     # so the out-of-fold predictions (and the fusion and rules fitted on them) stay honest.
     fit_idx, stop_idx = inner_split(train_idx, labels.leaf, p.folds["group"].to_numpy(), cfg.inner_val_fraction, cfg.seed + k)
     model, info = build_model(cfg.backbone, level_sizes(p.hierarchy), weights=cfg.weights, pretrained=cfg.pretrained,
+                              input_size=cfg.input_size,
                               freeze_fraction=cfg.freeze_fraction)
     model.to(dev)
     if dev.type == "cuda":
@@ -255,6 +256,7 @@ def _model_meta(p: Prepared, info: dict) -> dict:
     h, cfg = p.hierarchy, p.cfg
     return {"backbone": cfg.backbone, "input_size": cfg.input_size, "eval_margin": cfg.eval_margin,
             "mean": list(info["mean"]), "std": list(info["std"]), "weights_source": info["weights_source"],
+            "timm_kwargs": info["timm_kwargs"],
             "levels": {lv: h.classes(lv) for lv in h.levels}}
 
 
@@ -285,15 +287,33 @@ def finish(run: RunFolder | str | Path) -> dict:
     for name in p.config.get("branches", DEFAULT_BRANCHES):
         if name != "image":
             branches[name] = branch_oof(p, name)
-    fusion = Fusion(p.hierarchy).fit(branches, y_leaf)
-    atomic.write_json(run.fusion, fusion.to_dict())
-    fused = cross_fitted(p.hierarchy, branches, y_leaf, p.fold_of)  # honest: fusion fitted on the other folds
-    frame = oof_frame(p, {**branches, "fused": fused})
+    # honest: each fold fused with parameters fitted on the other folds
+    choice = select(p.hierarchy, branches, y_leaf, p.fold_of)
+    atomic.write_json(run.fusion, {**choice.fusion.to_dict(), "selection": choice.to_dict()})
+    frame = oof_frame(p, {**branches, "fused": choice.oof})
     atomic.write_csv(run.oof, frame)
     from .curves import plot_training_curves
 
     plot_training_curves(run.root)
-    return summarize_oof(frame, p)
+    summary = summarize_oof(frame, p)
+    return {**summary, "fusion": choice.to_dict(), "notes": fusion_notes(choice, summary)}
+
+
+def fusion_notes(choice, summary: dict) -> list[str]:
+    """Plain sentences on what `fused` is and how far the out-of-fold figures can be trusted."""
+    losses = ", ".join(f"{k} {v:.3f}" for k, v in choice.oof_nll.items())
+    if choice.chosen == "fusion":
+        first = f"fused = all branches pooled with weights fitted out of fold (leaf log-loss out of fold: {losses})."
+    else:
+        first = (f"fused = the {choice.chosen} branch alone (the others only where it abstains): on these "
+                 f"{summary['n_images']} photos the fitted fusion weights did not beat it out of fold "
+                 f"(leaf log-loss: {losses}); more data lets the fusion show its value.")
+    n = summary["n_images"]
+    acc = summary["oof_top1"]["fused"]
+    p = float(np.mean(list(acc.values())))
+    half = 1.96 * np.sqrt(max(p * (1 - p), 1.0 / n) / n) * 100
+    return [first, f"With {n} photos each top-1 figure is uncertain by about ±{half:.1f} points (95% interval): "
+                   "smaller differences between branches are noise."]
 
 
 def _new_branch(p: Prepared, name: str):
