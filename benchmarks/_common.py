@@ -220,3 +220,11 @@ def _json_default(o: object):
     except ImportError:
         pass
     return str(o)
+
+
+def finish(args, payload: dict) -> dict:
+    """Write the JSON (if asked) and, in smoke mode, say the numbers mean nothing."""
+    write_json(args.json, payload)
+    if args.smoke:
+        smoke_footer()
+    return payload

@@ -254,10 +254,7 @@ def main(argv: list[str] | None = None) -> dict:
                "extract_workers1_excl_startup_images_per_s": w1_excl, "extract_workers2": w2,
                "extract_cached": cached, "ratios": ratios,
                "goals": {"w1_over_bare": 0.9, "w2_over_w1": 1.6, "cached_speedup": 20}}
-    _common.write_json(args.json, payload)
-    if args.smoke:
-        _common.smoke_footer()
-    return payload
+    return _common.finish(args, payload)
 
 
 if __name__ == "__main__":

@@ -368,10 +368,7 @@ def main(argv: list[str] | None = None) -> dict:
         payload = memory(args, tmp, data) if args.memory else speed(args, tmp, data)
     print(_common.busy_warning("at end"))
     payload["cpu_busy_share_at_start"] = busy_start
-    _common.write_json(args.json, payload)
-    if args.smoke:
-        _common.smoke_footer()
-    return payload
+    return _common.finish(args, payload)
 
 
 if __name__ == "__main__":

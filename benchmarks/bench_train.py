@@ -349,10 +349,7 @@ def main(argv: list[str] | None = None) -> dict:
                "method": "interleaved slices; images/s from the lower-quartile batch time",
                "measure_seconds": t_measure, "bare_loop": bare, "augment_only": augment_only,
                "stages": {str(k): v for k, v in results.items()}, "goals": {"stage_over_bare": 0.8}}
-    _common.write_json(args.json, payload)
-    if args.smoke:
-        _common.smoke_footer()
-    return payload
+    return _common.finish(args, payload)
 
 
 if __name__ == "__main__":

@@ -390,3 +390,18 @@ def test_inner_split_keeps_early_stopping_away_from_out_of_fold_photos():
     assert 0.08 * len(train_idx) <= len(stop_rows) <= 0.25 * len(train_idx)
     assert set(np.unique(leaf[stop_rows])) == {0, 1, 2, 3}  # stratified
     assert ({0, 1, 2} <= set(fit_rows)) or ({0, 1, 2} <= set(stop_rows))  # duplicates stay together
+
+
+@pytest.mark.slow
+def test_a_fold_is_reproducible(tiny_run, tmp_path):
+    """The same fold trained again (another process could do it) gives the same out-of-fold predictions."""
+    import shutil
+
+    from hybridpose.train.fit import train_fold
+
+    again = tmp_path / "again"
+    shutil.copytree(tiny_run, again, ignore=shutil.ignore_patterns("fold_*"))
+    train_fold(again, 1, show_progress=False)
+    first = pd.read_csv(tiny_run / "fold_1" / "oof_image.csv")
+    second = pd.read_csv(again / "fold_1" / "oof_image.csv")
+    pd.testing.assert_frame_equal(first, second, rtol=0, atol=1e-6)

@@ -51,20 +51,12 @@ SEGMENTS = {  # tilt of the segment from straight down, degrees (see _tilt)
     "forearm_tilt": ("elbow", "wrist"),
 }
 HEIGHT_JOINTS = ["wrist", "elbow", "shoulder", "hip", "knee", "ankle"]
-DISTANCES = {
-    "wrist_distance": ("left_wrist", "right_wrist"),
-    "ankle_distance": ("left_ankle", "right_ankle"),
-    "knee_distance": ("left_knee", "right_knee"),
-    "elbow_distance": ("left_elbow", "right_elbow"),
-    "left_wrist_to_left_ankle": ("left_wrist", "left_ankle"),
-    "right_wrist_to_right_ankle": ("right_wrist", "right_ankle"),
-    "left_wrist_to_right_ankle": ("left_wrist", "right_ankle"),
-    "right_wrist_to_left_ankle": ("right_wrist", "left_ankle"),
-    "left_ankle_to_right_knee": ("left_ankle", "right_knee"),
-    "right_ankle_to_left_knee": ("right_ankle", "left_knee"),
-    "nose_to_left_ankle": ("nose", "left_ankle"),
-    "nose_to_right_ankle": ("nose", "right_ankle"),
-}
+_BETWEEN_SIDES = ("wrist", "ankle", "knee", "elbow")  # left_<joint> to right_<joint>
+_PAIRS = (("left_wrist", "left_ankle"), ("right_wrist", "right_ankle"), ("left_wrist", "right_ankle"),
+          ("right_wrist", "left_ankle"), ("left_ankle", "right_knee"), ("right_ankle", "left_knee"),
+          ("nose", "left_ankle"), ("nose", "right_ankle"))
+DISTANCES = {**{f"{j}_distance": (f"left_{j}", f"right_{j}") for j in _BETWEEN_SIDES},
+             **{f"{a}_to_{b}": (a, b) for a, b in _PAIRS}}
 FOOT_POINTS = [K[n] for n in ("left_ankle", "right_ankle", "left_heel", "right_heel", "left_foot_index", "right_foot_index")]
 
 

@@ -195,6 +195,7 @@ def train_fold(run: RunFolder | str | Path, k: int, *, device: str | None = None
     # Early stopping looks at an inner split of the training photos, never at the out-of-fold ones,
     # so the out-of-fold predictions (and the fusion and rules fitted on them) stay honest.
     fit_idx, stop_idx = inner_split(train_idx, labels.leaf, p.folds["group"].to_numpy(), cfg.inner_val_fraction, cfg.seed + k)
+    torch.manual_seed(cfg.seed * 1000 + k)  # head initialisation and dropout: a fold is reproducible wherever it runs
     model, info = build_model(cfg.backbone, level_sizes(p.hierarchy), weights=cfg.weights, pretrained=cfg.pretrained,
                               input_size=cfg.input_size,
                               freeze_fraction=cfg.freeze_fraction)
