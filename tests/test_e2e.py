@@ -36,9 +36,11 @@ def test_extract_finds_people_in_the_sample(tmp_path):
     out = hybridpose("extract", "data/sample", "--out", tmp_path / "x", "--cache", tmp_path / "cache")
     assert "81 files (ok: 80, unsupported: 1)" in out  # SOURCE.md gets its row too
     table = pd.read_csv(tmp_path / "x" / "poses.csv")
-    assert len(table) == 80
-    assert (table["status"] == "ok").sum() >= 75
-    assert set(table["status"]) <= {"ok", "no_person"}
+    assert len(table) == 81
+    assert list(table.loc[table["status"] == "unsupported", "path"]) == [str(Path("data/sample/SOURCE.md"))]
+    photos = table[table["status"] != "unsupported"]
+    assert (photos["status"] == "ok").sum() >= 75
+    assert set(photos["status"]) <= {"ok", "no_person"}
 
 
 def test_fit_calibrate_predict_evaluate(tmp_path):
@@ -57,7 +59,10 @@ def test_fit_calibrate_predict_evaluate(tmp_path):
 
     header, rows = _hierarchy_rows()
     table = pd.read_csv(preds, keep_default_na=False, na_values=[""])
-    assert len(table) == 80
+    assert len(table) == 81
+    source = table[table["path"].str.endswith("SOURCE.md")]
+    assert list(source["status"]) == ["unsupported"] and source[header[0]].isna().all()  # a row, no label
+    table = table[table["status"] != "unsupported"].reset_index(drop=True)
     assert set(header) <= set(table.columns)
     for r in table.to_dict("records"):
         assert r["status"] in ("ok", "no_person"), r["path"]
