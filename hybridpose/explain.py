@@ -81,7 +81,7 @@ def output_names(paths: list[Path]) -> list[str]:
     import os
 
     common = Path(os.path.commonpath([str(p.parent.resolve()) for p in paths])) if paths else Path(".")
-    return [str(p.resolve().with_suffix("").relative_to(common)).replace(os.sep, "__") for p in paths]
+    return [str(p.resolve().relative_to(common)).replace(os.sep, "__").replace(".", "_") for p in paths]
 
 
 def _overlay(crop: torch.Tensor, cam: np.ndarray):
