@@ -133,6 +133,9 @@ def evaluate(target: str | Path, *, model: str | Path | None = None, out: str | 
     target = Path(target)
     folds = None
     of_run = RunFolder(target).is_run() and model is None
+    if of_run and (data is not None or images is not None):
+        raise DatasetError(f"{target} is a run: `evaluate RUN` scores its out-of-fold predictions and uses no "
+                           f"--data/--images; to score it on a labelled set, run `hybridpose evaluate DATA --model {target}`.")
     if of_run:
         out_dir = Path(out or target / "evaluation")
     elif target.suffix == ".csv":

@@ -208,6 +208,13 @@ def test_evaluate_output_that_cannot_be_written(monkeypatch, capsys, no_work, ti
     assert digest(tiny_run, a_file) == before
 
 
+@pytest.mark.parametrize("option", ["--data", "--images"])
+def test_evaluate_run_refuses_options_it_would_ignore(monkeypatch, capsys, no_work, tiny_run, option):
+    before = digest(tiny_run)
+    one_line_error(*cli(monkeypatch, capsys, "evaluate", tiny_run, option, SAMPLE), "--data/--images", "--model")
+    assert digest(tiny_run) == before
+
+
 @pytest.mark.parametrize("command", ["extract", "fit", "predict"])
 def test_cache_that_is_a_file(monkeypatch, capsys, no_work, data, a_file, tiny_run, tmp_path, command):
     args = {"extract": ["extract", data, "--out", tmp_path / "e"],
