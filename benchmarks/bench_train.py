@@ -163,7 +163,7 @@ def main(argv: list[str] | None = None) -> dict:
     from hybridpose.pose import summarize
     from hybridpose.train.config import make_config
     from hybridpose.train.data import Augmenter, build_crop_bank
-    from hybridpose.train.fit import bank_size, level_sizes, load_prepared, prepare
+    from hybridpose.train.fit import bank_size, load_prepared, prepare
     from hybridpose.train.stages import train_stage
 
     data = _common.resolve_data(args.data, args.smoke)
@@ -186,7 +186,7 @@ def main(argv: list[str] | None = None) -> dict:
     use_amp = cfg.amp and device.type == "cuda"
     bank = build_crop_bank(p.poses, bank_size(cfg), cfg.train_margin[1], p.skeleton, run.crops(bank_size(cfg)),
                            show_progress=False)  # the prepared crop cache, read back
-    labels, sizes = p.labels, level_sizes(p.hierarchy)
+    labels, sizes = p.labels, p.hierarchy.level_sizes()
     torch.manual_seed(args.seed)
     model, info = build_model(cfg.backbone, sizes, weights=cfg.weights, pretrained=cfg.pretrained,
                               freeze_fraction=cfg.freeze_fraction)

@@ -104,14 +104,13 @@ def fit(
     skeleton: str = SkeletonOpt,
 ) -> None:
     """Train the image branch per fold, the keypoint branch and their fusion; out-of-fold predictions included."""
-    from hybridpose.train.config import make_config, stage_epochs
+    from hybridpose.train.config import stage_epochs
     from hybridpose.train.fit import fit as run_fit
 
     overrides = dict(backbone=backbone, weights=str(weights) if weights else None, pretrained=pretrained or None,
                      input_size=input_size, batch_size=batch_size, cam_method=cam_method and cam_method.value,
                      cam_weight=cam_weight, device=device and device.value, seed=seed)
     overrides.update(stage_epochs(preset.value, epochs))
-    make_config(preset.value, **overrides)  # every training option checked before any work
     _writable(out, "folder")
     _writable(cache, "folder", "--cache")
     summary = run_fit(data, out, folds=folds, preset=preset.value, hierarchy=hierarchy, images=images,

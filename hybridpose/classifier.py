@@ -62,17 +62,11 @@ class HybridPoseClassifier:
         folder = RunFolder(run)
         config = folder.read_config()
         hierarchy = Hierarchy.from_dict(config["hierarchy"])
-        branches = {}
-        for name in config.get("branches", DEFAULT_BRANCHES):
-            cls_ = branch_class(name)
-            branches[name] = (cls_.load(folder, config, device=device, partial=partial) if name == "image"
-                              else cls_.load(folder, config))
+        branches = {name: branch_class(name).load(folder, config, device=device, partial=partial)
+                    for name in config.get("branches", DEFAULT_BRANCHES)}
         fusion = Fusion.from_dict(hierarchy, atomic.read_json(folder.require(folder.fusion)))
-        return cls(folder, config, branches, fusion, _load_rules(folder, rules, use_rules, hierarchy, cls._skeleton(config)))
-
-    @staticmethod
-    def _skeleton(config: dict) -> Skeleton:
-        return get_skeleton(config.get("skeleton"))
+        skeleton = get_skeleton(config.get("skeleton"))
+        return cls(folder, config, branches, fusion, _load_rules(folder, rules, use_rules, hierarchy, skeleton))
 
     @property
     def image_branch(self) -> ImageBranch:
@@ -176,8 +170,10 @@ class HybridPoseClassifier:
                 if known[i] is not None:
                     results.append(known[i])
                     continue
-                result, crops[i] = self._one(path, cached.get(sha), prep.input_size, prep.eval_margin)
+                result, crop = self._one(path, cached.get(sha), prep.input_size, prep.eval_margin)
                 results.append(result)
+                if crop is not None:
+                    crops[i] = crop
                 if sha and sha not in cached:
                     fresh.append((sha, result))
             cache.put_many(fresh)
@@ -186,12 +182,12 @@ class HybridPoseClassifier:
         poses = make_table([str(p) for p in paths], shas, results, self.skeleton)
         return poses, torch.from_numpy(crops).permute(0, 3, 1, 2)
 
-    def _one(self, path, cached: PoseResult | None, size: int, margin: float) -> tuple[PoseResult, np.ndarray]:
-        blank = np.full((size, size, 3), 127, np.uint8)
+    def _one(self, path, cached: PoseResult | None, size: int, margin: float) -> tuple[PoseResult, np.ndarray | None]:
+        """The photo's pose result and crop (None, left grey, when the photo cannot be decoded)."""
         try:
             image = open_rgb(path)
         except ImageLoadError as e:
-            return cached or PoseResult(e.status, e.reason), blank
+            return cached or PoseResult(e.status, e.reason), None
         result = cached or analyse_loaded(image, self.estimator)
         crop, _ = crop_photo(image, result.box, None, margin, size, self.skeleton.n)
         return result, crop

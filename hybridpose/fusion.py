@@ -81,20 +81,20 @@ class Fusion:
         ok = np.all([_answered(branches[b][self.hierarchy.leaf_level]) for b in names], axis=0)
         for level in self.hierarchy.levels:
             y = self.hierarchy.leaf_to_level(level).argmax(1)[y_leaf]
-            lf = self._fit_level(names, {b: branches[b][level] for b in names}, y, ok)
-            if only is not None:
-                lf.weights = {b: float(b == only) for b in names}
-            self.levels[level] = lf
+            self.levels[level] = self._fit_level(names, {b: branches[b][level] for b in names}, y, ok, only)
         return self
 
     @staticmethod
-    def _fit_level(names: list[str], probs: dict[str, np.ndarray], y: np.ndarray, ok: np.ndarray) -> LevelFusion:
+    def _fit_level(names: list[str], probs: dict[str, np.ndarray], y: np.ndarray, ok: np.ndarray,
+                   only: str | None) -> LevelFusion:
         if ok.sum() <= 1:  # some branch (almost) never answered: the one answering most decides alone
             best = max(names, key=lambda b: _answered(probs[b]).sum())
             rows = _answered(probs[best])
-            return LevelFusion({b: float(b == best) for b in names},
+            return LevelFusion({b: float(b == (only or best)) for b in names},
                                {b: fit_temperature(probs[b][rows], y[rows]) if b == best else 1.0 for b in names})
         temps = {b: fit_temperature(probs[b][ok], y[ok]) for b in names}
+        if only is not None:
+            return LevelFusion({b: float(b == only) for b in names}, temps)
         calibrated = [tempered(probs[b][ok], temps[b]) for b in names]
         grid = weight_grid(len(names))
         losses = [nll(pool(calibrated, w), y[ok]) for w in grid]

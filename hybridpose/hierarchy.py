@@ -43,6 +43,10 @@ class Hierarchy:
         i = self._index(level)
         return sorted({anc[i - 1] for anc in self.ancestors.values()})
 
+    def level_sizes(self) -> dict[str, int]:
+        """Number of classes at each level, finest first."""
+        return {lv: len(self.classes(lv)) for lv in self.levels}
+
     def ancestor(self, leaf: str, level: str) -> str:
         i = self._index(level)
         return leaf if i == 0 else self.ancestors[leaf][i - 1]

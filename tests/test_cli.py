@@ -176,3 +176,19 @@ def test_evaluate_run_writes_report(monkeypatch, capsys, copy_run):
     assert report.is_file() and report.stat().st_size > 1000
     assert "<html" in report.read_text(errors="replace").lower()
     assert str(report) in text.replace("\n", "")
+
+
+def test_run_missing_a_fold_is_refused_unless_partial(monkeypatch, capsys, copy_run, tmp_path):
+    """An incomplete ensemble is never used silently: refused, or with --partial noted in every row."""
+    run = copy_run()
+    (run / "fold_2" / "stage3.pt").unlink()  # the last fold: its absence must still be noticed
+    out = tmp_path / "p.csv"
+    code, text = cli(monkeypatch, capsys, "predict", "data/sample/Triangle", "--model", run, "--out", out)
+    assert code == 2 and "Traceback" not in text
+    assert "folds [2] of 2 have no model" in text and "--partial" in text and "hybridpose fit" in text
+    assert not out.exists()
+    code, text = cli(monkeypatch, capsys, "predict", "data/sample/Triangle", "--model", run, "--out", out, "--partial")
+    assert code == 0, text
+    assert "folds [2] of the run have no model" in text.replace("\n", " ")
+    table = pd.read_csv(out)
+    assert len(table) == 10 and (table["ensemble"] == "partial: folds [2] missing").all()

@@ -8,7 +8,8 @@ NaN where the branch abstains), plus
 * ``input``: which part of a batch it reads, ``"keypoints"`` ((N, n, 4) pixels) or ``"crops"``
   (N x 3 x S x S uint8),
 * ``predict_level_proba(X, hierarchy)``: probabilities per hierarchy level,
-* ``save(run)`` / ``load(run, config)``: its files in the run folder.
+* ``save(run)`` / ``load(run, config, **options)``: its files in the run folder (options such as
+  ``device`` or ``partial`` that a branch does not use are ignored).
 
 A new branch is one module that defines such a class and calls ``register``.
 """

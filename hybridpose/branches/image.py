@@ -46,18 +46,17 @@ class ImageBranch:
     input = "crops"
 
     def __init__(self, models: Sequence[PoseNet] = (), preprocessing: Preprocessing | None = None,
-                 folds: Sequence[int] = (), device: str | torch.device = "cpu"):
+                 folds: Sequence[int] = (), n_folds: int = 0, device: str | torch.device = "cpu"):
         self.models_ = list(models)
         self.preprocessing_ = preprocessing
-        self.folds_ = list(folds)
-        self.device = torch.device(device) if not isinstance(device, torch.device) else device
-        self.meta_: dict = {}
+        self.folds_ = list(folds)                       # the folds whose network was loaded
+        self.n_folds_ = n_folds or max(self.folds_, default=0)  # the folds of the run
+        self.device = torch.device(device)
 
     @classmethod
     def load(cls, run: RunFolder, config: dict, *, device: str = "auto", partial: bool = False) -> "ImageBranch":
         """The final-stage network of every fold; a fold missing is an error unless ``partial``."""
-        hierarchy = Hierarchy.from_dict(config["hierarchy"])
-        sizes = {lv: len(hierarchy.classes(lv)) for lv in hierarchy.levels}
+        sizes = Hierarchy.from_dict(config["hierarchy"]).level_sizes()
         dev = pick_device(device)
         k = int(config["folds"])
         missing = [f for f in range(1, k + 1) if not run.checkpoint(f, FINAL_STAGE).exists()]
@@ -67,27 +66,20 @@ class ImageBranch:
         if missing and not partial:
             raise RunError(f"{run.root}: folds {missing} of {k} have no model (fold_<k>/stage{FINAL_STAGE}.pt); run "
                            f"`{run.fit_command(config)}` to finish them, or pass --partial to predict with the other folds.")
-        models, meta, folds = [], {}, []
-        for f in range(1, k + 1):
-            if f in missing:
-                continue
-            path = run.checkpoint(f, FINAL_STAGE)
-            ckpt = load_checkpoint(path, run_id=config["run_id"], fold=f, stage=FINAL_STAGE,
+        models, meta, folds = [], {}, [f for f in range(1, k + 1) if f not in missing]
+        for f in folds:
+            ckpt = load_checkpoint(run.checkpoint(f, FINAL_STAGE), run_id=config["run_id"], fold=f, stage=FINAL_STAGE,
                                    fix=run.fit_command(config))
             meta = ckpt["meta"]
             model, _ = build_model(meta["backbone"], sizes, load_weights=False, input_size=int(meta["input_size"]),
                                    timm_kwargs=meta.get("timm_kwargs"))
             model.load_state_dict(ckpt["state_dict"])
             models.append(model.to(dev).eval())
-            folds = [*folds, f]
-        branch = cls(models, Preprocessing.from_meta(meta), folds, dev)
-        branch.meta_ = meta
-        return branch
+        return cls(models, Preprocessing.from_meta(meta), folds, k, dev)
 
     @property
     def missing_folds(self) -> list[int]:
-        k = max(self.folds_, default=0)
-        return [f for f in range(1, k + 1) if f not in self.folds_]
+        return [f for f in range(1, self.n_folds_ + 1) if f not in self.folds_]
 
     def normalise(self, crops: torch.Tensor) -> torch.Tensor:
         """uint8 B x 3 x H x W crops -> normalised input on the branch's device."""

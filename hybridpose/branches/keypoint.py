@@ -99,7 +99,8 @@ class KeypointClassifier:
                                  "skeleton": self.skeleton, "params": self.params, "booster": booster})
 
     @classmethod
-    def load(cls, path: "str | Path | RunFolder", config: dict | None = None) -> "KeypointClassifier":
+    def load(cls, path: "str | Path | RunFolder", config: dict | None = None, **_options) -> "KeypointClassifier":
+        """A saved model; ``config`` and prediction options (device, ...) are not needed by this branch."""
         from xgboost import XGBClassifier
 
         path = _path(path)

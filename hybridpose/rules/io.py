@@ -9,7 +9,6 @@ checksum, e.g. written by hand, loads like any other. Format: ``rules/README.md`
 from __future__ import annotations
 
 import hashlib
-import math
 import shutil
 from pathlib import Path
 from typing import Any

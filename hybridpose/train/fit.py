@@ -49,10 +49,6 @@ def bank_size(cfg: TrainConfig) -> int:
     return int(np.ceil(cfg.input_size * (1 + 2 * cfg.train_margin[1]) / (1 + 2 * cfg.eval_margin) / 8) * 8)
 
 
-def level_sizes(h: Hierarchy) -> dict[str, int]:
-    return {lv: len(h.classes(lv)) for lv in h.levels}
-
-
 @dataclass
 class Prepared:
     """What the fold and finish steps read back from a prepared run folder."""
@@ -111,13 +107,11 @@ def prepare(data: str | Path, out: str | Path, *, folds: int = 5, preset: str = 
             skeleton: str = "body", **overrides) -> RunFolder:
     """Check everything, then write config.json, poses.csv, folds.csv and the crop cache."""
     run = RunFolder(out)
-    ds = load_dataset(data, hierarchy=hierarchy, images=images, flip_pairs=flip_pairs)
-    cfg = make_config(preset, **overrides)
+    cfg = make_config(preset, **overrides)  # options first, then the data, all before anything is written
     sk = get_skeleton(skeleton)
+    ds = load_dataset(data, hierarchy=hierarchy, images=images, flip_pairs=flip_pairs)
     check_fold_counts(ds.labels, folds, "photos")  # before anything is written
-    if cfg.num_threads:
-        torch.set_num_threads(cfg.num_threads)
-    config = _write_config(run, _config_dict(ds, cfg, folds, data, sk))
+    _write_config(run, _config_dict(ds, cfg, folds, data, sk))
     log(f"[bold]fit[/] {len(ds)} photos, {len(ds.hierarchy.leaves)} classes, levels {ds.hierarchy.levels}, "
         f"{folds} folds, preset {cfg.preset}, skeleton {sk.name}, device {pick_device(cfg.device)} -> {run.root}")
     poses = extract(ds.paths, cache_dir=cache_dir, workers=workers, show_progress=show_progress, skeleton=sk)
@@ -189,6 +183,8 @@ def train_fold(run: RunFolder | str | Path, k: int, *, device: str | None = None
     if run.fold_done(k).exists() and all(run.checkpoint(k, s).exists() for s in STAGES):
         return  # finished; a deleted (damaged) checkpoint is retrained below
     cfg, labels, fold_of = p.cfg, p.labels, p.fold_of
+    if cfg.num_threads:  # here, not in prepare: the fold may run in another process
+        torch.set_num_threads(cfg.num_threads)
     dev = pick_device(device or cfg.device)
     bank = build_crop_bank(p.poses, bank_size(cfg), cfg.train_margin[1], p.skeleton, run.crops(bank_size(cfg)), show_progress)
     train_idx, val_idx = np.nonzero(fold_of != k)[0], np.nonzero(fold_of == k)[0]
@@ -196,7 +192,7 @@ def train_fold(run: RunFolder | str | Path, k: int, *, device: str | None = None
     # so the out-of-fold predictions (and the fusion and rules fitted on them) stay honest.
     fit_idx, stop_idx = inner_split(train_idx, labels.leaf, p.folds["group"].to_numpy(), cfg.inner_val_fraction, cfg.seed + k)
     torch.manual_seed(cfg.seed * 1000 + k)  # head initialisation and dropout: a fold is reproducible wherever it runs
-    model, info = build_model(cfg.backbone, level_sizes(p.hierarchy), weights=cfg.weights, pretrained=cfg.pretrained,
+    model, info = build_model(cfg.backbone, p.hierarchy.level_sizes(), weights=cfg.weights, pretrained=cfg.pretrained,
                               input_size=cfg.input_size,
                               freeze_fraction=cfg.freeze_fraction)
     model.to(dev)
