@@ -191,6 +191,8 @@ def predict(
     batch_size: int = typer.Option(32, "--batch-size", min=1, help="Photos per batch."),
     cache: Optional[Path] = CacheOpt,
     partial: bool = typer.Option(False, "--partial", help="Predict with the finished folds of an incomplete run (noted in every row)."),
+    engine: Optional[str] = typer.Option(None, "--engine", help="What runs the image networks: torch (a run's checkpoints) or onnxruntime (an exported bundle); default: onnxruntime for a bundle when installed, else torch."),
+    workers: int = typer.Option(1, "--workers", "-j", min=0, help="Processes that decode, pose and crop photos while the networks run (0: all in one process)."),
 ) -> None:
     """Label every photo at every hierarchy level: one row per file, whatever the file holds."""
     from hybridpose.jobs import predict as run_predict
@@ -199,12 +201,28 @@ def predict(
         raise typer.BadParameter("give --rules FILE or --no-rules, not both.", param_hint="'--no-rules'")
     _writable(cache, "folder", "--cache")
     res = run_predict(inputs, model, out or PREDICTIONS_FILE[fmt], rules=rules, no_rules=no_rules, fmt=fmt.value,
-                      batch_size=batch_size, cache_dir=cache, partial=partial)
+                      batch_size=batch_size, cache_dir=cache, partial=partial, engine=engine, workers=workers)
     if res["missing_folds"]:
         console.print(f"[yellow]warning:[/] folds {res['missing_folds']} of the run have no model; "
                       "predicted with the others (column `ensemble`).")
     counts = ", ".join(f"{k}: {v}" for k, v in res["status"].items())
     console.print(f"{res['images']} files ({counts}) -> {res['out']}" + (f" (rules: {res['rules']})" if res["rules"] else ""))
+
+
+@app.command()
+def export(
+    run: Path = typer.Argument(..., help="Run directory written by `hybridpose fit`."),
+    out: Path = typer.Option(..., "--out", "-o", help="Bundle folder: ONNX image model, keypoint model, fusion, rules, manifest."),
+    partial: bool = typer.Option(False, "--partial", help="Export the finished folds of an incomplete run."),
+) -> None:
+    """Export a run as a portable bundle that predict, evaluate and explain accept (docs/FORMATS.md)."""
+    from hybridpose.export import export as run_export
+
+    _writable(out, "folder")
+    manifest = run_export(run, out, partial=partial)
+    console.print(f"bundle of {len(manifest['image_model']['folds'])} fold network(s) + "
+                  f"{', '.join(b for b in manifest['branches'] if b != 'image')} in {out}; "
+                  f"next: hybridpose predict PHOTOS --model {out}")
 
 
 @app.command()

@@ -16,12 +16,12 @@ import torch
 from . import atomic
 from .branches import DEFAULT_BRANCHES, branch_class
 from .branches.image import ImageBranch
-from .crops import crop_photo
+from .engines import pick_engine
 from .errors import RunError
 from .fusion import Fusion
 from .hierarchy import Hierarchy
-from .images import ImageLoadError, open_rgb
-from .pose import PoseCache, PoseResult, analyse_loaded, estimator_class, first_look, keypoints_array, make_table
+from .pipeline import pose_and_crop
+from .pose import PoseCache, PoseResult, estimator_class, first_look, keypoints_array, make_table
 from .predtable import argmax_labels, prob_columns, rules_column
 from .rules import RuleSet, read_rules
 from .runfolder import RunFolder
@@ -57,12 +57,15 @@ class HybridPoseClassifier:
 
     @classmethod
     def load(cls, run: str | Path, *, rules: str | Path | None = None, use_rules: bool = True,
-             device: str = "auto", partial: bool = False) -> "HybridPoseClassifier":
-        """A finished run; ``partial`` allows a run missing fold models (they are named in a warning)."""
+             device: str = "auto", partial: bool = False, engine: str | None = None) -> "HybridPoseClassifier":
+        """A finished run or an exported bundle; ``partial`` allows a run missing fold models (they are named
+        in a warning); ``engine`` runs the image branch (engines/: torch for a run, onnxruntime for a bundle)."""
         folder = RunFolder(run)
         config = folder.read_config()
         hierarchy = Hierarchy.from_dict(config["hierarchy"])
-        branches = {name: branch_class(name).load(folder, config, device=device, partial=partial)
+        runtime = pick_engine(folder, engine)
+        branches = {name: (runtime.load_image_branch if name == "image" else branch_class(name).load)(
+                        folder, config, device=device, partial=partial)
                     for name in config.get("branches", DEFAULT_BRANCHES)}
         fusion = Fusion.from_dict(hierarchy, atomic.read_json(folder.require(folder.fusion)))
         skeleton = get_skeleton(config.get("skeleton"))
@@ -113,15 +116,17 @@ class HybridPoseClassifier:
         return pd.concat(list(self.iter_predict(paths, batch_size, show_progress)), ignore_index=True)
 
     def iter_predict(self, paths: Sequence[str | Path], batch_size: int = 32, show_progress: bool = False,
-                     detailed: bool = False) -> Iterator[pd.DataFrame]:
-        """predictions.csv rows, one DataFrame per batch (memory stays flat however many photos)."""
+                     detailed: bool = False, workers: int = 0) -> Iterator[pd.DataFrame]:
+        """predictions.csv rows, one DataFrame per batch (memory stays flat however many photos).
+
+        ``workers`` > 0: decode, pose and crop in that many processes (hybridpose.pipeline) while this
+        one runs the networks; 0: all in this process."""
         from .progress import progress_bar
 
         paths = [str(p) for p in paths]
         with progress_bar("predict", total=len(paths), enabled=show_progress) as advance:
-            for i in range(0, len(paths), batch_size):
-                chunk = paths[i : i + batch_size]
-                b = self.batch(chunk)
+            for chunk, parts in self._batches(paths, batch_size, workers):
+                b = self.batch_from(*parts)
                 rows = self._rows(b)
                 yield pd.concat([rows, self._detail(b)], axis=1) if detailed else rows
                 advance(len(chunk))
@@ -156,6 +161,26 @@ class HybridPoseClassifier:
             cols[rules_column(lv)] = [h.ancestor(leaf, lv) for leaf in b.leaf]
         return pd.DataFrame(cols, index=b.poses.index)
 
+    def _batches(self, paths: list[str], batch_size: int, workers: int):
+        """(chunk, (poses, crops)) per batch of ``paths``."""
+        from .pipeline import Producer, can_fork, share_cores
+
+        if not can_fork(workers):
+            for i in range(0, len(paths), batch_size):
+                yield paths[i : i + batch_size], self.poses_and_crops(paths[i : i + batch_size])
+            return
+        share_cores(self.image_branch, workers)
+
+        prep = self.image_branch.preprocessing_
+        producer = Producer(estimator_class(self.skeleton), prep.input_size, prep.eval_margin, self.skeleton.n,
+                            workers, self.cache_dir)
+        done = 0
+        for shas, results, crops in producer.batches(paths, batch_size):
+            chunk = paths[done : done + len(results)]
+            done += len(results)
+            poses = make_table(chunk, shas, results, self.skeleton)
+            yield chunk, (poses, torch.from_numpy(crops).permute(0, 3, 1, 2))
+
     # ------------------------------------------------------------------ parts
     def poses_and_crops(self, paths: Sequence[str | Path]) -> tuple[pd.DataFrame, torch.Tensor]:
         """Pose table rows and crops for a batch, decoding each photo once."""
@@ -184,13 +209,7 @@ class HybridPoseClassifier:
 
     def _one(self, path, cached: PoseResult | None, size: int, margin: float) -> tuple[PoseResult, np.ndarray | None]:
         """The photo's pose result and crop (None, left grey, when the photo cannot be decoded)."""
-        try:
-            image = open_rgb(path)
-        except ImageLoadError as e:
-            return cached or PoseResult(e.status, e.reason), None
-        result = cached or analyse_loaded(image, self.estimator)
-        crop, _ = crop_photo(image, result.box, None, margin, size, self.skeleton.n)
-        return result, crop
+        return pose_and_crop(path, cached, lambda: self.estimator, size, margin, self.skeleton.n)
 
     @property
     def estimator(self):

@@ -91,18 +91,22 @@ def _rules_file(out: Path) -> Path:
 
 def predict(inputs: str | Path, run: str | Path, out: str | Path, *, rules: str | Path | None = None,
             no_rules: bool = False, fmt: str = "csv", batch_size: int = 32, show_progress: bool = True,
-            cache_dir: str | Path | None = None, partial: bool = False) -> dict:
-    """Stream predictions for every image under ``inputs`` into ``out`` (CSV or JSON lines), atomically."""
+            cache_dir: str | Path | None = None, partial: bool = False, engine: str | None = None,
+            workers: int = 0) -> dict:
+    """Stream predictions for every image under ``inputs`` into ``out`` (CSV or JSON lines), atomically.
+
+    ``engine``: what runs the image networks (hybridpose.engines; default torch for a run, onnxruntime for an
+    exported bundle); ``workers``: processes that decode, pose and crop while this one runs the networks."""
     inputs, out = Path(inputs), Path(out)
     if fmt not in ("csv", "json"):
         raise OutputError(f"--format {fmt!r}: choose one of csv, json.")
     check_writable(out, "file", file_name="predictions.jsonl" if fmt == "json" else "predictions.csv")
     paths = [e.path for e in open_inputs(inputs)]
-    clf = HybridPoseClassifier.load(run, rules=rules, use_rules=not no_rules, partial=partial)
+    clf = HybridPoseClassifier.load(run, rules=rules, use_rules=not no_rules, partial=partial, engine=engine)
     clf.cache_dir = Path(cache_dir) if cache_dir else None
     counts: dict[str, int] = {}
     with atomic.atomic_open(out, "w", encoding="utf-8", newline="") as fh:
-        for i, frame in enumerate(clf.iter_predict(paths, batch_size, show_progress)):
+        for i, frame in enumerate(clf.iter_predict(paths, batch_size, show_progress, workers=workers)):
             for s, n in frame["status"].value_counts().items():
                 counts[s] = counts.get(s, 0) + int(n)
             if fmt == "json":

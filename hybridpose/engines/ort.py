@@ -1,0 +1,97 @@
+"""The ``onnxruntime`` engine: the image branch of an exported bundle, one ONNX graph holding the K fold
+networks (input: uint8 crops N x 3 x S x S, normalised inside the graph; outputs: the averaged
+probabilities of every hierarchy level and the mean embedding). No PyTorch needed."""
+from __future__ import annotations
+
+import importlib.util
+
+import numpy as np
+
+from .. import atomic
+from ..errors import RunError
+from . import BUNDLE_FORMAT, IMAGE_MODEL, MANIFEST, Engine, register
+
+EMBEDDING = "embedding"
+
+
+class OnnxImageBranch:
+    """The image branch's prediction interface over an ONNX Runtime session."""
+    name = "image"
+    input = "crops"
+
+    def __init__(self, session, manifest: dict, preprocessing):
+        self.session_ = session
+        self.manifest_ = manifest
+        self.preprocessing_ = preprocessing
+        spec = manifest["image_model"]
+        self.levels_ = list(spec["levels"])
+        self.folds_ = list(spec["folds"])
+        self.n_folds_ = int(spec["n_folds"])
+        self.input_name_ = spec["input"]["name"]
+
+    @classmethod
+    def load(cls, run, config: dict | None = None, **_options) -> "OnnxImageBranch":
+        from ..branches.image import Preprocessing
+
+        manifest = read_manifest(run)
+        path = run.file(manifest["image_model"]["file"])
+        if not path.exists():
+            raise RunError(f"{path}: missing from the bundle; export it again with `hybridpose export RUN --out {run.root}`.")
+        branch = cls(_session(path), manifest, Preprocessing.from_meta(manifest["image_model"]["input"]))
+        branch.path_ = path
+        return branch
+
+    def set_threads(self, threads: int) -> None:
+        """Run on ``threads`` cores without spin-waiting (other processes share the machine)."""
+        self.session_ = _session(self.path_, threads, spin=False)
+
+    @property
+    def missing_folds(self) -> list[int]:
+        return [f for f in range(1, self.n_folds_ + 1) if f not in self.folds_]
+
+    def _run(self, crops) -> dict[str, np.ndarray]:
+        x = crops.numpy() if hasattr(crops, "numpy") else np.asarray(crops)
+        outs = self.session_.run(None, {self.input_name_: np.ascontiguousarray(x, dtype=np.uint8)})
+        names = [o.name for o in self.session_.get_outputs()]
+        return {n: o.astype(np.float64) for n, o in zip(names, outs)}
+
+    def predict_level_proba(self, crops, hierarchy=None) -> dict[str, np.ndarray]:
+        """Mean softmax of the fold networks, per level (as ``ImageBranch.predict_level_proba``)."""
+        out = self._run(crops)
+        return {lv: out[lv] for lv in self.levels_}
+
+    def predict_proba(self, crops) -> np.ndarray:
+        return self.predict_level_proba(crops)[self.levels_[0]]
+
+    def embed(self, crops) -> np.ndarray:
+        return self._run(crops)[EMBEDDING]
+
+
+def _session(path, threads: int = 0, spin: bool = True):
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads  # 0: one per core
+    opts.inter_op_num_threads = 1
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if not spin:
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    try:
+        return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    except Exception as e:  # noqa: BLE001 - ORT raises its own kinds for a damaged or foreign file
+        raise RunError(f"{path}: ONNX Runtime cannot load it ({str(e)[:160]}); export the bundle again.") from None
+
+
+def read_manifest(run) -> dict:
+    path = run.file(MANIFEST)
+    try:
+        manifest = atomic.read_json(path)
+    except (OSError, ValueError):
+        raise RunError(f"{path}: missing or damaged; export the bundle again with `hybridpose export RUN --out DIR`.") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != BUNDLE_FORMAT or "image_model" not in manifest:
+        raise RunError(f"{path}: not a hybridpose bundle manifest; export the bundle again.")
+    return manifest
+
+
+ENGINE = register(Engine("onnxruntime", lambda: importlib.util.find_spec("onnxruntime") is not None,
+                         OnnxImageBranch.load, reads="bundle"))

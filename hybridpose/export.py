@@ -1,0 +1,168 @@
+"""`hybridpose export RUN --out DIR`: a finished run as a portable bundle that predicts without the run.
+
+    DIR/manifest.json        format, versions, the image model's input and outputs, every file's sha256
+    DIR/image_model.onnx     the K fold networks in one graph: uint8 crops N x 3 x S x S (RGB, normalised
+                             in the graph) -> averaged probabilities per hierarchy level, mean embedding
+    DIR/keypoint_model.json  the keypoint branch (XGBoost's own JSON inside; see docs/FORMATS.md)
+    DIR/fusion.json          temperatures and weights per level and branch
+    DIR/config.json          the run's settings (hierarchy, skeleton, branches, ...), so DIR is a run to
+                             predict, evaluate DATA --model DIR and explain (without CAMs)
+    DIR/hierarchy.csv, DIR/skeleton.json, DIR/rules.yaml (when the run has rules)
+
+The bundle is a run folder for `RunFolder`: the same file names, minus the checkpoints and training
+tables; ``manifest.json`` marks it, and the onnxruntime engine (``engines/ort.py``) reads it.
+"""
+from __future__ import annotations
+
+import hashlib
+import shutil
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from . import __version__, atomic
+from .branches.image import ImageBranch
+from .engines import BUNDLE_FORMAT, IMAGE_MODEL, MANIFEST, is_bundle
+from .engines.ort import EMBEDDING
+from .errors import RunError
+from .hierarchy import Hierarchy
+from .outputs import check_writable
+from .runfolder import RunFolder
+from .skeletons import get_skeleton
+
+OPSET = 17
+INPUT_NAME = "crops"
+COPIED = ("config", "fusion", "rules")  # RunFolder files a bundle keeps as they are
+
+
+def export(run: str | Path, out: str | Path, *, partial: bool = False) -> dict:
+    """Write the bundle of ``run`` into ``out``; returns the manifest."""
+    folder, out = RunFolder(run), Path(out)
+    config = folder.read_config()
+    if is_bundle(folder):
+        raise RunError(f"{folder.root}: already an exported bundle; export the run folder it came from.")
+    if out.resolve() == folder.root.resolve():
+        raise RunError(f"--out {out}: the run folder itself; give a new folder for the bundle.")
+    check_writable(out, "folder")
+    from .branches import DEFAULT_BRANCHES, branch_class
+
+    image = ImageBranch.load(folder, config, device="cpu", partial=partial)
+    hierarchy = Hierarchy.from_dict(config["hierarchy"])
+    out.mkdir(parents=True, exist_ok=True)
+    write_onnx(image, hierarchy.levels, out / IMAGE_MODEL)
+    for name in config.get("branches", DEFAULT_BRANCHES):
+        if name != "image":  # e.g. the keypoint model: its own portable file, saved again into the bundle
+            branch_class(name).load(folder, config).save(RunFolder(out))
+    for attr in COPIED:
+        src = getattr(folder, attr)
+        if src.exists():
+            with atomic.atomic_path(getattr(RunFolder(out), attr)) as tmp:
+                shutil.copyfile(src, tmp)
+    write_hierarchy_csv(hierarchy, out / "hierarchy.csv")
+    sk = get_skeleton(config.get("skeleton"))
+    atomic.write_json(out / "skeleton.json", {"name": sk.name, "keypoints": list(sk.keypoints),
+                                              "edges": [list(e) for e in sk.edges],
+                                              "mirror_pairs": [list(p) for p in sk.mirror_pairs],
+                                              "estimator": sk.estimator, "features": sk.feature_names()})
+    manifest = make_manifest(folder, config, image, hierarchy, out)
+    atomic.write_json(out / MANIFEST, manifest)
+    return manifest
+
+
+class _Ensemble:
+    """Builds the torch module exported to ONNX (kept out of module scope so torch loads lazily)."""
+
+    @staticmethod
+    def module(image: ImageBranch, levels: list[str]):
+        import torch
+        from torch import nn
+
+        prep = image.preprocessing_
+
+        class Ensemble(nn.Module):
+            def __init__(self) -> None:
+                super().__init__()
+                self.nets = nn.ModuleList(image.models_)
+                self.register_buffer("mean", torch.tensor(prep.mean, dtype=torch.float32).view(1, 3, 1, 1))
+                self.register_buffer("std", torch.tensor(prep.std, dtype=torch.float32).view(1, 3, 1, 1))
+
+            def forward(self, crops):
+                x = (crops.float() / 255 - self.mean) / self.std
+                sums, emb = [0.0] * len(levels), 0.0
+                for net in self.nets:
+                    e = net.features(x).mean(dim=(2, 3))
+                    emb = emb + e
+                    for i, lv in enumerate(levels):
+                        sums[i] = sums[i] + torch.softmax(net.heads[lv](e), 1)
+                k = float(len(self.nets))
+                return (*[s / k for s in sums], emb / k)
+
+        return Ensemble().eval()
+
+
+def write_onnx(image: ImageBranch, levels: list[str], path: Path) -> None:
+    import torch
+
+    size = image.preprocessing_.input_size
+    model = _Ensemble.module(image, levels)
+    names = [*levels, EMBEDDING]
+    with atomic.atomic_path(path) as tmp, warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
+        warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation and tracer notes
+        torch.onnx.export(model, (torch.zeros(2, 3, size, size, dtype=torch.uint8),), str(tmp), dynamo=False,
+                          input_names=[INPUT_NAME], output_names=names, opset_version=OPSET,
+                          dynamic_axes={n: {0: "batch"} for n in [INPUT_NAME, *names]})
+
+
+def write_hierarchy_csv(h: Hierarchy, path: Path) -> None:
+    rows = [",".join(h.levels)] + [",".join(h.path(leaf)[lv] for lv in h.levels) for leaf in h.leaves]
+    atomic.write_text(path, "\n".join(rows) + "\n")
+
+
+def make_manifest(run: RunFolder, config: dict, image: ImageBranch, h: Hierarchy, out: Path) -> dict:
+    import onnx
+    import torch
+    import xgboost
+
+    prep = image.preprocessing_
+    try:
+        import onnxruntime
+        ort_version = onnxruntime.__version__
+    except ImportError:
+        ort_version = None
+    files = sorted(p.name for p in out.iterdir() if p.is_file() and p.name != MANIFEST and not p.name.startswith("."))
+    return {
+        "format": BUNDLE_FORMAT, "version": 1,
+        "source_run": str(run.root.resolve()), "run_id": config.get("run_id"),
+        "versions": {"hybridpose": __version__, "torch": torch.__version__, "onnx": onnx.__version__,
+                     "onnx_opset": OPSET, "onnxruntime": ort_version, "xgboost": xgboost.__version__,
+                     "python": __import__("platform").python_version()},
+        "image_model": {
+            "file": IMAGE_MODEL, "folds": image.folds_, "n_folds": image.n_folds_,
+            "input": {"name": INPUT_NAME, "dtype": "uint8", "shape": ["batch", 3, prep.input_size, prep.input_size],
+                      "layout": "NCHW, RGB", "input_size": prep.input_size, "eval_margin": prep.eval_margin,
+                      "mean": list(prep.mean), "std": list(prep.std),
+                      "normalisation": "inside the graph: (crops / 255 - mean) / std",
+                      "crop": "square around the skeleton's keypoint box, widened by eval_margin of its longer "
+                              "side on every side, padded with the photo's mean colour (hybridpose.crops)"},
+            "levels": h.levels,
+            "outputs": {**{lv: {"shape": ["batch", len(h.classes(lv))], "classes": h.classes(lv),
+                                "meaning": "mean softmax of the fold networks"} for lv in h.levels},
+                        EMBEDDING: {"meaning": "mean pooled backbone embedding of the fold networks"}},
+        },
+        "branches": config.get("branches"), "skeleton": config.get("skeleton", "body"),
+        "files": {name: _sha256(out / name) for name in files},
+    }
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def max_difference(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> dict[str, float]:
+    """Max absolute difference per level between two sets of level probabilities."""
+    return {lv: float(np.max(np.abs(a[lv] - b[lv]))) for lv in a}

@@ -1,0 +1,125 @@
+"""`hybridpose export`: the bundle predicts like the run (ONNX Runtime vs PyTorch), alone, and the worker
+pipeline of `predict --workers` gives the same table as one process."""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from hybridpose.classifier import HybridPoseClassifier
+from hybridpose.errors import RunError
+from hybridpose.export import export, max_difference
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLE = ROOT / "data" / "sample"
+
+
+def sample_photos(n_per_class: int = 2) -> list[str]:
+    return [str(p) for d in sorted(SAMPLE.iterdir()) if d.is_dir()
+            for p in sorted(d.iterdir())[:n_per_class]]
+
+
+@pytest.fixture(scope="module")
+def bundle(tiny_run, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("bundle") / "bundle"
+    export(tiny_run, out)
+    return out
+
+
+def test_bundle_files_and_manifest(bundle, tiny_run):
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    config = json.loads((tiny_run / "config.json").read_text())
+    spec = manifest["image_model"]
+    assert spec["folds"] == [1, 2] and spec["levels"] == config["hierarchy"]["levels"]
+    assert spec["input"]["dtype"] == "uint8" and spec["input"]["input_size"] == 64
+    for name in ("image_model.onnx", "keypoint_model.json", "fusion.json", "config.json", "hierarchy.csv", "skeleton.json"):
+        assert name in manifest["files"], name
+    import hashlib
+
+    for name, sha in manifest["files"].items():
+        assert hashlib.sha256((bundle / name).read_bytes()).hexdigest() == sha, name
+    assert not list(bundle.glob("fold_*")) and not (bundle / "poses.csv").exists()  # no checkpoints, no training data
+
+
+def test_onnx_matches_pytorch_on_real_photos(bundle, tiny_run):
+    torch_clf = HybridPoseClassifier.load(tiny_run)
+    ort_clf = HybridPoseClassifier.load(bundle)
+    assert type(ort_clf.image_branch).__name__ == "OnnxImageBranch"
+    assert type(torch_clf.image_branch).__name__ == "ImageBranch"
+    poses, crops = torch_clf.poses_and_crops(sample_photos())
+    assert (poses["status"] == "ok").sum() >= 12  # real photos with a person
+    a = torch_clf.image_branch.predict_level_proba(crops)
+    b = ort_clf.image_branch.predict_level_proba(crops)
+    assert set(a) == set(b) == set(torch_clf.levels)
+    diff = max_difference(a, b)
+    assert all(d <= 1e-4 for d in diff.values()), diff
+    for lv in a:  # probabilities, not something trivially equal
+        assert np.allclose(b[lv].sum(1), 1, atol=1e-5) and b[lv].std() > 0
+    assert np.abs(torch_clf.image_branch.embed(crops) - ort_clf.image_branch.embed(crops)).max() < 1e-3
+    one = ort_clf.image_branch.predict_level_proba(crops[:1])  # dynamic batch size
+    assert np.abs(one[torch_clf.levels[0]] - b[torch_clf.levels[0]][:1]).max() <= 1e-4
+
+
+def test_copied_bundle_predicts_without_the_run(copy_run, tmp_path):
+    run = copy_run()
+    photos = sample_photos(1)
+    expected = HybridPoseClassifier.load(run).predict(photos)
+    export(run, tmp_path / "bundle")
+    moved = shutil.move(str(tmp_path / "bundle"), str(tmp_path / "elsewhere" / "b"))
+    shutil.rmtree(run)  # nothing of the run is left to read
+    got = HybridPoseClassifier.load(moved).predict(photos)
+    assert list(got.columns) == list(expected.columns)
+    levels = [c for c in expected.columns if c in ("class", "subgroup", "group")]
+    pd.testing.assert_frame_equal(got[["path", "status", *levels, "rule"]], expected[["path", "status", *levels, "rule"]])
+    assert np.abs(got["confidence"].to_numpy() - expected["confidence"].to_numpy()).max() <= 1e-3
+
+
+def test_engine_choice_errors(bundle, tiny_run):
+    with pytest.raises(RunError, match="--engine onnxruntime reads bundles.*hybridpose export"):
+        HybridPoseClassifier.load(tiny_run, engine="onnxruntime")
+    with pytest.raises(RunError, match="exported bundle.*--engine onnxruntime"):
+        HybridPoseClassifier.load(bundle, engine="torch")
+    with pytest.raises(RunError, match="unknown engine"):
+        HybridPoseClassifier.load(bundle, engine="tensorrt")
+    with pytest.raises(RunError, match="already an exported bundle"):
+        export(bundle, bundle.parent / "again")
+
+
+def test_damaged_onnx_is_one_clear_error(bundle, tmp_path):
+    copy = Path(shutil.copytree(bundle, tmp_path / "b"))
+    (copy / "image_model.onnx").write_bytes(b"not a model")
+    with pytest.raises(RunError, match="image_model.onnx: ONNX Runtime cannot load it"):
+        HybridPoseClassifier.load(copy)
+
+
+def test_cli_predict_workers_and_engines_agree(bundle, tiny_run, bad_corpus, tmp_path):
+    """A fresh process (workers are forked only before MediaPipe ran): 2 workers with the bundle, 0 with the
+    run, on real photos and the bad-input corpus: the same rows, statuses and labels."""
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for p in sample_photos(2):
+        shutil.copy(p, photos / f"{Path(p).parent.name}_{Path(p).name}")
+    for p in bad_corpus[0].iterdir():
+        if p.is_file() and not p.is_symlink():
+            shutil.copy(p, photos / p.name)
+
+    def predict(model: Path, *options: str) -> pd.DataFrame:
+        out = tmp_path / f"{model.name}{''.join(options)}.csv"
+        proc = subprocess.run([sys.executable, "-m", "hybridpose_cli.main", "predict", str(photos), "--model", str(model),
+                               "--out", str(out), "--batch-size", "5", "--cache", str(tmp_path / f"cache{len(options)}"),
+                               *options], cwd=ROOT, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert "already ran MediaPipe" not in proc.stdout + proc.stderr  # the workers did run
+        return pd.read_csv(out, keep_default_na=False)
+
+    one = predict(tiny_run, "--workers", "0", "--engine", "torch")
+    two = predict(bundle, "--workers", "2")
+    assert len(one) == len(list(photos.iterdir())) and (one["status"] == "ok").sum() >= 12
+    cols = ["path", "status", "reason", "class", "subgroup", "group", "top1", "top2", "rule"]
+    pd.testing.assert_frame_equal(one[cols], two[cols])
