@@ -277,7 +277,8 @@ def memory(args, tmp: Path, data: Path) -> dict:
     rss_before = {"peak_rss_mb": peak_rss_mb(), "rss_mb": current_rss_mb()}
     try:
         result = jobs.predict(folder, args.model, tmp / "predictions.csv", batch_size=args.batch_size,
-                              show_progress=False, cache_dir=tmp / "pose-cache")
+                              show_progress=False, cache_dir=tmp / "pose-cache", workers=args.workers,
+                              engine=args.engine)
     finally:
         HybridPoseClassifier.iter_predict = original
     wall = time.perf_counter() - t_start
@@ -310,6 +311,8 @@ def memory(args, tmp: Path, data: Path) -> dict:
     rss_second = float(np.median([x["rss_mb"] for x in samples[half:]]))
     print(f"current RSS, median over the batches of the first / second half of the run: {rss_first:.0f} / "
           f"{rss_second:.0f} MB")
+    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    print(f"--workers {args.workers}: largest peak RSS of a finished worker process {children:.0f} MB")
     if args.copies == "link":
         print(f"note: the copies are links to {len(sources)} photos; identical content is served from the pose cache "
               "after its first occurrence, so photos past the first pass skip the pose model (use --copies distinct "
@@ -319,16 +322,155 @@ def memory(args, tmp: Path, data: Path) -> dict:
             "machine": _common.machine_info(), "before": rss_before, "samples": samples,
             "at": {str(c): at[c] for c in checkpoints}, "peak_growth_mb": growth, "seconds": wall,
             "rss_median_first_half_mb": rss_first, "rss_median_second_half_mb": rss_second,
+            "workers": args.workers, "worker_peak_rss_mb": children,
             "status": result["status"]}
+
+
+# ---------------------------------------------------------------------------- whole processes (--cli)
+PREDICT_CONFIGS = [("torch", 0), ("torch", 1), ("torch", 2), ("onnxruntime", 1), ("onnxruntime", 2)]
+SMOKE_CONFIGS = [("torch", 0), ("onnxruntime", 1)]
+
+
+def run_process(argv: list[str], what: str) -> float:
+    """Wall seconds of one whole process (start-up, imports and model loading included)."""
+    import subprocess
+
+    t0 = time.perf_counter()
+    proc = subprocess.run(argv, capture_output=True, text=True, cwd=_common.REPO)
+    wall = time.perf_counter() - t0
+    if proc.returncode != 0:
+        sys.exit(f"{what} failed (exit {proc.returncode}):\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
+    return wall
+
+
+def labels_of(csv: Path, column: str) -> list[str]:
+    import pandas as pd
+
+    frame = pd.read_csv(csv, keep_default_na=False)
+    return [f"{p}:{c}" for p, c in zip(frame["path"], frame[column])]
+
+
+def cli(args, tmp: Path, data: Path) -> dict:
+    """`hybridpose predict` as a user runs it (whole process, cold pose cache) against the yardstick and the bare
+    parts run concurrently, all on the same photos, alternating, median of --repeat rounds."""
+    import numpy as np
+
+    from hybridpose.classifier import HybridPoseClassifier
+    from hybridpose.datasets import list_images
+    from hybridpose.export import export
+
+    photos = tmp / "cli-photos"
+    if args.smoke:
+        _common.subset_folder(data, 1, photos)
+    else:
+        photos = data
+    paths = [str(p) for p in list_images(photos)]
+    bundle = Path(args.bundle) if args.bundle else tmp / "bundle"
+    if not args.bundle:
+        export(args.model, bundle)
+    clf = HybridPoseClassifier.load(bundle)  # the crops the bare forward loop reads (made here, not timed)
+    clf.cache_dir = tmp / "crops-cache"
+    crops = np.concatenate([clf.poses_and_crops(paths[i : i + 64])[1].numpy() for i in range(0, len(paths), 64)])
+    np.save(tmp / "crops.npy", crops)
+    del clf
+    py, cli_main = sys.executable, [sys.executable, "-m", "hybridpose_cli.main"]
+    configs = SMOKE_CONFIGS if args.smoke else PREDICT_CONFIGS
+    workers = sorted({w for _, w in configs if w} | {1, 2}) if not args.smoke else [1]
+    jobs: dict[str, list[str]] = {"yardstick": [py, str(_common.REPO / "benchmarks" / "yardstick_knn.py"), str(photos)]}
+    for kind in ("pose", "ort", "both"):
+        for w in workers if kind != "ort" else [0]:
+            jobs[f"bare {kind} {w}"] = [py, __file__, "--bare", kind, "--bare-workers", str(w), "--data", str(photos),
+                                        "--bundle", str(bundle), "--bare-crops", str(tmp / "crops.npy")]
+    for engine, w in configs:
+        model = bundle if engine == "onnxruntime" else Path(args.model)
+        jobs[f"predict {engine} {w}"] = [*cli_main, "predict", str(photos), "--model", str(model), "--engine", engine,
+                                         "--workers", str(w), "--batch-size", str(args.batch_size),
+                                         "--out", str(tmp / f"pred-{engine}-{w}.csv"), "--cache", "CACHE"]
+    walls: dict[str, list[float]] = {k: [] for k in jobs}
+    for r in range(args.repeat):
+        order = list(jobs) if r % 2 == 0 else list(reversed(jobs))  # alternate: drifts in the load hit all alike
+        for name in order:
+            argv = [str(tmp / f"cache-{r}-{name.replace(' ', '-')}") if a == "CACHE" else a for a in jobs[name]]
+            walls[name].append(run_process(argv, name))
+            print(f"  round {r + 1}: {name:24s} {walls[name][-1]:7.2f} s", flush=True)
+    med = {k: float(np.median(v)) for k, v in walls.items()}
+    n = len(paths)
+    yard = med["yardstick"]
+    rows = [["yardstick: MediaPipe + k-NN, one process", med["yardstick"], n / yard, 1.0, None]]
+    for w in workers:
+        rows.append([f"bare: decode + MediaPipe alone, {w} process(es)", med[f"bare pose {w}"], n / med[f"bare pose {w}"], None, None])
+    rows.append(["bare: ONNX Runtime forward alone (all cores)", med["bare ort 0"], n / med["bare ort 0"], None, None])
+    for w in workers:
+        rows.append([f"bare: both concurrently, {w} pose process(es)", med[f"bare both {w}"], n / med[f"bare both {w}"], None, None])
+    goals = {}
+    for engine, w in configs:
+        wall = med[f"predict {engine} {w}"]
+        both = med.get(f"bare both {max(w, 1)}")
+        rows.append([f"predict --engine {engine} --workers {w}", wall, n / wall, wall / yard, both / wall if both else None])
+        goals[f"{engine} {w}"] = {"wall_over_yardstick": wall / yard, "e2e_over_bare_concurrent": both / wall if both else None}
+    _common.print_table(f"Whole processes on {n} photos of {photos} (cold pose cache; median of {args.repeat} "
+                        "alternating rounds)", ["process", "wall s", "photos/s", "x yardstick", "bare both / this"], rows)
+    reference = labels_of(tmp / f"pred-{configs[0][0]}-{configs[0][1]}.csv", "class")
+    same = {f"{e} {w}": labels_of(tmp / f"pred-{e}-{w}.csv", "class") == reference for e, w in configs}
+    best = min(goals, key=lambda k: goals[k]["wall_over_yardstick"])
+    _common.print_table("Goals (the fastest predict configuration)", ["ratio", "value", "goal", ""], [
+        [f"predict {best}: wall / yardstick wall", round(goals[best]["wall_over_yardstick"], 3), "<= 1.2",
+         "met" if goals[best]["wall_over_yardstick"] <= 1.2 else "NOT met"],
+        _common.goal_line(f"predict {best}: bare concurrent wall / its wall",
+                          goals[best]["e2e_over_bare_concurrent"] or float("nan"), 0.85)])
+    print(f"labels identical to predict {configs[0][0]} --workers {configs[0][1]}: {same}")
+    if args.smoke:
+        _common.smoke_check(all(same.values()), f"labels differ between predict configurations: {same}")
+    return {"benchmark": "predict", "mode": "cli", "model": str(args.model), "bundle": str(bundle), "data": str(photos),
+            "n_photos": n, "repeat": args.repeat, "walls": walls, "median_walls": med, "goals": goals,
+            "labels_identical": same, "machine": _common.machine_info()}
+
+
+def bare(args) -> None:
+    """One whole process of bare parts (--bare pose|ort|both): timed from outside by ``cli``."""
+    import multiprocessing as mp
+
+    import numpy as np
+
+    from hybridpose.datasets import list_images
+    from hybridpose.engines.ort import _session
+
+    paths = [str(p) for p in list_images(Path(args.data))]
+    w = args.bare_workers
+    pool = mp.get_context("fork").Pool(w, initializer=_bare_init) if args.bare in ("pose", "both") else None
+    pending = pool.map_async(_bare_pose, paths, chunksize=4) if pool else None
+    if args.bare in ("ort", "both"):
+        crops = np.load(args.bare_crops)
+        session = _session(Path(args.bundle) / "image_model.onnx", max(1, (os.cpu_count() or 1) - w), spin=w == 0)
+        for i in range(0, len(crops), 32):
+            session.run(None, {"crops": crops[i : i + 32]})
+    if pool:
+        pending.get()
+        pool.close()
+        pool.join()
+
+
+_BARE: dict = {}
+
+
+def _bare_init() -> None:
+    _BARE["pose"] = BarePose.__new__(BarePose)
+    import mediapipe
+
+    _BARE["pose"].pose = mediapipe.solutions.pose.Pose(static_image_mode=True, model_complexity=1)
+
+
+def _bare_pose(path: str) -> bool:
+    return _BARE["pose"].pose.process(BarePose.load(path)).pose_landmarks is not None
 
 
 def fit_smoke_run(tmp: Path, data: Path) -> Path:
     """A tiny run fitted on the spot (3 photos per class, preset tiny, 2 folds), for --smoke without --model."""
-    from hybridpose import fit
-
     subset = _common.subset_folder(data, 3, tmp / "fit-data")
     t0 = time.perf_counter()
-    fit(subset, tmp / "run", folds=2, preset="tiny", show_progress=False, cache_dir=tmp / "fit-cache")
+    # another process: this one must not run MediaPipe before predict forks its workers
+    run_process([sys.executable, "-m", "hybridpose_cli.main", "fit", str(subset), "--out", str(tmp / "run"), "--folds",
+                 "2", "--preset", "tiny", "--cache", str(tmp / "fit-cache")], "fitting the smoke run")
     print(f"smoke: fitted a tiny run (preset tiny, 2 folds, {sum(1 for _ in subset.glob('*/*'))} photos) in "
           f"{time.perf_counter() - t0:.0f} s (not measured)\n")
     return tmp / "run"
@@ -346,9 +488,22 @@ def main(argv: list[str] | None = None) -> dict:
                     help="memory mode: predict a folder of M photo copies (default 2000)")
     ap.add_argument("--copies", choices=["link", "distinct"], default="link",
                     help="memory mode: links to the data's photos (pose cache hits) or distinct copies")
+    ap.add_argument("--cli", action="store_true",
+                    help="whole-process mode: `hybridpose predict` (torch/onnxruntime, 0-2 workers) against the "
+                         "MediaPipe + k-NN yardstick and the bare parts run concurrently, on every photo of --data")
+    ap.add_argument("--bundle", help="--cli: an exported bundle of --model (default: exported on the spot, not timed)")
+    ap.add_argument("--workers", type=int, default=0, help="memory mode: predict's --workers (default 0)")
+    ap.add_argument("--engine", default=None, help="memory mode: predict's --engine (default: the model's)")
+    ap.add_argument("--bare", choices=["pose", "ort", "both"], help=argparse.SUPPRESS)  # one process of --cli
+    ap.add_argument("--bare-workers", type=int, default=1, help=argparse.SUPPRESS)
+    ap.add_argument("--bare-crops", help=argparse.SUPPRESS)
     ap.add_argument("--json", help="also write the numbers to this JSON file")
     _common.add_smoke_arg(ap, "a tiny run fitted on the spot unless --model; speed on 8 photos, memory on 24")
     args = ap.parse_args(argv)
+    if args.bare:
+        os.environ.setdefault("GLOG_minloglevel", "2")
+        bare(args)
+        return {}
     if not args.model and not args.smoke:
         ap.error("--model RUN is required (or --smoke, which fits a tiny run on the spot)")
     tmpdir = _common.setup_env()
@@ -359,11 +514,15 @@ def main(argv: list[str] | None = None) -> dict:
         args.model = fit_smoke_run(tmp, data)
     busy_start = _common.cpu_busy_share()
     print(_common.busy_warning("at start", busy_start) + "\n")
-    if args.smoke:  # both modes: each is a code path that must keep working
-        payload = {"benchmark": "predict", "mode": "smoke", "speed": speed(args, tmp, data)}
-        args.memory = 24
+    if args.smoke and args.cli:
+        payload = cli(args, tmp, data)
+    elif args.smoke:  # both in-process modes: each is a code path that must keep working
+        args.memory, args.workers = 24, 1  # memory first: workers are forked only before MediaPipe ran here
+        payload = {"benchmark": "predict", "mode": "smoke", "memory": memory(args, tmp, data)}
         print()
-        payload["memory"] = memory(args, tmp, data)
+        payload["speed"] = speed(args, tmp, data)
+    elif args.cli:
+        payload = cli(args, tmp, data)
     else:
         payload = memory(args, tmp, data) if args.memory else speed(args, tmp, data)
     print(_common.busy_warning("at end"))

@@ -58,7 +58,8 @@ def explain(inputs: str | Path, run: str | Path, out: str | Path, *, method: str
         poses, crops = clf.poses_and_crops(chunk)
         b = clf.batch_from(poses, crops)
         targets = [clf.hierarchy.leaves.index(leaf) for leaf in b.leaf]
-        maps = cam_maps(clf, crops, targets, method)
+        # an exported bundle (ONNX) has no gradients: its explanations are drawn without the CAM
+        maps = cam_maps(clf, crops, targets, method) if hasattr(clf.image_branch, "models_") else [None] * len(chunk)
         for j, path in enumerate(chunk):
             png = out / f"{names[i + j]}_explain.png"
             _figure(png, crops[j], maps[j], _crop_keypoints(clf, poses.iloc[j]), b, j, clf, method)
@@ -84,10 +85,12 @@ def output_names(paths: list[Path]) -> list[str]:
     return [str(p.resolve().relative_to(common)).replace(os.sep, "__").replace(".", "_") for p in paths]
 
 
-def _overlay(crop: torch.Tensor, cam: np.ndarray):
+def _overlay(crop: torch.Tensor, cam: np.ndarray | None):
     from PIL import Image
     from pytorch_grad_cam.utils.image import show_cam_on_image
 
+    if cam is None:
+        return Image.fromarray(crop.permute(1, 2, 0).numpy())
     rgb = crop.permute(1, 2, 0).numpy().astype(np.float32) / 255
     return Image.fromarray(show_cam_on_image(rgb, cam.astype(np.float32), use_rgb=True, image_weight=0.6))
 
@@ -103,7 +106,7 @@ def _crop_keypoints(clf: HybridPoseClassifier, row: pd.Series) -> np.ndarray | N
     return np.concatenate([pts, kp[:, 3:4]], axis=1)
 
 
-def _figure(path: Path, crop: torch.Tensor, cam: np.ndarray, kp: np.ndarray | None, b, j: int,
+def _figure(path: Path, crop: torch.Tensor, cam: np.ndarray | None, kp: np.ndarray | None, b, j: int,
             clf: HybridPoseClassifier, method: str) -> None:
     import matplotlib
 
@@ -122,8 +125,10 @@ def _figure(path: Path, crop: torch.Tensor, cam: np.ndarray, kp: np.ndarray | No
         axes[0].scatter(kp[vis, 0], kp[vis, 1], s=10, c="#ff1744", zorder=3)
     axes[0].set_title("crop + keypoints" if kp is not None else "no person found: whole photo", fontsize=10)
     axes[1].imshow(rgb)
-    axes[1].imshow(cam, cmap="jet", alpha=0.45, extent=(0, rgb.shape[1], rgb.shape[0], 0), interpolation="bilinear")
-    axes[1].set_title(f"{method} for '{b.leaf[j]}'", fontsize=10)
+    if cam is not None:
+        axes[1].imshow(cam, cmap="jet", alpha=0.45, extent=(0, rgb.shape[1], rgb.shape[0], 0), interpolation="bilinear")
+    axes[1].set_title(f"{method} for '{b.leaf[j]}'" if cam is not None else
+                      "no CAM: an exported bundle has no gradients\n(explain the run folder for one)", fontsize=10)
     for ax in axes[:2]:
         ax.axis("off")
     _top5(axes[2], b, j, clf)

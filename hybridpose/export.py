@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import __version__, atomic
+from . import atomic
 from .branches.image import ImageBranch
 from .engines import BUNDLE_FORMAT, IMAGE_MODEL, MANIFEST, is_bundle
 from .engines.ort import EMBEDDING
@@ -134,7 +134,7 @@ def make_manifest(run: RunFolder, config: dict, image: ImageBranch, h: Hierarchy
     return {
         "format": BUNDLE_FORMAT, "version": 1,
         "source_run": str(run.root.resolve()), "run_id": config.get("run_id"),
-        "versions": {"hybridpose": __version__, "torch": torch.__version__, "onnx": onnx.__version__,
+        "versions": {"hybridpose": _version(), "torch": torch.__version__, "onnx": onnx.__version__,
                      "onnx_opset": OPSET, "onnxruntime": ort_version, "xgboost": xgboost.__version__,
                      "python": __import__("platform").python_version()},
         "image_model": {
@@ -166,3 +166,12 @@ def _sha256(path: Path) -> str:
 def max_difference(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> dict[str, float]:
     """Max absolute difference per level between two sets of level probabilities."""
     return {lv: float(np.max(np.abs(a[lv] - b[lv]))) for lv in a}
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("hybridpose")
+    except PackageNotFoundError:
+        return "unknown"
