@@ -3,7 +3,16 @@
     .venv/bin/python benchmarks/bench_predict.py --model RUN [--data DIR] [--n N] [--repeat R]
                                                  [--batch-size 32] [--json PATH]
     .venv/bin/python benchmarks/bench_predict.py --model RUN --memory [M] [--copies link|distinct]
+    .venv/bin/python benchmarks/bench_predict.py --model RUN [--data DIR] --cli [--bundle DIR] [--repeat R]
     .venv/bin/python benchmarks/bench_predict.py --smoke [--model RUN]   # both modes, tiny: does it run?
+    .venv/bin/python benchmarks/bench_predict.py --smoke --cli           # the --cli mode, tiny
+
+--cli (whole processes, every photo of --data, cold pose cache, median of R alternating rounds):
+`hybridpose predict` with --engine torch (the run) and onnxruntime (a bundle exported on the spot unless
+--bundle), --workers 0/1/2, against the yardstick (bench_yardstick.py: MediaPipe + k-NN, one process)
+and the bare parts (decode + MediaPipe in W forked processes; ONNX Runtime forward on pre-made crops)
+alone and run concurrently. Goals: predict wall <= 1.2 x yardstick wall; bare concurrent wall / predict
+wall >= 0.85; identical labels across predict configurations.
 
 Speed mode (default), all in one process on the same N photos (default 128, spread over the class
 folders), chunk by chunk (32 photos, one predict batch): end to end, then the parts on the same
@@ -376,7 +385,7 @@ def cli(args, tmp: Path, data: Path) -> dict:
     py, cli_main = sys.executable, [sys.executable, "-m", "hybridpose_cli.main"]
     configs = SMOKE_CONFIGS if args.smoke else PREDICT_CONFIGS
     workers = sorted({w for _, w in configs if w} | {1, 2}) if not args.smoke else [1]
-    jobs: dict[str, list[str]] = {"yardstick": [py, str(_common.REPO / "benchmarks" / "yardstick_knn.py"), str(photos)]}
+    jobs: dict[str, list[str]] = {"yardstick": [py, str(_common.REPO / "benchmarks" / "bench_yardstick.py"), str(photos)]}
     for kind in ("pose", "ort", "both"):
         for w in workers if kind != "ort" else [0]:
             jobs[f"bare {kind} {w}"] = [py, __file__, "--bare", kind, "--bare-workers", str(w), "--data", str(photos),

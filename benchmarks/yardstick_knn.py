@@ -4,7 +4,7 @@ MediaPipe Pose (static images, the bundled complexity-1 model) on every photo, o
 k-nearest-neighbour classifier on the normalised keypoints (5-fold cross-validated over the same photos,
 labels from the class folders). The timed part is the whole process, as for the CLI:
 
-    .venv/bin/python benchmarks/yardstick_knn.py [DATA] [--out labels.csv] [--smoke]
+    .venv/bin/python benchmarks/bench_yardstick.py [DATA] [--out labels.csv] [--smoke]
 
 DATA: a class-folder tree (default ../shared/data/yoga8). Prints the photos, wall seconds, photos/s and
 the k-NN accuracy (for information). --smoke: 8 photos of data/sample, seconds, numbers meaningless.

@@ -112,8 +112,9 @@ class HybridPoseClassifier:
         probs = {lv: np.where(usable[:, None], p, np.nan) for lv, p in b.fused.items()}
         return probs, b.poses[["path", "status", "reason"]].reset_index(drop=True)
 
-    def predict(self, paths: Sequence[str | Path], batch_size: int = 32, show_progress: bool = False) -> pd.DataFrame:
-        return pd.concat(list(self.iter_predict(paths, batch_size, show_progress)), ignore_index=True)
+    def predict(self, paths: Sequence[str | Path], batch_size: int = 32, show_progress: bool = False,
+                workers: int = 0) -> pd.DataFrame:
+        return pd.concat(list(self.iter_predict(paths, batch_size, show_progress, workers=workers)), ignore_index=True)
 
     def iter_predict(self, paths: Sequence[str | Path], batch_size: int = 32, show_progress: bool = False,
                      detailed: bool = False, workers: int = 0) -> Iterator[pd.DataFrame]:

@@ -9,7 +9,6 @@ import numpy as np
 import pandas as pd
 
 from . import atomic
-from .classifier import HybridPoseClassifier
 from .datasets import load_dataset
 from .errors import DatasetError, RunError
 from .hierarchy import Hierarchy
@@ -102,6 +101,13 @@ def predict(inputs: str | Path, run: str | Path, out: str | Path, *, rules: str 
         raise OutputError(f"--format {fmt!r}: choose one of csv, json.")
     check_writable(out, "file", file_name="predictions.jsonl" if fmt == "json" else "predictions.csv")
     paths = [e.path for e in open_inputs(inputs)]
+    if workers > 0 and paths:  # the workers start before PyTorch is imported (the classifier, below)
+        from .pipeline import prestart
+        from .pose import estimator_class
+
+        prestart(workers, estimator_class(RunFolder(run).read_config().get("skeleton")))
+    from .classifier import HybridPoseClassifier
+
     clf = HybridPoseClassifier.load(run, rules=rules, use_rules=not no_rules, partial=partial, engine=engine)
     clf.cache_dir = Path(cache_dir) if cache_dir else None
     counts: dict[str, int] = {}
@@ -189,6 +195,8 @@ def _holds_photos(folder: Path) -> bool:
 
 
 def _frame_from_dataset(data: Path, run: Path, images, show_progress: bool) -> tuple[pd.DataFrame, Hierarchy]:
+    from .classifier import HybridPoseClassifier
+
     ds = load_dataset(data, images=images)
     clf = HybridPoseClassifier.load(run)
     unknown = sorted(set(ds.labels) - set(clf.hierarchy.leaves))

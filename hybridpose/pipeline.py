@@ -20,7 +20,7 @@ from .crops import crop_photo
 from .images import ImageLoadError, open_rgb
 from .pose import PoseCache, PoseResult, analyse_loaded, first_look
 
-Item = tuple[int, str, "PoseResult | None"]
+Item = tuple[int, str, "PoseResult | None", int, float, int]  # index, path, cached result, crop size, margin, keypoints
 Done = tuple[int, PoseResult, "np.ndarray | None"]
 
 
@@ -41,23 +41,41 @@ def pose_and_crop(path: str, cached: PoseResult | None, estimator: Callable[[], 
 _STATE: dict = {}
 
 
-def _init(estimator: type, size: int, margin: float, n_keypoints: int) -> None:
+def _init(estimator: type) -> None:
     devnull = os.open(os.devnull, os.O_WRONLY)  # MediaPipe's C++ log lines would break the progress bar
     os.dup2(devnull, 2)
     os.close(devnull)
-    _STATE.update(estimator_class=estimator, size=size, margin=margin, n=n_keypoints, estimator=None)
-
-
-def _estimator():
-    if _STATE["estimator"] is None:
-        _STATE["estimator"] = _STATE["estimator_class"]()
-    return _STATE["estimator"]
+    _STATE["estimator"] = estimator()  # now: the pose graph starts while the main process loads the networks
 
 
 def _work(item: Item) -> Done:
-    i, path, cached = item
-    result, crop = pose_and_crop(path, cached, _estimator, _STATE["size"], _STATE["margin"], _STATE["n"])
+    i, path, cached, size, margin, n = item
+    result, crop = pose_and_crop(path, cached, lambda: _STATE["estimator"], size, margin, n)
     return i, result, crop
+
+
+_PRESTARTED: dict[tuple[int, type], object] = {}
+
+
+def prestart(workers: int, estimator: type) -> None:
+    """Fork the workers now, before this process imports PyTorch and loads the networks, so that both start
+    up at once; the next ``Producer`` with the same workers and estimator takes the pool."""
+    if workers > 0 and (workers, estimator) not in _PRESTARTED and _forkable():
+        if not _PRESTARTED:
+            import atexit
+
+            atexit.register(discard_prestarted)  # e.g. the model failed to load: no Producer took them
+        _PRESTARTED[(workers, estimator)] = _pool(workers, estimator)
+
+
+def discard_prestarted() -> None:
+    """End workers that ``prestart`` forked and no ``Producer`` took (e.g. the model failed to load)."""
+    while _PRESTARTED:
+        _PRESTARTED.popitem()[1].terminate()
+
+
+def _pool(workers: int, estimator: type):
+    return mp.get_context("fork").Pool(workers, initializer=_init, initargs=(estimator,))
 
 
 # ---------------------------------------------------------------------------------------- main side
@@ -75,17 +93,21 @@ def share_cores(branch, workers: int) -> int:
 
 def can_fork(workers: int) -> bool:
     """Whether worker processes can be forked here; says why not (then the caller works in-process)."""
-    from . import pose
-
     if workers <= 0:
         return False
-    if os.name != "posix" or pose._MEDIAPIPE_STARTED:
+    if not _forkable():
         from .progress import log
 
         log("[yellow]predict: this process already ran MediaPipe (or cannot fork); decoding and posing in this "
             f"process instead of {workers} worker(s) (start a fresh process to use them).")
         return False
     return True
+
+
+def _forkable() -> bool:
+    from . import pose
+
+    return os.name == "posix" and not pose._MEDIAPIPE_STARTED
 
 
 class Producer:
@@ -98,8 +120,9 @@ class Producer:
 
     def batches(self, paths: Sequence[str], batch_size: int) -> Iterator[tuple[list[str | None], list[PoseResult], np.ndarray]]:
         """Per batch: content hashes, pose results and crops."""
-        ctx = mp.get_context("fork")  # workers start in milliseconds and inherit the imported modules
-        with ctx.Pool(self.workers, initializer=_init, initargs=(self.estimator, self.size, self.margin, self.n)) as pool:
+        # fork: workers start in milliseconds and inherit the imported modules
+        pool = _PRESTARTED.pop((self.workers, self.estimator), None) or _pool(self.workers, self.estimator)
+        with pool:
             cache = PoseCache(self.cache_dir, self.estimator.version)
             try:
                 yield from self._batches(pool, cache, [str(p) for p in paths], batch_size)
@@ -121,7 +144,8 @@ class Producer:
                 if known[j] is not None:
                     pending.append((c, (j, known[j], None)))
                 else:
-                    pending.append((c, pool.apply_async(_work, ((j, path, cached.get(sha)),))))
+                    item = (j, path, cached.get(sha), self.size, self.margin, self.n)
+                    pending.append((c, pool.apply_async(_work, (item,))))
 
         for c in range(len(chunks)):
             while submitted < len(chunks) and len(pending) < window:
@@ -133,7 +157,7 @@ class Producer:
             fresh = []
             for _ in range(len(chunks[c])):
                 _, job = pending.popleft()
-                j, result, crop = job if isinstance(job, tuple) else job.get()
+                j, result, crop = job if isinstance(job, tuple) else _get(job, chunks[c])
                 results[j] = result
                 if crop is not None:
                     crops[j] = crop
@@ -141,3 +165,18 @@ class Producer:
                     fresh.append((shas[j], result))
             cache.put_many(fresh)
             yield shas, results, crops
+
+
+WORKER_TIMEOUT = 600.0  # seconds for one photo: a worker killed mid-photo (out of memory, a crash) never answers
+
+
+def _get(job, chunk: list[str]) -> Done:
+    import multiprocessing
+
+    try:
+        return job.get(WORKER_TIMEOUT)
+    except multiprocessing.TimeoutError:
+        from .errors import HybridPoseError
+
+        raise HybridPoseError(f"a worker process gave no answer for {WORKER_TIMEOUT:.0f} s on a photo among "
+                              f"{chunk[0]} ...; it may have crashed on it: run again with --workers 0 to see which.") from None

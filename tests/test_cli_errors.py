@@ -65,6 +65,7 @@ def data(tmp_path) -> Path:
 def no_work(monkeypatch):
     """Pose extraction, model loading, calibration and evaluation fail the test if they start."""
     import hybridpose.api
+    import hybridpose.classifier
     import hybridpose.explain
     import hybridpose.jobs
     import hybridpose.metrics
@@ -75,7 +76,7 @@ def no_work(monkeypatch):
 
     monkeypatch.setattr(hybridpose.api, "extract", forbidden)
     monkeypatch.setattr(hybridpose.train.fit, "extract", forbidden)
-    monkeypatch.setattr(hybridpose.jobs.HybridPoseClassifier, "load", forbidden)
+    monkeypatch.setattr(hybridpose.classifier.HybridPoseClassifier, "load", forbidden)
     monkeypatch.setattr(hybridpose.explain.HybridPoseClassifier, "load", forbidden)
     monkeypatch.setattr(hybridpose.jobs, "calibrate_rules", forbidden)
     monkeypatch.setattr(hybridpose.metrics, "evaluate_frame", forbidden)
