@@ -123,3 +123,40 @@ def test_cli_predict_workers_and_engines_agree(bundle, tiny_run, bad_corpus, tmp
     assert len(one) == len(list(photos.iterdir())) and (one["status"] == "ok").sum() >= 12
     cols = ["path", "status", "reason", "class", "subgroup", "group", "top1", "top2", "rule"]
     pd.testing.assert_frame_equal(one[cols], two[cols])
+
+
+def test_producer_keeps_order_and_a_bounded_window(tmp_path, monkeypatch):
+    """At most two batches of photos are in flight however many photos there are; batches come out in order."""
+    from hybridpose import pipeline
+    from hybridpose.pose import PoseResult
+
+    photos = []
+    for i in range(23):
+        p = tmp_path / f"{i:02d}.jpg"
+        p.write_bytes(b"x" * (i + 1))  # distinct contents: distinct cache keys
+        photos.append(str(p))
+    outstanding, most = set(), [0]
+
+    class Job:
+        def __init__(self, item):
+            self.item = item
+
+        def get(self, timeout=None):
+            outstanding.discard(self.item[1])
+            j, path = self.item[:2]
+            return j, PoseResult("no_person", path), np.full((self.item[3], self.item[3], 3), j, np.uint8)
+
+    class Pool:
+        def apply_async(self, fn, args):
+            assert fn is pipeline._work
+            outstanding.add(args[0][1])
+            most[0] = max(most[0], len(outstanding))
+            return Job(args[0])
+
+    producer = pipeline.Producer(object, 8, 0.15, 5, workers=1, cache_dir=tmp_path / "cache")
+    cache = pipeline.PoseCache(tmp_path / "cache", "test")
+    got = list(producer._batches(Pool(), cache, photos, batch_size=4))
+    assert [len(r) for _, r, _ in got] == [4, 4, 4, 4, 4, 3]
+    assert [r.reason for _, rs, _ in got for r in rs] == photos  # in order
+    assert all((crops[j] == j).all() for _, _, crops in got for j in range(len(crops)))  # each crop in its row
+    assert most[0] <= 8  # two batches of 4
