@@ -192,7 +192,7 @@ def predict(
     cache: Optional[Path] = CacheOpt,
     partial: bool = typer.Option(False, "--partial", help="Predict with the finished folds of an incomplete run (noted in every row)."),
     engine: Optional[str] = typer.Option(None, "--engine", help="What runs the image networks: torch (a run's checkpoints) or onnxruntime (an exported bundle); default: onnxruntime for a bundle when installed, else torch."),
-    workers: int = typer.Option(1, "--workers", "-j", min=0, help="Processes that decode, pose and crop photos while the networks run (0: all in one process)."),
+    workers: Optional[int] = typer.Option(None, "--workers", "-j", min=0, help="Processes that decode, pose and crop photos while the networks run on the cores left (default: one per CPU core; 0: all in one process)."),
 ) -> None:
     """Label every photo at every hierarchy level: one row per file, whatever the file holds."""
     from hybridpose.jobs import predict as run_predict

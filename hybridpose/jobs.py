@@ -25,6 +25,11 @@ from .rules.io import backup_if_edited
 def load_oof(run: Path) -> tuple[pd.DataFrame, Hierarchy, dict]:
     folder = RunFolder(run)
     config = folder.read_config()
+    from .engines import is_bundle
+
+    if is_bundle(folder):
+        raise RunError(f"{folder.root}: an exported bundle holds no out-of-fold predictions; evaluate the run it "
+                       f"came from, or a labelled set with `hybridpose evaluate DATA --model {folder.root}`.")
     path = folder.require(folder.oof)
     return pd.read_csv(path, keep_default_na=False, na_values=[""]), Hierarchy.from_dict(config["hierarchy"]), config
 
@@ -91,16 +96,18 @@ def _rules_file(out: Path) -> Path:
 def predict(inputs: str | Path, run: str | Path, out: str | Path, *, rules: str | Path | None = None,
             no_rules: bool = False, fmt: str = "csv", batch_size: int = 32, show_progress: bool = True,
             cache_dir: str | Path | None = None, partial: bool = False, engine: str | None = None,
-            workers: int = 0) -> dict:
+            workers: int | None = 0) -> dict:
     """Stream predictions for every image under ``inputs`` into ``out`` (CSV or JSON lines), atomically.
 
     ``engine``: what runs the image networks (hybridpose.engines; default torch for a run, onnxruntime for an
-    exported bundle); ``workers``: processes that decode, pose and crop while this one runs the networks."""
+    exported bundle); ``workers``: processes that decode, pose and crop while this one runs the networks (None: one
+    per CPU core)."""
     inputs, out = Path(inputs), Path(out)
     if fmt not in ("csv", "json"):
         raise OutputError(f"--format {fmt!r}: choose one of csv, json.")
     check_writable(out, "file", file_name="predictions.jsonl" if fmt == "json" else "predictions.csv")
     paths = [e.path for e in open_inputs(inputs)]
+    workers = (os.cpu_count() or 1) if workers is None else workers
     if workers > 0 and paths:  # the workers start before PyTorch is imported (the classifier, below)
         from .pipeline import prestart
         from .pose import estimator_class
