@@ -91,6 +91,18 @@ def test_engine_choice_errors(bundle, tiny_run):
         export(bundle, bundle.parent / "again")
 
 
+def test_bundle_without_onnxruntime_says_how_to_install(bundle, monkeypatch):
+    import dataclasses
+
+    from hybridpose import engines
+
+    engines.available()
+    missing = dataclasses.replace(engines.ENGINES["onnxruntime"], available=lambda: False)
+    monkeypatch.setitem(engines.ENGINES, "onnxruntime", missing)
+    with pytest.raises(RunError, match=r"onnxruntime: its runtime is not installed; run `pip install onnxruntime`"):
+        HybridPoseClassifier.load(bundle)
+
+
 def test_damaged_onnx_is_one_clear_error(bundle, tmp_path):
     copy = Path(shutil.copytree(bundle, tmp_path / "b"))
     (copy / "image_model.onnx").write_bytes(b"not a model")

@@ -48,12 +48,12 @@ def is_bundle(run: "RunFolder") -> bool:
 
 
 def pick_engine(run: "RunFolder", name: str | None = None) -> Engine:
-    """The engine asked for, checked against what ``run`` holds; by default onnxruntime for a bundle
-    (when installed) and torch for a run."""
+    """The engine asked for, checked against what ``run`` holds; by default onnxruntime for a bundle and
+    torch for a run. An engine whose runtime is not installed is an error that says how to install it."""
     _load_builtin()
     bundle = is_bundle(run)
     if name is None:
-        name = "onnxruntime" if bundle and ENGINES["onnxruntime"].available() else "torch"
+        name = "onnxruntime" if bundle else "torch"
     if name not in ENGINES:
         raise RunError(f"--engine {name}: unknown engine; choose one of {', '.join(sorted(ENGINES))}.")
     engine = ENGINES[name]
