@@ -12,20 +12,22 @@ the number of workers changes between measurements:
            actors (`--workers W`, one CPU each), a fresh, empty pose cache each time so MediaPipe runs on
            every photo. Timed: the whole call (Ray Data plan, actors starting and loading the run, every
            batch, the Parquet shards and merged CSV written by this process), best of --repeat; the actor
-           start (a second or two) is in every measurement, so use an N that makes it small.
+           start (seconds) is in every measurement; "steady" removes it: the same on the first N/4
+           photos, and photos/s = (N - N/4) / (seconds for N - seconds for N/4).
            photos/s = N / seconds.
   fit      `hybridpose.train.fit.train_folds` on a copy of a prepared run with its F folds' results
            removed, on the ray executor with W folds at a time (`cpus_per_fold` chosen so that W fit in
            the Ray instance; one PyTorch thread each). Timed: all F folds. folds/min = F / minutes.
   ratio    throughput with W workers / throughput with 1.
 Before any clock: `max(W)` Ray workers are started with the libraries imported (fold tasks reuse them),
-and one untimed predict runs, so that no measurement pays for a cold start the others skip.
+one untimed predict and one untimed round of folds run, so that no measurement pays for a cold start
+the others skip.
 The run is --model RUN, or (without it) fitted here first, untimed: preset tiny, --folds folds, on
 --per-class photos of each class of --data. Its fold settings (backbone, epochs, input size) are the
 work that is timed in `fit`; pass --model for a realistic fold (e.g. a quick-preset run).
 
 --smoke: data/sample with 3 photos per class, a 32-px timm test network, 1 epoch per stage, 2 folds,
-24 photos predicted, workers 1,2, one repeat; checks a row per photo and every fold finished.
+8 photos predicted, workers 1,2, one repeat; checks a row per photo and every fold finished.
 """
 from __future__ import annotations
 
@@ -54,7 +56,7 @@ def main() -> None:
     ap.add_argument("--json", default=None)
     _common.add_smoke_arg(ap, "predict and fit on Ray with 1 and 2 workers")
     args = ap.parse_args()
-    _common.apply_smoke(args, n=24, folds=2, per_class=3, workers="1,2", repeat=1)
+    _common.apply_smoke(args, n=8, folds=2, per_class=3, workers="1,2", repeat=1)
     tmp = _common.setup_env()
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     workers = [int(w) for w in args.workers.split(",")]
@@ -110,6 +112,7 @@ def warm_up(most: int, run: Path, photos: list, work: Path) -> None:
     from hybridpose.executors.ray import predict
 
     pids = {pid for _, pid in get_executor("ray").map(_import_training, list(range(most)), show_progress=False)}
+    _fit_once(run, most, most, work, "warm")  # every worker's first fold pays one-off costs (first model, first ops)
     predict([str(p) for p in photos], run, work / "warm", workers=most, threads=1, cache_dir=work / "warm-cache",
             show_progress=False)
     shutil.rmtree(work / "warm")
@@ -117,53 +120,66 @@ def warm_up(most: int, run: Path, photos: list, work: Path) -> None:
 
 
 def measure_predict(run: Path, photos: list, workers: list[int], work: Path, args) -> dict:
+    out = {}
+    head = photos[: max(1, len(photos) // 4)]
+    for w in workers:
+        full = min(_predict_once(run, photos, w, work, f"{w}_{r}") for r in range(args.repeat))
+        short = min(_predict_once(run, head, w, work, f"{w}_{r}_short") for r in range(args.repeat))
+        steady = (len(photos) - len(head)) / (full - short) if full > short else float("nan")
+        out[w] = {"seconds": full, "photos_per_s": len(photos) / full, "seconds_quarter": short,
+                  "steady_photos_per_s": steady}
+        print(f"predict, {w} worker(s): {len(photos) / full:.2f} photos/s end to end, {steady:.2f} steady", flush=True)
+    return out
+
+
+def _predict_once(run: Path, photos: list, w: int, work: Path, tag: str) -> float:
     import pandas as pd
 
     from hybridpose.executors.ray import predict
 
-    out = {}
-    for w in workers:
-        times = []
-        for r in range(args.repeat):
-            target = work / f"pred_{w}_{r}"
-            t0 = time.perf_counter()
-            res = predict([str(p) for p in photos], run, target, workers=w, cpus_per_worker=1, threads=1,
-                          cache_dir=work / f"cache_{w}_{r}", show_progress=False)
-            times.append(time.perf_counter() - t0)
-            frame = pd.read_csv(target / "predictions.csv")
-            _common.smoke_check(list(frame["path"]) == [str(p) for p in photos] and frame["status"].notna().all(),
-                                f"predict with {w} worker(s): a row with a status for every photo, in order")
-            _common.smoke_check(res["images"] == len(photos), "predict counted every photo")
-            shutil.rmtree(target)
-        out[w] = {"seconds": min(times), "photos_per_s": len(photos) / min(times), "all_seconds": times}
-        print(f"predict, {w} worker(s): {len(photos) / min(times):.2f} photos/s", flush=True)
-    return out
+    target = work / f"pred_{tag}"
+    t0 = time.perf_counter()
+    res = predict([str(p) for p in photos], run, target, workers=w, cpus_per_worker=1, threads=1,
+                  cache_dir=work / f"cache_{tag}", show_progress=False)
+    seconds = time.perf_counter() - t0
+    frame = pd.read_csv(target / "predictions.csv")
+    _common.smoke_check(list(frame["path"]) == [str(p) for p in photos] and frame["status"].notna().all(),
+                        f"predict with {w} worker(s): a row with a status for every photo, in order")
+    _common.smoke_check(res["images"] == len(photos), "predict counted every photo")
+    shutil.rmtree(target)
+    return seconds
 
 
 def measure_fit(run: Path, workers: list[int], work: Path, args) -> dict:
-    from hybridpose.executors import Resources, get_executor
     from hybridpose.runfolder import RunFolder
-    from hybridpose.train.fit import train_folds
 
     most = max(workers)
     k = int(RunFolder(run).read_config()["folds"])
     out = {}
     for w in workers:
-        times = []
-        for r in range(args.repeat):
-            copy = work / f"fit_{w}_{r}"
-            shutil.copytree(run, copy, ignore=shutil.ignore_patterns("fold_*", "oof_predictions.csv", "summary.json"))
-            one_thread(copy)
-            t0 = time.perf_counter()
-            done = train_folds(copy, get_executor("ray"), resources=Resources(cpus=most / w), retries=0,
-                               show_progress=False)
-            times.append(time.perf_counter() - t0)
-            _common.smoke_check(sorted(done) == list(range(1, k + 1)) and all(
-                RunFolder(copy).fold_done(i).exists() for i in range(1, k + 1)), f"fit with {w} worker(s): every fold finished")
-            shutil.rmtree(copy)
-        out[w] = {"folds": k, "seconds": min(times), "folds_per_min": 60 * k / min(times), "all_seconds": times}
-        print(f"fit, {w} fold(s) at a time: {60 * k / min(times):.2f} folds/min", flush=True)
+        seconds = min(_fit_once(run, w, most, work, f"{w}_{r}") for r in range(args.repeat))
+        out[w] = {"folds": k, "seconds": seconds, "folds_per_min": 60 * k / seconds}
+        print(f"fit, {w} fold(s) at a time: {60 * k / seconds:.2f} folds/min", flush=True)
     return out
+
+
+def _fit_once(run: Path, w: int, most: int, work: Path, tag: str) -> float:
+    """Seconds to train every fold of a copy of ``run`` (its folds removed), ``w`` folds at a time."""
+    from hybridpose.executors import Resources, get_executor
+    from hybridpose.runfolder import RunFolder
+    from hybridpose.train.fit import train_folds
+
+    k = int(RunFolder(run).read_config()["folds"])
+    copy = work / f"fit_{tag}"
+    shutil.copytree(run, copy, ignore=shutil.ignore_patterns("fold_*", "oof_predictions.csv", "summary.json"))
+    one_thread(copy)
+    t0 = time.perf_counter()
+    done = train_folds(copy, get_executor("ray"), resources=Resources(cpus=most / w), retries=0, show_progress=False)
+    seconds = time.perf_counter() - t0
+    _common.smoke_check(sorted(done) == list(range(1, k + 1)) and all(
+        RunFolder(copy).fold_done(i).exists() for i in range(1, k + 1)), f"fit with {w} worker(s): every fold finished")
+    shutil.rmtree(copy)
+    return seconds
 
 
 def one_thread(run: Path) -> None:
@@ -175,13 +191,14 @@ def one_thread(run: Path) -> None:
 
 def report(results: dict, workers: list[int], n: int) -> None:
     base = workers[0]
-    print(f"\n{'what':<10}{'workers':>8}{'throughput':>22}{'ratio to ' + str(base):>14}")
-    for w in workers:
-        p = results["predict"][w]
-        print(f"{'predict':<10}{w:>8}{p['photos_per_s']:>14.2f} photo/s{p['photos_per_s'] / results['predict'][base]['photos_per_s']:>14.2f}")
+    print(f"\n{'what':<16}{'workers':>8}{'throughput':>22}{'ratio to ' + str(base):>14}")
+    for key, label in (("photos_per_s", "predict"), ("steady_photos_per_s", "predict steady")):
+        for w in workers:
+            v = results["predict"][w][key]
+            print(f"{label:<16}{w:>8}{v:>14.2f} photo/s{v / results['predict'][base][key]:>14.2f}")
     for w in workers:
         f = results["fit"][w]
-        print(f"{'fit':<10}{w:>8}{f['folds_per_min']:>15.2f} fold/min{f['folds_per_min'] / results['fit'][base]['folds_per_min']:>13.2f}")
+        print(f"{'fit':<16}{w:>8}{f['folds_per_min']:>15.2f} fold/min{f['folds_per_min'] / results['fit'][base]['folds_per_min']:>13.2f}")
     print(f"(predict: {n} photos; fit: {results['fit'][base]['folds']} folds; goal: ratio >= 1.7 with 2 workers)")
 
 

@@ -136,7 +136,7 @@ def fit(
     summary = run_fit(data, out, folds=given("folds", folds), preset=preset_name, hierarchy=given("hierarchy", hierarchy),
                       images=given("images", images), flip_pairs=given("flip_pairs", flip_pairs),
                       workers=given("workers", workers), cache_dir=given("cache", cache),
-                      skeleton=given("skeleton", skeleton), executor=getattr(given("executor", executor), "value", given("executor", executor)),
+                      skeleton=given("skeleton", skeleton), executor=given("executor", executor.value),
                       address=given("address", address), cpus_per_fold=given("cpus_per_fold", cpus_per_fold),
                       gpus_per_fold=given("gpus_per_fold", gpus_per_fold), **overrides)
     _print_fit(summary, out)
@@ -196,8 +196,10 @@ def tune(
     from hybridpose.train.config import stage_epochs
     from hybridpose.train.tune import SearchSpace, tune as run_tune
 
+    if not all(v.isdigit() for v in _csv(input_sizes)):
+        raise typer.BadParameter(f"{input_sizes!r}: give whole numbers of pixels, e.g. 160,224.", param_hint="'--input-sizes'")
     space = SearchSpace(preset=preset.value, backbones=_csv(backbones), input_sizes=[int(v) for v in _csv(input_sizes)])
-    fixed = {k: v for k, v in dict(batch_size=batch_size, device=device and device.value, seed=seed).items() if v is not None}
+    fixed = {k: v for k, v in dict(batch_size=batch_size, device=device and device.value).items() if v is not None}
     fixed.update(stage_epochs(preset.value, epochs))
     _writable(out, "folder")
     res = run_tune(data, out, storage=study, trials=trials, folds=folds, space=space, study_name=study_name,
@@ -284,6 +286,8 @@ def predict(
     if executor is ExecutorName.ray:
         from hybridpose.executors.ray import predict_inputs
 
+        if fmt is not Format.csv:
+            raise typer.BadParameter("--executor ray writes Parquet shards and a CSV; leave out --format.", param_hint="'--format'")
         res = predict_inputs(inputs, model, out or Path("predictions"), address=address, workers=ray_workers,
                              cpus_per_worker=cpus_per_worker, gpus_per_worker=gpus_per_worker, rules=rules,
                              no_rules=no_rules, batch_size=batch_size, cache_dir=cache, partial=partial)

@@ -171,19 +171,28 @@ def predict(paths: Sequence[str], run: str | Path, out: str | Path, *, workers: 
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     counts: dict[str, int] = {}
-    shards, frames, n = [], [], 0
+    shards, frames, buffer, n = [], [], [], 0
+
+    def write_shard() -> None:
+        name = f"part-{len(shards):05d}.parquet"
+        pd.concat(buffer, ignore_index=True).to_parquet(tmp / name, index=False)
+        shards.append(name)
+        buffer.clear()
+
     try:
         with progress_bar("predict (ray)", total=len(paths), enabled=show_progress) as advance:
-            for frame in ds.iter_batches(batch_size=SHARD_ROWS, batch_format="pandas"):
-                name = f"part-{len(shards):05d}.parquet"
-                frame.to_parquet(tmp / name, index=False)
-                shards.append(name)
+            for frame in ds.iter_batches(batch_size=batch_size, batch_format="pandas"):
+                buffer.append(frame)
+                if sum(map(len, buffer)) >= SHARD_ROWS:
+                    write_shard()
                 for s, c in frame["status"].value_counts().items():
                     counts[str(s)] = counts.get(str(s), 0) + int(c)
                 n += len(frame)
                 if len(paths) <= MERGED_CSV_MAX_ROWS:
                     frames.append(frame)
                 advance(len(frame))
+        if buffer:
+            write_shard()
         if frames:
             pd.concat(frames, ignore_index=True).to_csv(tmp / "predictions.csv", index=False)
         _replace(tmp, out)

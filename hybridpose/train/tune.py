@@ -80,7 +80,10 @@ def tune(data: str | Path, out: str | Path, *, storage: str, trials: int = 20, f
 
     out = Path(out)
     space = space or SearchSpace()
-    make_config(space.preset, **{k: v for k, v in fixed.items() if not k.startswith("stage")})  # checked before any work
+    fixed = {"seed": seed, **fixed}  # the sampler's seed is every trial's fit seed too
+    for backbone in space.backbones or [None]:  # every choice checked before any work
+        for size in space.input_sizes or [None]:
+            make_config(space.preset, backbone=backbone, input_size=size, **{k: v for k, v in fixed.items() if not k.startswith("stage")})
     ds = load_dataset(data, hierarchy=hierarchy, images=images, flip_pairs=flip_pairs)
     check_fold_counts(ds.labels, folds, "photos")
     storage = absolute_storage(storage)
