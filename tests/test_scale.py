@@ -60,6 +60,7 @@ def _probs(run: Path) -> pd.DataFrame:
     return frame[[c for c in frame.columns if c.startswith(("image:", "keypoint:", "fused:"))]]
 
 
+@pytest.mark.slow
 def test_ray_executor_gives_the_local_out_of_fold_predictions(ray_session, small_data, tmp_path):
     from hybridpose.train.fit import fit
 
@@ -93,6 +94,7 @@ def _kill_once_then_train(run: str, marker: str, k: int) -> int:
     return fold_task(run, k)
 
 
+@pytest.mark.slow
 def test_a_killed_fold_worker_is_retried_and_keeps_finished_work(ray_session, small_data, tmp_path):
     from hybridpose.executors import get_executor
     from hybridpose.train.fit import finish, prepare, train_fold, train_folds

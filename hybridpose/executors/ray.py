@@ -157,7 +157,8 @@ def predict(paths: Sequence[str], run: str | Path, out: str | Path, *, workers: 
     ctx = ray.data.DataContext.get_current()
     ctx.execution_options.preserve_order = True
     ctx.enable_progress_bars = False  # ours below
-    logging.getLogger("ray.data").setLevel(logging.WARNING)
+    for name in ("ray.data", "ray.data._internal.progress"):  # its plan and "progress bars disabled": noise here
+        logging.getLogger(name).setLevel(logging.ERROR)
     # at least a block per actor, so that a short list still keeps every actor busy
     blocks = max(1, min(len(paths), max(workers, math.ceil(len(paths) / batch_size))))
     ds = ray.data.from_items([{"path": str(p)} for p in paths], override_num_blocks=blocks)
