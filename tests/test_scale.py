@@ -209,3 +209,11 @@ def test_predict_on_ray_data_matches_local_predict_and_keeps_bad_files(ray_sessi
 
     with pytest.raises(RunError, match="not a prediction folder"):
         predict_inputs(inputs, small_run, small_data, show_progress=False)
+
+
+def test_a_task_the_cluster_cannot_hold_is_refused_before_it_waits_forever(ray_session):
+    from hybridpose.errors import ConfigError
+    from hybridpose.executors import Resources, get_executor
+
+    with pytest.raises(ConfigError, match="asks for 1 GPUs, but the Ray cluster has 0"):
+        list(get_executor("ray").map(abs, [1], resources=Resources(cpus=1, gpus=1), desc="fold", show_progress=False))

@@ -68,6 +68,7 @@ class RayExecutor(Executor):
             desc: str = "", show_progress: bool = True) -> Iterator[tuple[object, object]]:
         ray = _ray()
         res = resources or Resources()
+        _check_fits(ray, res, desc)
         task = ray.remote(_call).options(num_cpus=res.cpus, num_gpus=res.gpus, max_retries=retries,
                                          retry_exceptions=False)
         item_of = {task.remote(fn, item): item for item in items}
@@ -87,6 +88,15 @@ class RayExecutor(Executor):
         if self._owned and ray.is_initialized():
             ray.shutdown()
             self._owned = False
+
+
+def _check_fits(ray, res: Resources, desc: str) -> None:
+    """A task asking for more than the cluster has would wait forever: say so before submitting it."""
+    total = ray.cluster_resources()
+    for what, need, have in (("CPUs", res.cpus, total.get("CPU", 0)), ("GPUs", res.gpus, total.get("GPU", 0))):
+        if need > have:
+            raise ConfigError(f"each {desc or 'task'} piece asks for {need:g} {what}, but the Ray cluster has {have:g}; "
+                              f"ask for fewer (--cpus-per-fold / --gpus-per-fold / --cpus-per-trial ...) or add nodes.")
 
 
 def _call(fn: Callable, item: object) -> object:
