@@ -11,7 +11,7 @@ finished trials, and several `tune` processes (or Ray tasks, ``executor="ray"``)
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
