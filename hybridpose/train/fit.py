@@ -331,6 +331,8 @@ def finish(run: RunFolder | str | Path) -> dict:
     """The other branches (out of fold and on all photos), the fusion, oof_predictions.csv, curves, summary."""
     p = load_prepared(run)
     run = p.run
+    if p.cfg.num_threads:  # as in train_fold: the same threads wherever the folds ran (XGBoost follows OpenMP's)
+        torch.set_num_threads(p.cfg.num_threads)
     missing = [k for k in range(1, p.k + 1) if not run.fold_done(k).exists()]
     if missing:
         raise RunError(f"{run.root}: folds {missing} are not finished; run `{run.fit_command(p.config)}`.")
