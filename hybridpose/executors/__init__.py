@@ -41,6 +41,9 @@ class Executor:
         """How many pieces can run at once."""
         return 1
 
+    def check(self, resources: Resources, what: str = "task") -> None:
+        """A ConfigError, before any work, when no worker could ever hold a piece needing ``resources``."""
+
     def close(self) -> None:
         pass
 

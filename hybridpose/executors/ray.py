@@ -64,6 +64,9 @@ class RayExecutor(Executor):
     def slots(self) -> int:
         return max(1, int(_ray().cluster_resources().get("CPU", 1)))
 
+    def check(self, resources: Resources, what: str = "task") -> None:
+        _check_fits(_ray(), resources, what)
+
     def map(self, fn: Callable, items: Sequence, *, resources: Resources | None = None, retries: int = 0,
             desc: str = "", show_progress: bool = True) -> Iterator[tuple[object, object]]:
         ray = _ray()
@@ -95,7 +98,7 @@ def _check_fits(ray, res: Resources, desc: str) -> None:
     total = ray.cluster_resources()
     for what, need, have in (("CPUs", res.cpus, total.get("CPU", 0)), ("GPUs", res.gpus, total.get("GPU", 0))):
         if need > have:
-            raise ConfigError(f"each {desc or 'task'} piece asks for {need:g} {what}, but the Ray cluster has {have:g}; "
+            raise ConfigError(f"each {desc or 'task'} asks for {need:g} {what}, but the Ray cluster has {have:g}; "
                               f"ask for fewer (--cpus-per-fold / --gpus-per-fold / --cpus-per-trial ...) or add nodes.")
 
 

@@ -100,6 +100,7 @@ def fit(data: str | Path, out: str | Path, *, folds: int = 5, preset: str = "qui
     t0 = time.perf_counter()
     ex = get_executor(executor, address=address)
     try:
+        ex.check(Resources(cpus_per_fold, gpus_per_fold), "fold")  # before any work
         run = prepare(data, out, folds=folds, preset=preset, hierarchy=hierarchy, images=images, flip_pairs=flip_pairs,
                       workers=workers, cache_dir=cache_dir, show_progress=show_progress, skeleton=skeleton,
                       executor=ex, **overrides)
