@@ -98,6 +98,7 @@ def tune(data: str | Path, out: str | Path, *, storage: str, trials: int = 20, f
     log(f"[bold]tune[/] study {name!r} in {storage}: {len(finished(study))} finished trial(s), running {todo} more")
     ex = get_executor(executor, address=address)
     try:
+        ex.check(Resources(cpus_per_trial, gpus_per_trial), "trial")
         if ex.distributed:  # poses once, on the cluster, before trials compete for the cache
             warm_pose_cache(ex, ds.paths, skeleton=skeleton, cache_dir=cache_dir, show_progress=show_progress)
         extract(ds.paths, cache_dir=cache_dir, skeleton=skeleton, show_progress=show_progress)
