@@ -10,7 +10,7 @@ import typer
 
 from hybridpose.errors import HybridPoseError
 from hybridpose.progress import console
-from hybridpose.train.config import MIN_BATCH_SIZE, MIN_INPUT_SIZE, CamMethod, Device, Preset, TrainConfig
+from hybridpose.train.config import MIN_BATCH_SIZE, MIN_INPUT_SIZE, CamMethod, Device, FitOptions, Preset, TrainConfig
 
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -80,8 +80,18 @@ def extract(
     _print_summary(summary, out / "poses.csv")
 
 
+class ExecutorName(str, Enum):
+    local = "local"
+    ray = "ray"
+
+
+ExecutorOpt = typer.Option(FitOptions.executor, "--executor", help="Where the pieces run: local (this process) or ray (a Ray cluster; docs/SCALING.md).")
+AddressOpt = typer.Option(None, "--address", help="With --executor ray: auto joins the running cluster, ray://HOST:10001 a remote one; none: start a local Ray.")
+
+
 @app.command()
 def fit(
+    ctx: typer.Context,
     data: Path = typer.Argument(..., help="Image folder (one sub-folder per class) or a Yoga-82 list file."),
     out: Path = typer.Option(Path("runs/latest"), "--out", "-o", help="Run directory (rerun the same command to resume)."),
     folds: int = typer.Option(5, "--folds", "-k", min=2, help="Cross-validation folds (one image model each)."),
@@ -102,20 +112,42 @@ def fit(
     workers: int = WorkersOpt,
     cache: Optional[Path] = CacheOpt,
     skeleton: str = SkeletonOpt,
+    config: Optional[Path] = typer.Option(None, "--config", help="YAML file of fit options (e.g. tune's best.yaml); options given here override it."),
+    executor: ExecutorName = ExecutorOpt,
+    address: Optional[str] = AddressOpt,
+    cpus_per_fold: float = typer.Option(FitOptions.cpus_per_fold, "--cpus-per-fold", min=0.0, help="With --executor ray: CPUs a fold task asks for."),
+    gpus_per_fold: float = typer.Option(FitOptions.gpus_per_fold, "--gpus-per-fold", min=0.0, help="With --executor ray: GPUs a fold task asks for (e.g. 1, or 0.5 to share one)."),
 ) -> None:
     """Train the image branch per fold, the keypoint branch and their fusion; out-of-fold predictions included."""
-    from hybridpose.train.config import stage_epochs
+    from hybridpose.train.config import read_fit_config, stage_epochs, train_overrides
     from hybridpose.train.fit import fit as run_fit
 
+    given = _from_file(ctx, read_fit_config(config) if config else {})
+    preset_name = given("preset", preset.value)
     overrides = dict(backbone=backbone, weights=str(weights) if weights else None, pretrained=pretrained or None,
                      input_size=input_size, batch_size=batch_size, cam_method=cam_method and cam_method.value,
                      cam_weight=cam_weight, device=device and device.value, seed=seed)
-    overrides.update(stage_epochs(preset.value, epochs))
+    overrides.update(stage_epochs(preset_name, epochs))
+    if config:  # the file's training settings, under those given on the command line
+        file_train = train_overrides(read_fit_config(config), preset_name)
+        overrides = {**file_train, **{k: v for k, v in overrides.items() if v is not None}}
     _writable(out, "folder")
     _writable(cache, "folder", "--cache")
-    summary = run_fit(data, out, folds=folds, preset=preset.value, hierarchy=hierarchy, images=images,
-                      flip_pairs=flip_pairs, workers=workers, cache_dir=cache, skeleton=skeleton, **overrides)
+    summary = run_fit(data, out, folds=given("folds", folds), preset=preset_name, hierarchy=given("hierarchy", hierarchy),
+                      images=given("images", images), flip_pairs=given("flip_pairs", flip_pairs),
+                      workers=given("workers", workers), cache_dir=given("cache", cache),
+                      skeleton=given("skeleton", skeleton), executor=given("executor", executor.value),
+                      address=given("address", address), cpus_per_fold=given("cpus_per_fold", cpus_per_fold),
+                      gpus_per_fold=given("gpus_per_fold", gpus_per_fold), **overrides)
     _print_fit(summary, out)
+
+
+def _from_file(ctx: typer.Context, values: dict):
+    """``given(name, value)``: the command line's value when the option was typed, else the file's, else the default."""
+    def given(name: str, value):  # by the source's name: typer may carry its own copy of click
+        typed = getattr(ctx.get_parameter_source(name), "name", "DEFAULT") not in ("DEFAULT", "DEFAULT_MAP")
+        return value if typed or name not in values else values[name]
+    return given
 
 
 def _print_fit(summary: dict, out: Path) -> None:
@@ -134,6 +166,54 @@ def _print_fit(summary: dict, out: Path) -> None:
     for note in summary.get("notes", []):
         console.print(note)
     console.print(f"run saved in {out} ({summary['seconds']:.0f} s); next: hybridpose calibrate {out}")
+
+
+@app.command()
+def tune(
+    data: Path = typer.Argument(..., help="Image folder (one sub-folder per class) or a Yoga-82 list file."),
+    study: str = typer.Option(..., "--study", help="Optuna storage, e.g. sqlite:///study.db (a rerun continues the study)."),
+    trials: int = typer.Option(20, "--trials", "-n", min=1, help="Finished trials the study should hold (a rerun runs only the missing ones)."),
+    out: Path = typer.Option(Path("runs/tune"), "--out", "-o", help="Folder for the trials' runs, trials.csv and best.yaml."),
+    folds: int = typer.Option(3, "--folds", "-k", min=2, help="Folds of each trial's fit (the objective is its out-of-fold macro-F1)."),
+    preset: Preset = typer.Option(TrainConfig.preset, "--preset", help="The settings not searched, and the centre of the learning-rate search."),
+    backbones: Optional[str] = typer.Option(None, "--backbones", help="Backbones to choose from, comma-separated timm names (default: the preset's)."),
+    input_sizes: Optional[str] = typer.Option(None, "--input-sizes", help="Input sizes to choose from, e.g. 160,224 (default: the preset's)."),
+    epochs: Optional[str] = typer.Option(None, "--epochs", help="Epochs of stages 1,2,3 in every trial, e.g. 8,6,4."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help=f"Photos per training batch (at least {MIN_BATCH_SIZE})."),
+    device: Optional[Device] = typer.Option(None, "--device"),
+    seed: int = typer.Option(0, "--seed", min=0, help="Seed of the sampler and of every trial's fit."),
+    study_name: Optional[str] = typer.Option(None, "--study-name", help="Name of the study in the storage (default hybridpose-<data folder>)."),
+    hierarchy: Optional[Path] = typer.Option(None, "--hierarchy", help="Hierarchy CSV (default DATA/hierarchy.csv)."),
+    images: Optional[Path] = typer.Option(None, "--images", help="Image root for a Yoga-82 list."),
+    cache: Optional[Path] = CacheOpt,
+    skeleton: str = SkeletonOpt,
+    executor: ExecutorName = ExecutorOpt,
+    address: Optional[str] = AddressOpt,
+    cpus_per_trial: float = typer.Option(1.0, "--cpus-per-trial", min=0.0, help="With --executor ray: CPUs a trial task asks for."),
+    gpus_per_trial: float = typer.Option(0.0, "--gpus-per-trial", min=0.0, help="With --executor ray: GPUs a trial task asks for."),
+) -> None:
+    """Search learning rates, CAM and SupCon weights, crop margins, input size and backbone with Optuna."""
+    from hybridpose.train.config import stage_epochs
+    from hybridpose.train.tune import SearchSpace, tune as run_tune
+
+    if not all(v.isdigit() for v in _csv(input_sizes)):
+        raise typer.BadParameter(f"{input_sizes!r}: give whole numbers of pixels, e.g. 160,224.", param_hint="'--input-sizes'")
+    space = SearchSpace(preset=preset.value, backbones=_csv(backbones), input_sizes=[int(v) for v in _csv(input_sizes)])
+    fixed = {k: v for k, v in dict(batch_size=batch_size, device=device and device.value).items() if v is not None}
+    fixed.update(stage_epochs(preset.value, epochs))
+    _writable(out, "folder")
+    res = run_tune(data, out, storage=study, trials=trials, folds=folds, space=space, study_name=study_name,
+                   executor=executor.value, address=address, cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial,
+                   seed=seed, hierarchy=hierarchy, images=images, skeleton=skeleton, cache_dir=cache, **fixed)
+    console.print(f"study {res['study']}: {res['trials']} trial(s), {res['complete']} complete, {res['pruned']} pruned "
+                  f"-> {res['trials_csv']}")
+    if res["best"]:
+        console.print(f"best: trial {res['best']['trial']}, out-of-fold leaf macro-F1 {res['best']['value']:.4f} "
+                      f"-> {res['best_yaml']}; next: hybridpose fit {data} --config {res['best_yaml']}")
+
+
+def _csv(text: Optional[str]) -> list[str]:
+    return [t.strip() for t in (text or "").split(",") if t.strip()]
 
 
 @app.command()
@@ -192,7 +272,11 @@ def predict(
     cache: Optional[Path] = CacheOpt,
     partial: bool = typer.Option(False, "--partial", help="Predict with the finished folds of an incomplete run (noted in every row)."),
     engine: Optional[str] = typer.Option(None, "--engine", help="What runs the image networks: torch (a run's checkpoints) or onnxruntime (an exported bundle); default: onnxruntime for a bundle when installed, else torch."),
-    workers: Optional[int] = typer.Option(None, "--workers", "-j", min=0, help="Processes that decode, pose and crop photos while the networks run on the cores left (default: one per CPU core; 0: all in one process)."),
+    workers: Optional[int] = typer.Option(None, "--workers", "-j", min=0, help="Local: processes that decode, pose and crop photos while the networks run on the cores left (default: one per CPU core; 0: all in one process). With --executor ray: model actors, each loading the run once (default 1)."),
+    executor: ExecutorName = ExecutorOpt,
+    address: Optional[str] = AddressOpt,
+    cpus_per_worker: float = typer.Option(1.0, "--cpus-per-worker", min=0.0, help="With --executor ray: CPUs per model actor."),
+    gpus_per_worker: float = typer.Option(0.0, "--gpus-per-worker", min=0.0, help="With --executor ray: GPUs per model actor."),
 ) -> None:
     """Label every photo at every hierarchy level: one row per file, whatever the file holds."""
     from hybridpose.jobs import predict as run_predict
@@ -200,6 +284,18 @@ def predict(
     if rules is not None and no_rules:
         raise typer.BadParameter("give --rules FILE or --no-rules, not both.", param_hint="'--no-rules'")
     _writable(cache, "folder", "--cache")
+    if executor is ExecutorName.ray:
+        from hybridpose.executors.ray import predict_inputs
+
+        if fmt is not Format.csv:
+            raise typer.BadParameter("--executor ray writes Parquet shards and a CSV; leave out --format.", param_hint="'--format'")
+        res = predict_inputs(inputs, model, out or Path("predictions"), address=address, workers=max(1, workers or 1),
+                             cpus_per_worker=cpus_per_worker, gpus_per_worker=gpus_per_worker, rules=rules,
+                             no_rules=no_rules, batch_size=batch_size, cache_dir=cache, partial=partial, engine=engine)
+        counts = ", ".join(f"{k}: {v}" for k, v in res["status"].items())
+        console.print(f"{res['images']} files ({counts}) -> {res['out']} ({res['shards']} Parquet shard(s)"
+                      + (f", {res['csv']})" if res["csv"] else ")"))
+        return
     res = run_predict(inputs, model, out or PREDICTIONS_FILE[fmt], rules=rules, no_rules=no_rules, fmt=fmt.value,
                       batch_size=batch_size, cache_dir=cache, partial=partial, engine=engine, workers=workers)
     if res["missing_folds"]:

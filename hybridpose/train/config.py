@@ -183,3 +183,84 @@ def _check_backbone(name: str) -> None:
     if not timm.is_model(name) and name not in getattr(backbones, "BACKBONES", {}):
         raise ConfigError(f"--backbone {name!r}: not a timm model name (see timm.list_models()); "
                           "e.g. efficientnet_lite0, the default.")
+
+
+# --------------------------------------------------------------------------- fit options and config files
+
+
+@dataclass
+class FitOptions:
+    """The `fit` options that are not training settings, with their defaults (the CLI shows these)."""
+    folds: int = 5
+    executor: str = "local"
+    address: str | None = None
+    cpus_per_fold: float = 1.0
+    gpus_per_fold: float = 0.0
+    retries: int = 2            # times Ray reruns a fold whose worker died
+    workers: int = 1
+    skeleton: str = "body"
+    hierarchy: str | None = None
+    images: str | None = None
+    flip_pairs: str | None = None
+    cache: str | None = None
+
+
+STAGE_KEYS = {f.name for f in fields(StageConfig)}
+
+
+def read_fit_config(path: str | Path) -> dict:
+    """A `fit --config FILE` YAML file: a mapping of fit options (``folds``, ``executor``, ...), training
+    settings (``backbone``, ``cam_weight``, ``train_margin: [0.05, 0.35]``, ``stage1: {lr: 0.002}``, ...)
+    and ``preset`` / ``epochs: 8,6,4``; dashes or underscores. Checked here: a ConfigError names the key."""
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"--config {path}: file not found; give a YAML file of fit options (e.g. the best.yaml "
+                          "of `hybridpose tune`).")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML ({str(e).splitlines()[0]}).") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: give a mapping of fit options (key: value per line).")
+    allowed = {f.name for f in fields(FitOptions)} | {f.name for f in fields(TrainConfig)} | {"epochs"}
+    values = {}
+    for key, value in raw.items():
+        name = str(key).replace("-", "_")
+        if name not in allowed:
+            raise ConfigError(f"{path}: unknown option {key!r}; allowed: {', '.join(sorted(allowed))}.")
+        if name in ("stage1", "stage2", "stage3"):
+            if not isinstance(value, dict) or not set(value) <= STAGE_KEYS:
+                raise ConfigError(f"{path}: {key} must be a mapping of {', '.join(sorted(STAGE_KEYS))}.")
+        values[name] = value
+    return values
+
+
+def train_overrides(values: dict, preset: str) -> dict:
+    """``make_config`` overrides from a config file's values: stage mappings merged onto the preset's
+    stages (or ``epochs``), lists made tuples; fit options left out."""
+    fit_only = {f.name for f in fields(FitOptions)} | {"preset", "epochs"}
+    out = {k: v for k, v in values.items() if k not in fit_only}
+    if "train_margin" in out:
+        out["train_margin"] = tuple(out["train_margin"])
+    base = {**stage_epochs(preset, values.get("epochs")), }
+    for i in (1, 2, 3):
+        name = f"stage{i}"
+        if name in out:
+            start = base.get(name) or make_config(preset).stage(i)
+            try:
+                base[name] = replace(start, **out.pop(name))
+            except TypeError as e:
+                raise ConfigError(f"{name}: {e}.") from None
+    return {**out, **base}
+
+
+def write_fit_config(path: str | Path, values: dict, header: str = "") -> None:
+    """A YAML file that `fit --config` reads back (``header``: comment lines on top)."""
+    import yaml
+
+    from .. import atomic
+
+    comment = "".join(f"# {line}\n" for line in header.splitlines())
+    atomic.write_text(path, comment + yaml.safe_dump(values, sort_keys=False))

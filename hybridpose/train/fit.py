@@ -16,7 +16,9 @@ import json
 import time
 import warnings
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -28,6 +30,7 @@ from ..branches.image import Preprocessing
 from ..crossfit import cross_fitted as cross_fit
 from ..datasets import Dataset, load_dataset
 from ..errors import RunError
+from ..executors import Executor, Resources, get_executor, warm_pose_cache
 from ..folds import check_fold_counts, make_folds
 from ..fusion import select
 from ..hierarchy import Hierarchy
@@ -85,17 +88,63 @@ class Prepared:
 
 def fit(data: str | Path, out: str | Path, *, folds: int = 5, preset: str = "quick", hierarchy: str | Path | None = None,
         images: str | Path | None = None, flip_pairs: str | None = None, workers: int = 1,
-        cache_dir: str | Path | None = None, show_progress: bool = True, skeleton: str = "body", **overrides) -> dict:
-    """Train the image branch per fold, the other branches and the fusion; returns the summary dict."""
+        cache_dir: str | Path | None = None, show_progress: bool = True, skeleton: str = "body",
+        executor: str | Executor = "local", address: str | None = None, cpus_per_fold: float = 1,
+        gpus_per_fold: float = 0, retries: int = 2, on_epoch: Callable[[dict], None] | None = None,
+        **overrides) -> dict:
+    """Train the image branch per fold, the other branches and the fusion; returns the summary dict.
+
+    ``executor``: where the folds run (``hybridpose.executors``: ``local``, ``ray``); ``on_epoch``
+    is called with every epoch's metrics row (``fold``, ``stage``, ``epoch``, ``val_macro_f1``, ...),
+    in this process (local executor only)."""
     t0 = time.perf_counter()
-    run = prepare(data, out, folds=folds, preset=preset, hierarchy=hierarchy, images=images, flip_pairs=flip_pairs,
-                  workers=workers, cache_dir=cache_dir, show_progress=show_progress, skeleton=skeleton, **overrides)
-    for k in range(1, folds + 1):
-        train_fold(run, k, show_progress=show_progress)
+    ex = get_executor(executor, address=address)
+    try:
+        ex.check(Resources(cpus_per_fold, gpus_per_fold), "fold")  # before any work
+        run = prepare(data, out, folds=folds, preset=preset, hierarchy=hierarchy, images=images, flip_pairs=flip_pairs,
+                      workers=workers, cache_dir=cache_dir, show_progress=show_progress, skeleton=skeleton,
+                      executor=ex, **overrides)
+        train_folds(run, ex, resources=Resources(cpus_per_fold, gpus_per_fold), retries=retries,
+                    show_progress=show_progress, on_epoch=on_epoch)
+    finally:
+        if ex is not executor:
+            ex.close()
     summary = finish(run)
     summary["seconds"] = round(time.perf_counter() - t0, 1)
     atomic.write_json(run.summary, summary)
     return summary
+
+
+def train_folds(run: RunFolder | str | Path, executor: str | Executor = "local", *, resources: Resources | None = None,
+                retries: int = 2, show_progress: bool = True, on_epoch: Callable[[dict], None] | None = None) -> list[int]:
+    """Every unfinished fold of a prepared run, on ``executor`` (a Ray task each, retried ``retries`` times
+    when its worker dies; finished stages are kept). Returns the folds trained."""
+    run = run if isinstance(run, RunFolder) else RunFolder(run)
+    k = int(run.read_config()["folds"])
+    todo = [i for i in range(1, k + 1) if not fold_finished(run, i)]
+    ex = get_executor(executor)
+    remote = ex.distributed
+    task = partial(fold_task, str(run.root.resolve()) if remote else run, show_progress=show_progress and not remote,
+                   on_epoch=None if remote else on_epoch, threads=int((resources or Resources()).cpus) if remote else 0)
+    return [fold for fold, _ in ex.map(task, todo, resources=resources, retries=retries, desc="folds",
+                                        show_progress=show_progress and remote)]
+
+
+def fold_task(run: RunFolder | str, k: int, *, show_progress: bool = False, on_epoch=None, threads: int = 0) -> int:
+    """One fold as an executor's piece (importable by name, so a Ray worker can run it)."""
+    if not Path(getattr(run, "root", run)).exists():
+        import socket
+
+        raise RunError(f"{run}: not visible on worker {socket.gethostname()}; on a cluster of several machines "
+                       "put --out on a filesystem every node mounts at the same path.")
+    if threads and not TrainConfig.from_dict(RunFolder(run).read_config()["train"]).num_threads:
+        torch.set_num_threads(threads)  # the cores the task was given, not the whole machine's
+    train_fold(run, k, show_progress=show_progress, on_epoch=on_epoch)
+    return k
+
+
+def fold_finished(run: RunFolder, k: int) -> bool:
+    return run.fold_done(k).exists() and all(run.checkpoint(k, s).exists() for s in STAGES)
 
 
 # --------------------------------------------------------------------------- prepare
@@ -104,8 +153,10 @@ def fit(data: str | Path, out: str | Path, *, folds: int = 5, preset: str = "qui
 def prepare(data: str | Path, out: str | Path, *, folds: int = 5, preset: str = "quick",
             hierarchy: str | Path | None = None, images: str | Path | None = None, flip_pairs: str | None = None,
             workers: int = 1, cache_dir: str | Path | None = None, show_progress: bool = True,
-            skeleton: str = "body", **overrides) -> RunFolder:
-    """Check everything, then write config.json, poses.csv, folds.csv and the crop cache."""
+            skeleton: str = "body", executor: Executor | None = None, **overrides) -> RunFolder:
+    """Check everything, then write config.json, poses.csv, folds.csv and the crop cache.
+
+    A distributed ``executor`` runs the pose model on its workers first (into the pose cache)."""
     run = RunFolder(out)
     cfg = make_config(preset, **overrides)  # options first, then the data, all before anything is written
     sk = get_skeleton(skeleton)
@@ -114,6 +165,8 @@ def prepare(data: str | Path, out: str | Path, *, folds: int = 5, preset: str = 
     _write_config(run, _config_dict(ds, cfg, folds, data, sk))
     log(f"[bold]fit[/] {len(ds)} photos, {len(ds.hierarchy.leaves)} classes, levels {ds.hierarchy.levels}, "
         f"{folds} folds, preset {cfg.preset}, skeleton {sk.name}, device {pick_device(cfg.device)} -> {run.root}")
+    if executor is not None and executor.distributed:
+        warm_pose_cache(executor, ds.paths, skeleton=sk, cache_dir=cache_dir, show_progress=show_progress)
     poses = extract(ds.paths, cache_dir=cache_dir, workers=workers, show_progress=show_progress, skeleton=sk)
     atomic.write_csv(run.poses, poses)
     _write_folds(run, ds, folds, cfg.seed)
@@ -176,11 +229,12 @@ def load_prepared(run: RunFolder | str | Path) -> Prepared:
 # --------------------------------------------------------------------------- one fold
 
 
-def train_fold(run: RunFolder | str | Path, k: int, *, device: str | None = None, show_progress: bool = True) -> None:
-    """The three stages of fold ``k``; finished stages and folds are skipped."""
+def train_fold(run: RunFolder | str | Path, k: int, *, device: str | None = None, show_progress: bool = True,
+               on_epoch: Callable[[dict], None] | None = None) -> None:
+    """The three stages of fold ``k``; finished stages and folds are skipped. ``on_epoch(row)`` after every epoch."""
     p = load_prepared(run)
     run = p.run
-    if run.fold_done(k).exists() and all(run.checkpoint(k, s).exists() for s in STAGES):
+    if fold_finished(run, k):
         return  # finished; a deleted (damaged) checkpoint is retrained below
     cfg, labels, fold_of = p.cfg, p.labels, p.fold_of
     if cfg.num_threads:  # here, not in prepare: the fold may run in another process
@@ -212,12 +266,14 @@ def train_fold(run: RunFolder | str | Path, k: int, *, device: str | None = None
             continue
         history = [r for r in history if r["stage"] != stage]
         with progress_bar(f"fold {k}/{p.k} stage {stage}", total=cfg.stage(stage).epochs, enabled=show_progress) as advance:
-            def on_epoch(row):
+            def epoch_done(row):
                 history.append({"fold": k, **row})
                 atomic.write_csv(run.fold_metrics(k), pd.DataFrame(history))
+                if on_epoch:
+                    on_epoch({"fold": k, **row})
                 advance(info=f"val acc {row['val_acc']:.3f} f1 {row['val_macro_f1']:.3f} {row['images_per_s']:.0f} img/s")
             result = train_stage(stage, model, aug, labels, fit_idx, stop_idx, cfg, dev,
-                                 seed=cfg.seed * 100 + k * 10 + stage, on_epoch=on_epoch)
+                                 seed=cfg.seed * 100 + k * 10 + stage, on_epoch=epoch_done)
         oof_eval = evaluate(model, aug, labels, val_idx, cfg, dev)
         oof_rows[stage] = oof_eval.metrics
         save_checkpoint(ckpt_path, run_id=p.config["run_id"], fold=k, stage=stage, state_dict=result.state,
@@ -276,6 +332,8 @@ def finish(run: RunFolder | str | Path) -> dict:
     """The other branches (out of fold and on all photos), the fusion, oof_predictions.csv, curves, summary."""
     p = load_prepared(run)
     run = p.run
+    if p.cfg.num_threads:  # as in train_fold: the same threads wherever the folds ran (XGBoost follows OpenMP's)
+        torch.set_num_threads(p.cfg.num_threads)
     missing = [k for k in range(1, p.k + 1) if not run.fold_done(k).exists()]
     if missing:
         raise RunError(f"{run.root}: folds {missing} are not finished; run `{run.fit_command(p.config)}`.")
