@@ -85,11 +85,16 @@ class Prepared:
 
 def fit(data: str | Path, out: str | Path, *, folds: int = 5, preset: str = "quick", hierarchy: str | Path | None = None,
         images: str | Path | None = None, flip_pairs: str | None = None, workers: int = 1,
-        cache_dir: str | Path | None = None, show_progress: bool = True, skeleton: str = "body", **overrides) -> dict:
-    """Train the image branch per fold, the other branches and the fusion; returns the summary dict."""
+        cache_dir: str | Path | None = None, show_progress: bool = True, skeleton: str = "body",
+        clips: dict | None = None, **overrides) -> dict:
+    """Train the image branch per fold, the other branches and the fusion; returns the summary dict.
+
+    ``clips`` (``{"fps": , "frames": , "groups": , "force": }``, see ``clipfit``): samples are clips; data
+    holding a video is always clips."""
     t0 = time.perf_counter()
     run = prepare(data, out, folds=folds, preset=preset, hierarchy=hierarchy, images=images, flip_pairs=flip_pairs,
-                  workers=workers, cache_dir=cache_dir, show_progress=show_progress, skeleton=skeleton, **overrides)
+                  workers=workers, cache_dir=cache_dir, show_progress=show_progress, skeleton=skeleton, clips=clips,
+                  **overrides)
     for k in range(1, folds + 1):
         train_fold(run, k, show_progress=show_progress)
     summary = finish(run)
@@ -104,11 +109,21 @@ def fit(data: str | Path, out: str | Path, *, folds: int = 5, preset: str = "qui
 def prepare(data: str | Path, out: str | Path, *, folds: int = 5, preset: str = "quick",
             hierarchy: str | Path | None = None, images: str | Path | None = None, flip_pairs: str | None = None,
             workers: int = 1, cache_dir: str | Path | None = None, show_progress: bool = True,
-            skeleton: str = "body", **overrides) -> RunFolder:
+            skeleton: str = "body", clips: dict | None = None, **overrides) -> RunFolder:
     """Check everything, then write config.json, poses.csv, folds.csv and the crop cache."""
     run = RunFolder(out)
     cfg = make_config(preset, **overrides)  # options first, then the data, all before anything is written
     sk = get_skeleton(skeleton)
+    if _is_clip_data(data, images, clips):
+        from ..video import Sampling
+        from .clipfit import prepare_clips
+
+        c = clips or {}
+        return prepare_clips(data, out, folds=folds, cfg=cfg, skeleton=sk, hierarchy=hierarchy, groups=c.get("groups"),
+                             sampling=Sampling(fps=c.get("fps") or 4.0, n=c.get("frames") or 0), workers=workers,
+                             cache_dir=cache_dir, show_progress=show_progress, write_config=_write_config,
+                             config_dict=_config_dict, crop_bank=lambda poses: build_crop_bank(
+                                 poses, bank_size(cfg), cfg.train_margin[1], sk, run.crops(bank_size(cfg)), show_progress))
     ds = load_dataset(data, hierarchy=hierarchy, images=images, flip_pairs=flip_pairs)
     check_fold_counts(ds.labels, folds, "photos")  # before anything is written
     _write_config(run, _config_dict(ds, cfg, folds, data, sk))
@@ -119,6 +134,14 @@ def prepare(data: str | Path, out: str | Path, *, folds: int = 5, preset: str = 
     _write_folds(run, ds, folds, cfg.seed)
     build_crop_bank(poses, bank_size(cfg), cfg.train_margin[1], sk, run.crops(bank_size(cfg)), show_progress)
     return run
+
+
+def _is_clip_data(data, images, clips: dict | None) -> bool:
+    if images or Path(data).is_file():
+        return False
+    from ..clips import has_videos
+
+    return bool(clips and clips.get("force")) or has_videos(data)
 
 
 def _config_dict(ds: Dataset, cfg: TrainConfig, k: int, data, sk: Skeleton) -> dict:
@@ -279,6 +302,11 @@ def finish(run: RunFolder | str | Path) -> dict:
     missing = [k for k in range(1, p.k + 1) if not run.fold_done(k).exists()]
     if missing:
         raise RunError(f"{run.root}: folds {missing} are not finished; run `{run.fit_command(p.config)}`.")
+    if p.config.get("clips"):
+        from .clipfit import finish_clips
+
+        _plot_curves(run.root)
+        return finish_clips(p, select, prediction_table, _top1, lambda name: _new_branch(p, name))
     y_leaf = p.labels.leaf
     branches = {"image": _read_oof_image(p)}
     for name in p.config.get("branches", DEFAULT_BRANCHES):
@@ -294,6 +322,19 @@ def finish(run: RunFolder | str | Path) -> dict:
     plot_training_curves(run.root)
     summary = summarize_oof(frame, p)
     return {**summary, "fusion": choice.to_dict(), "notes": fusion_notes(choice, summary)}
+
+
+def _plot_curves(root: Path) -> None:
+    from .curves import plot_training_curves
+
+    plot_training_curves(root)
+
+
+def _top1(frame: pd.DataFrame, h: Hierarchy) -> dict:
+    from ..predtable import branch_names, pred_column, true_column
+
+    return {name: {lv: round(float((frame[pred_column(name, lv)] == frame[true_column(lv)]).mean()), 4)
+                   for lv in h.levels} for name in branch_names(frame)}
 
 
 def fusion_notes(choice, summary: dict) -> list[str]:
