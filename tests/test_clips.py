@@ -179,3 +179,25 @@ def test_clip_cli(clip_run, tmp_path):
                                  "--per-frame", str(tmp_path / "f.csv")])
     assert r.exit_code == 0, r.output
     assert len(pd.read_csv(tmp_path / "p.csv")) == 1 and (tmp_path / "f_segments.csv").exists()
+
+
+def test_groups_file_for_photos(tmp_path):
+    from hybridpose.datasets import load_dataset
+    from hybridpose.runfolder import RunFolder
+    from hybridpose.train.fit import _user_groups, _write_folds
+
+    data = Path(__file__).parents[1] / "data" / "sample"
+    ds = load_dataset(data)
+    per_class: dict[str, list] = {}
+    for p, y in zip(ds.paths, ds.labels):
+        per_class.setdefault(y, []).append(p)
+    rows = ["path,group"]
+    for y, ps in per_class.items():  # two subjects per class: half the photos each
+        rows += [f"{p.relative_to(data)},{y}_{i % 2}" for i, p in enumerate(ps)]
+    (tmp_path / "groups.csv").write_text("\n".join(rows) + "\n")
+    table = _write_folds(RunFolder(tmp_path / "run"), ds, 2, 0, _user_groups(ds, tmp_path / "groups.csv"))
+    subject = {str(data / r.split(",")[0]): r.split(",")[1] for r in rows[1:]}
+    table["subject"] = table["path"].map(subject)
+    assert (table.groupby("subject")["fold"].nunique() == 1).all()
+    with pytest.raises(DatasetError, match="groups"):
+        _user_groups(ds, tmp_path / "missing.csv")

@@ -126,12 +126,13 @@ def prepare(data: str | Path, out: str | Path, *, folds: int = 5, preset: str = 
                                  poses, bank_size(cfg), cfg.train_margin[1], sk, run.crops(bank_size(cfg)), show_progress))
     ds = load_dataset(data, hierarchy=hierarchy, images=images, flip_pairs=flip_pairs)
     check_fold_counts(ds.labels, folds, "photos")  # before anything is written
+    user_groups = _user_groups(ds, (clips or {}).get("groups"))
     _write_config(run, _config_dict(ds, cfg, folds, data, sk))
     log(f"[bold]fit[/] {len(ds)} photos, {len(ds.hierarchy.leaves)} classes, levels {ds.hierarchy.levels}, "
         f"{folds} folds, preset {cfg.preset}, skeleton {sk.name}, device {pick_device(cfg.device)} -> {run.root}")
     poses = extract(ds.paths, cache_dir=cache_dir, workers=workers, show_progress=show_progress, skeleton=sk)
     atomic.write_csv(run.poses, poses)
-    _write_folds(run, ds, folds, cfg.seed)
+    _write_folds(run, ds, folds, cfg.seed, user_groups)
     build_crop_bank(poses, bank_size(cfg), cfg.train_margin[1], sk, run.crops(bank_size(cfg)), show_progress)
     return run
 
@@ -174,14 +175,30 @@ def _write_config(run: RunFolder, config: dict) -> dict:
     return config
 
 
-def _write_folds(run: RunFolder, ds: Dataset, k: int, seed: int) -> pd.DataFrame:
+def _user_groups(ds: Dataset, groups_file) -> dict[str, str] | None:
+    """``--groups FILE`` for photos: read (and checked) before any work."""
+    if not groups_file:
+        return None
+    from .clipfit import read_groups
+
+    return read_groups(groups_file, ds.root)
+
+
+def _write_folds(run: RunFolder, ds: Dataset, k: int, seed: int, user_groups: dict[str, str] | None = None) -> pd.DataFrame:
     paths = [str(p) for p in ds.paths]
     if run.folds.exists():
         table = pd.read_csv(run.folds)
         if list(table["path"]) == paths:
             return table
         raise RunError(f"{run.folds}: lists other photos than {ds.root}; use another --out.")
-    table = make_folds(paths, ds.labels, k, seed)
+    groups = None
+    if user_groups:  # the user's group where given, else the near-duplicate group
+        from ..folds import duplicate_groups, phash
+
+        dup = duplicate_groups([phash(p) for p in ds.paths])
+        names = [user_groups.get(str(Path(p).resolve()), f"dup{g}") for p, g in zip(ds.paths, dup)]
+        groups = np.unique(names, return_inverse=True)[1]
+    table = make_folds(paths, ds.labels, k, seed, groups=groups)
     atomic.write_csv(run.folds, table)
     return table
 
