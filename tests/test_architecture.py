@@ -20,7 +20,7 @@ LAYERS = {
     "backbones": 3, "network": 3, "branches": 3,
     "fusion": 4, "rules": 4,
     "classifier": 5, "api": 5, "jobs": 5, "explain": 5, "metrics": 5, "plots": 5, "review": 5, "report": 5,
-    "train": 5, "clippredict": 5, "annotate": 5,
+    "train": 5, "clippredict": 5, "annotate": 5, "clipexplain": 5,
 }
 
 
