@@ -12,7 +12,7 @@ Speed mode, in one process, on the same video and sampling (default 4 frames per
                the clip keypoint branch, fusion and rules.
   Both in sampled frames per second; ratio = predict / bare.
 Memory mode: a long video made by looping a clip (320 px, 10 frames per second, H.264) to each of --minutes,
-predicted (2 frames per second sampled) in a fresh process each; peak RSS of that process (ru_maxrss) per length.
+predicted (--memory-fps, default 2 frames per second sampled) in a fresh process each; peak RSS of that process (ru_maxrss) per length.
 Flat memory: the peak at 10 minutes is close to the one at 1 minute (frames are decoded, analysed, dropped).
 --smoke: without --model, fits a tiny clip run on tests/data/clips first (preset tiny, 2 folds, 3 frames a clip);
 one repeat on a test clip; memory at 0.2 and 0.4 minutes. Numbers meaningless.
@@ -81,7 +81,7 @@ from hybridpose.clippredict import ClipPredictor
 from hybridpose.clips import Sample
 from hybridpose.video import Sampling
 run, video, cache = sys.argv[1:4]
-p = ClipPredictor(run, sampling=Sampling(fps=2), cache_dir=cache)
+p = ClipPredictor(run, sampling=Sampling(fps=float(sys.argv[4])), cache_dir=cache)
 t0 = time.perf_counter()
 r = p.predict_clip(Sample(Path(video), "video"))
 print(json.dumps({"frames": len(r.frames), "seconds": time.perf_counter() - t0, "status": r.status,
@@ -89,11 +89,11 @@ print(json.dumps({"frames": len(r.frames), "seconds": time.perf_counter() - t0, 
 """
 
 
-def memory(run: Path, src: Path, minutes: list[float], tmp: Path) -> list[dict]:
+def memory(run: Path, src: Path, minutes: list[float], tmp: Path, fps: float) -> list[dict]:
     rows = []
     for m in minutes:
         video = make_long_video(src, m, tmp / f"long_{m:g}min.mp4")
-        out = subprocess.run([sys.executable, "-c", MEMORY_CHILD, str(run), str(video), str(tmp / f"cache{m:g}")],
+        out = subprocess.run([sys.executable, "-c", MEMORY_CHILD, str(run), str(video), str(tmp / f"cache{m:g}"), str(fps)],
                              capture_output=True, text=True, check=True)
         rows.append({"minutes": m, **json.loads(out.stdout.strip().splitlines()[-1])})
     return rows
@@ -115,6 +115,7 @@ def main() -> int:
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--memory", action="store_true")
     ap.add_argument("--minutes", default="1,10")
+    ap.add_argument("--memory-fps", type=float, default=2.0, help="frames sampled per second in memory mode")
     ap.add_argument("--json")
     _common.add_smoke_arg(ap, "a test clip, memory at 12 and 24 s")
     a = ap.parse_args()
@@ -138,8 +139,8 @@ def main() -> int:
             _common.smoke_check(bare[0] == full[0] > 0, "both loops saw the same sampled frames")
     if a.memory or a.smoke:
         mins = [float(m) for m in a.minutes.split(",")]
-        mem = memory(run, a.video, mins, tmp)
-        _common.print_table("memory over long videos (2 frames/s sampled)", ["minutes", "frames", "seconds", "peak RSS MB"],
+        mem = memory(run, a.video, mins, tmp, a.memory_fps)
+        _common.print_table(f"memory over long videos ({a.memory_fps:g} frames/s sampled)", ["minutes", "frames", "seconds", "peak RSS MB"],
                             [[r["minutes"], r["frames"], round(r["seconds"], 1), round(r["peak_rss_mb"], 1)] for r in mem])
         payload["memory"] = mem
         if a.smoke:

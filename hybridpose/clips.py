@@ -57,7 +57,8 @@ class VideoFile:
         entry = classify(path)  # links, FIFOs: decided from the file system, never opened
         if entry.status and entry.status != "unsupported":
             return [entry]
-        return [Entry(path, "unsupported", "a video: predict it with a run fitted on clips (videos or frame folders)")]
+        return [Entry(path, "unsupported", f"a video ({path.suffix.lower()}): predict it with a run fitted on clips "
+                                           "(videos or frame folders; docs/CLIPS.md)")]
 
 
 class FrameFolder:
