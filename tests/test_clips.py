@@ -201,3 +201,18 @@ def test_groups_file_for_photos(tmp_path):
     assert (table.groupby("subject")["fold"].nunique() == 1).all()
     with pytest.raises(DatasetError, match="groups"):
         _user_groups(ds, tmp_path / "missing.csv")
+
+
+def test_smoothing_and_segments():
+    from hybridpose.clippredict import segments, smooth, window_frames
+
+    p = np.array([[0.9, 0.1], [0.8, 0.2], [0.4, 0.6], [0.9, 0.1], [0.2, 0.8], [0.1, 0.9], [0.2, 0.8]])
+    s = smooth(p, 3)
+    assert s[1] == pytest.approx(p[0:3].mean(0)) and s[0] == pytest.approx(p[0:2].mean(0))
+    assert smooth(p, 3, causal=True)[2] == pytest.approx(p[0:3].mean(0))
+    assert s.argmax(1).tolist() == [0, 0, 0, 0, 1, 1, 1]  # the one-frame flip at frame 2 is smoothed away
+    assert window_frames(Sampling(fps=4)) == 5 and window_frames(Sampling(fps=1)) == 1
+    t = pd.DataFrame({"clip": "c", "time": np.arange(7) * 0.25,
+                      "smoothed_label": ["a" if i == 0 else "b" for i in s.argmax(1)]})
+    seg = segments(t)
+    assert seg[["label", "start", "end", "frames"]].values.tolist() == [["a", 0.0, 1.0, 4], ["b", 1.0, 1.5, 3]]
