@@ -25,7 +25,7 @@ def explain_clips(inputs: str | Path, run: str | Path, out: str | Path, *, metho
     written = []
     for s in list_samples(inputs, frames_folder=True)[:limit]:
         res = pred.predict_clip(s)
-        if res.status != "ok":
+        if res.status not in ("ok", "no_person"):
             continue
         leaf = res.row[pred.h.leaf_level]
         crops = _strip_crops(pred, s, res)

@@ -68,6 +68,7 @@ class ClipPredictor:
         self.h, self.sk = self.clf.hierarchy, self.clf.skeleton
         self.cache_dir = cache_dir
         self.rules = _load_rules(self.clf, rules, use_rules)
+        self.last_info = None  # the last video's VideoInfo (its ``truncated`` reason)
 
     @property
     def is_clip_run(self) -> bool:
@@ -76,7 +77,8 @@ class ClipPredictor:
     # ------------------------------------------------------------------ frames
     def frames(self, sample: Sample, every: bool = False) -> Iterator[Frame]:
         if sample.kind == "video":
-            yield from iter_frames(sample.path, self.sampling, probe(sample.path), every=every)
+            self.last_info = probe(sample.path)
+            yield from iter_frames(sample.path, self.sampling, self.last_info, every=every)
             return
         files = [sample.path] if sample.kind == "photo" else frame_files(sample.path)
         if not files:
@@ -137,11 +139,15 @@ class ClipPredictor:
         reason = ""
         try:
             frames = list(self.analyse_frames(sample, self.frames(sample)))
+            if sample.kind == "video":
+                reason = self.last_info.truncated  # decoding stopped early: the frames before it were used
         except VideoError as e:
             return ClipResult(sample, e.status, e.reason)
         if not frames:
             return ClipResult(sample, "unreadable", "no readable frame")
-        res = ClipResult(sample, "ok", reason, frames)
+        found = any(f.status == "ok" for f in frames)
+        res = ClipResult(sample, "ok" if found else "no_person",
+                         reason if found else "no person found in any sampled frame", frames)
         res.row = self._decide(frames)
         return res
 

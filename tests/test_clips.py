@@ -216,3 +216,21 @@ def test_smoothing_and_segments():
                       "smoothed_label": ["a" if i == 0 else "b" for i in s.argmax(1)]})
     seg = segments(t)
     assert seg[["label", "start", "end", "frames"]].values.tolist() == [["a", 0.0, 1.0, 4], ["b", 1.0, 1.5, 3]]
+
+
+@pytest.mark.slow
+def test_predict_bad_and_cut_videos(clip_run, tmp_path):
+    from hybridpose.clippredict import predict_clips
+
+    run, _ = clip_run
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "noise.mp4").write_bytes(b"junk" * 100)
+    (folder / "notes.txt").write_text("x")
+    shutil.copy(VIDEO, folder / "good.mp4")
+    predict_clips(folder, run, tmp_path / "p.csv", show_progress=False)
+    rows = pd.read_csv(tmp_path / "p.csv", keep_default_na=False).set_index("path")
+    assert rows.loc[str(folder / "noise.mp4"), "status"] == "unreadable"
+    assert rows.loc[str(folder / "noise.mp4"), "reason"]
+    assert rows.loc[str(folder / "notes.txt"), "status"] == "unsupported"
+    assert rows.loc[str(folder / "good.mp4"), "status"] == "ok" and rows.loc[str(folder / "good.mp4"), "class"]
