@@ -22,6 +22,8 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _common  # noqa: E402
 
 
 def run(data: Path, k: int, fps: float, seed: int = 0) -> dict:
@@ -77,6 +79,7 @@ def main() -> int:
     ap.add_argument("--json", type=Path)
     ap.add_argument("--smoke", action="store_true")
     a = ap.parse_args()
+    keep = _common.setup_env()  # a throwaway pose and frame cache unless HYBRIDPOSE_CACHE is set  # noqa: F841
     if a.smoke:
         a.data, a.folds = ROOT / "tests" / "data" / "clips", 2
     res = run(a.data, a.folds, a.fps)
