@@ -117,6 +117,10 @@ def fit(
     address: Optional[str] = AddressOpt,
     cpus_per_fold: float = typer.Option(FitOptions.cpus_per_fold, "--cpus-per-fold", min=0.0, help="With --executor ray: CPUs a fold task asks for."),
     gpus_per_fold: float = typer.Option(FitOptions.gpus_per_fold, "--gpus-per-fold", min=0.0, help="With --executor ray: GPUs a fold task asks for (e.g. 1, or 0.5 to share one)."),
+    fps: Optional[float] = typer.Option(None, "--fps", min=0.01, help="Clips: frames sampled per second of video (default 4)."),
+    frames: Optional[int] = typer.Option(None, "--frames", min=1, help="Clips: N frames spread evenly over each clip (instead of --fps)."),
+    groups: Optional[Path] = typer.Option(None, "--groups", help="CSV of 'path,group': samples of one group (subject, session) share a fold."),
+    clips: bool = typer.Option(False, "--clips", help="Sub-folders of frames inside class folders are clips (automatic when DATA holds a video)."),
 ) -> None:
     """Train the image branch per fold, the keypoint branch and their fusion; out-of-fold predictions included."""
     from hybridpose.train.config import read_fit_config, stage_epochs, train_overrides
@@ -133,12 +137,14 @@ def fit(
         overrides = {**file_train, **{k: v for k, v in overrides.items() if v is not None}}
     _writable(out, "folder")
     _writable(cache, "folder", "--cache")
+    clip_opts = {"fps": fps, "frames": frames, "groups": groups, "force": clips} if (fps or frames or groups or clips) else None
     summary = run_fit(data, out, folds=given("folds", folds), preset=preset_name, hierarchy=given("hierarchy", hierarchy),
                       images=given("images", images), flip_pairs=given("flip_pairs", flip_pairs),
                       workers=given("workers", workers), cache_dir=given("cache", cache),
                       skeleton=given("skeleton", skeleton), executor=given("executor", executor.value),
                       address=given("address", address), cpus_per_fold=given("cpus_per_fold", cpus_per_fold),
-                      gpus_per_fold=given("gpus_per_fold", gpus_per_fold), **overrides)
+                      gpus_per_fold=given("gpus_per_fold", gpus_per_fold), clips=clip_opts,
+                      **overrides)
     _print_fit(summary, out)
 
 
@@ -153,7 +159,8 @@ def _from_file(ctx: typer.Context, values: dict):
 def _print_fit(summary: dict, out: Path) -> None:
     from rich.table import Table
 
-    table = Table(title=f"out-of-fold top-1 ({summary['n_images']} photos)")
+    unit = "clips" if "n_clips" in summary else "photos"
+    table = Table(title=f"out-of-fold top-1 ({summary['n_images']} {unit})")
     levels = list(next(iter(summary["oof_top1"].values())))
     table.add_column("branch")
     for lv in levels:
@@ -262,7 +269,7 @@ def _num(v) -> str:
 
 @app.command()
 def predict(
-    inputs: Path = typer.Argument(..., help="An image or a folder (searched recursively)."),
+    inputs: Optional[Path] = typer.Argument(None, help="An image or a folder (searched recursively); with a clip run also a video, a frame folder, or a folder of them."),
     model: Path = typer.Option(..., "--model", "-m", help="Run directory written by `hybridpose fit`."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output table (default predictions.csv, predictions.jsonl with --format json)."),
     rules: Optional[Path] = typer.Option(None, "--rules", help="Rules file (default RUN/rules.yaml when present)."),
@@ -277,6 +284,13 @@ def predict(
     address: Optional[str] = AddressOpt,
     cpus_per_worker: float = typer.Option(1.0, "--cpus-per-worker", min=0.0, help="With --executor ray: CPUs per model actor."),
     gpus_per_worker: float = typer.Option(0.0, "--gpus-per-worker", min=0.0, help="With --executor ray: GPUs per model actor."),
+    per_frame: Optional[Path] = typer.Option(None, "--per-frame", help="Clip run: also write this per-frame table (frame, time, label, confidence, smoothed) and FILE_segments.csv."),
+    annotate: Optional[Path] = typer.Option(None, "--annotate", help="Clip run: write the first clip as an .mp4 with the skeleton and the running label."),
+    fps: Optional[float] = typer.Option(None, "--fps", min=0.01, help="Clip run: frames sampled per second (default: the run's)."),
+    frames: Optional[int] = typer.Option(None, "--frames", min=1, help="Clip run: N frames spread evenly over each clip."),
+    camera: Optional[str] = typer.Option(None, "--camera", help="Run live on camera N (OpenCV), or on a video file standing in for one; q quits."),
+    max_frames: Optional[int] = typer.Option(None, "--max-frames", min=1, help="With --camera: stop after this many frames."),
+    show: bool = typer.Option(True, "--show/--no-show", help="With --camera: draw the frames in a window."),
 ) -> None:
     """Label every photo at every hierarchy level: one row per file, whatever the file holds."""
     from hybridpose.jobs import predict as run_predict
@@ -284,6 +298,13 @@ def predict(
     if rules is not None and no_rules:
         raise typer.BadParameter("give --rules FILE or --no-rules, not both.", param_hint="'--no-rules'")
     _writable(cache, "folder", "--cache")
+    if camera is not None or per_frame or annotate or fps or frames or _is_clip_run(model):
+        if executor is ExecutorName.ray:
+            raise typer.BadParameter("clips and --camera are predicted locally; leave out --executor ray.", param_hint="'--executor'")
+        return _predict_clips(inputs, model, out, rules, no_rules, cache, partial, per_frame, annotate, fps, frames,
+                              camera, max_frames, show)
+    if inputs is None:
+        raise typer.BadParameter("give an image or a folder (or --camera N).", param_hint="'INPUTS'")
     if executor is ExecutorName.ray:
         from hybridpose.executors.ray import predict_inputs
 
@@ -303,6 +324,43 @@ def predict(
                       "predicted with the others (column `ensemble`).")
     counts = ", ".join(f"{k}: {v}" for k, v in res["status"].items())
     console.print(f"{res['images']} files ({counts}) -> {res['out']}" + (f" (rules: {res['rules']})" if res["rules"] else ""))
+
+
+def _is_clip_run(model: Path) -> bool:
+    from hybridpose.runfolder import RunFolder
+
+    folder = RunFolder(model)
+    return folder.config.exists() and bool(folder.read_config().get("clips"))
+
+
+def _predict_clips(inputs, model, out, rules, no_rules, cache, partial, per_frame, annotate, fps, frames, camera,
+                   max_frames, show) -> None:
+    from hybridpose.clippredict import ClipPredictor, live, predict_clips
+    from hybridpose.video import Sampling
+
+    sampling = Sampling(fps=fps or 4.0, n=frames or 0) if (fps or frames) else None
+    if camera is not None:
+        pred = ClipPredictor(model, rules=rules, use_rules=not no_rules, sampling=sampling, cache_dir=cache, partial=partial)
+        source = int(camera) if camera.isdigit() else camera
+        last = None
+        for last in live(pred, source, show=show, max_frames=max_frames):
+            console.print(f"frame {last['frame']}: {last['label']} {last['confidence']:.2f} ({last['fps']:.1f} frames/s)")
+        if last is None:
+            console.print(f"--camera {camera}: no frame read.")
+        return
+    if inputs is None:
+        raise typer.BadParameter("give a video, a frame folder or a folder of clips (or --camera N).", param_hint="'INPUTS'")
+    for path, what in ((out, "--out"), (per_frame, "--per-frame"), (annotate, "--annotate")):
+        if path is not None:
+            _writable(path, "file", what)
+    res = predict_clips(inputs, model, out or PREDICTIONS_FILE[Format.csv], rules=rules, no_rules=no_rules,
+                        per_frame=per_frame, annotate=annotate, sampling=sampling, cache_dir=cache, partial=partial)
+    counts = ", ".join(f"{k}: {v}" for k, v in res["status"].items())
+    console.print(f"{res['clips']} clips ({counts}) -> {res['out']}" + (f" (rules: {res['rules']})" if res["rules"] else ""))
+    if per_frame:
+        console.print(f"per frame: {res['per_frame']}, segments: {res['segments']} ({res['smoothing']})")
+    if res["annotated"]:
+        console.print(f"annotated video: {res['annotated']}")
 
 
 @app.command()

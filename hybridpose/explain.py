@@ -49,6 +49,12 @@ def explain(inputs: str | Path, run: str | Path, out: str | Path, *, method: str
             tsne: str | Path | None = None, limit: int = 48) -> dict:
     inputs, out = Path(inputs), Path(out)
     grad_cam_class(method)  # an unknown method fails before any work
+    from .runfolder import RunFolder
+
+    if RunFolder(run).read_config().get("clips"):  # a clip run: one strip of frames per clip
+        from .clipexplain import explain_clips
+
+        return explain_clips(inputs, run, out, method=method, limit=limit)
     paths = photos(open_inputs(inputs))[:limit]
     names = output_names(paths)
     clf = HybridPoseClassifier.load(run)

@@ -37,6 +37,9 @@ def load_oof(run: Path) -> tuple[pd.DataFrame, Hierarchy, dict]:
 def run_features(run: Path, oof: pd.DataFrame) -> pd.DataFrame:
     folder = RunFolder(run)
     skeleton = get_skeleton(folder.read_config().get("skeleton"))
+    if folder.read_config().get("clips"):  # a clip run: the clips' temporal statistics (temporal.py)
+        stats = pd.read_csv(folder.require(folder.clip_statistics), keep_default_na=False, na_values=[""])
+        return stats.set_index("clip").loc[list(oof["path"])].reset_index(drop=True)
     poses = pd.read_csv(folder.require(folder.poses), keep_default_na=False, na_values=[""])
     rows = pd.Index(poses["path"]).get_indexer(oof["path"])
     if (rows < 0).any():

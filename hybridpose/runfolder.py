@@ -8,6 +8,7 @@
     RUN/<branch files>        e.g. keypoint_model.json
     RUN/fusion.json, oof_predictions.csv, training_curves.png, summary.json
     RUN/rules.yaml, calibration.csv   (calibrate)
+    RUN/clips.csv, clip_frames.csv, clip_statistics.csv   (clip runs)
 """
 from __future__ import annotations
 
@@ -38,6 +39,10 @@ class RunFolder:
     rules = property(lambda self: self.root / "rules.yaml")
     calibration = property(lambda self: self.root / "calibration.csv")
     evaluation = property(lambda self: self.root / "evaluation")
+    # clip runs (docs/CLIPS.md)
+    clips = property(lambda self: self.root / "clips.csv")
+    clip_frames = property(lambda self: self.root / "clip_frames.csv")
+    clip_statistics = property(lambda self: self.root / "clip_statistics.csv")
 
     def crops(self, size: int) -> Path:
         return self.root / f"crops_{size}.npz"

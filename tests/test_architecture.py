@@ -15,12 +15,12 @@ PKG = Path(__file__).resolve().parents[1] / "hybridpose"
 LAYERS = {
     "errors": 0, "atomic": 0, "progress": 0, "outputs": 0,
     "images": 1, "hierarchy": 1, "crossfit": 1, "crops": 1, "runfolder": 1, "sources": 1, "datasets": 1,
-    "predtable": 1,
-    "skeletons": 2, "pose": 2, "folds": 2,
+    "predtable": 1, "video": 1,
+    "skeletons": 2, "pose": 2, "folds": 2, "clips": 2, "temporal": 2,
     "backbones": 3, "network": 3, "branches": 3, "engines": 3,
     "fusion": 4, "rules": 4,
     "classifier": 5, "api": 5, "jobs": 5, "explain": 5, "metrics": 5, "plots": 5, "review": 5, "report": 5,
-    "train": 5, "export": 5, "pipeline": 5, "executors": 5,
+    "train": 5, "export": 5, "pipeline": 5, "executors": 5, "clippredict": 5, "annotate": 5, "clipexplain": 5,
 }
 
 

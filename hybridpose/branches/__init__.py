@@ -59,4 +59,4 @@ def leaf_to_levels(leaf: np.ndarray, hierarchy: Hierarchy) -> dict[str, np.ndarr
 
 
 def _load_builtin() -> None:
-    from . import image, keypoint  # noqa: F401  (register themselves)
+    from . import clip_keypoint, image, keypoint  # noqa: F401  (register themselves)

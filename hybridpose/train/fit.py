@@ -91,19 +91,20 @@ def fit(data: str | Path, out: str | Path, *, folds: int = 5, preset: str = "qui
         cache_dir: str | Path | None = None, show_progress: bool = True, skeleton: str = "body",
         executor: str | Executor = "local", address: str | None = None, cpus_per_fold: float = 1,
         gpus_per_fold: float = 0, retries: int = 2, on_epoch: Callable[[dict], None] | None = None,
-        **overrides) -> dict:
+        clips: dict | None = None, **overrides) -> dict:
     """Train the image branch per fold, the other branches and the fusion; returns the summary dict.
 
     ``executor``: where the folds run (``hybridpose.executors``: ``local``, ``ray``); ``on_epoch``
     is called with every epoch's metrics row (``fold``, ``stage``, ``epoch``, ``val_macro_f1``, ...),
-    in this process (local executor only)."""
+    in this process (local executor only). ``clips`` (``{"fps": , "frames": , "groups": , "force": }``,
+    see ``clipfit``): samples are clips; data holding a video is always clips."""
     t0 = time.perf_counter()
     ex = get_executor(executor, address=address)
     try:
         ex.check(Resources(cpus_per_fold, gpus_per_fold), "fold")  # before any work
         run = prepare(data, out, folds=folds, preset=preset, hierarchy=hierarchy, images=images, flip_pairs=flip_pairs,
                       workers=workers, cache_dir=cache_dir, show_progress=show_progress, skeleton=skeleton,
-                      executor=ex, **overrides)
+                      executor=ex, clips=clips, **overrides)
         train_folds(run, ex, resources=Resources(cpus_per_fold, gpus_per_fold), retries=retries,
                     show_progress=show_progress, on_epoch=on_epoch)
     finally:
@@ -153,15 +154,27 @@ def fold_finished(run: RunFolder, k: int) -> bool:
 def prepare(data: str | Path, out: str | Path, *, folds: int = 5, preset: str = "quick",
             hierarchy: str | Path | None = None, images: str | Path | None = None, flip_pairs: str | None = None,
             workers: int = 1, cache_dir: str | Path | None = None, show_progress: bool = True,
-            skeleton: str = "body", executor: Executor | None = None, **overrides) -> RunFolder:
+            skeleton: str = "body", executor: Executor | None = None, clips: dict | None = None,
+            **overrides) -> RunFolder:
     """Check everything, then write config.json, poses.csv, folds.csv and the crop cache.
 
     A distributed ``executor`` runs the pose model on its workers first (into the pose cache)."""
     run = RunFolder(out)
     cfg = make_config(preset, **overrides)  # options first, then the data, all before anything is written
     sk = get_skeleton(skeleton)
+    if _is_clip_data(data, images, clips):
+        from ..video import Sampling
+        from .clipfit import prepare_clips
+
+        c = clips or {}
+        return prepare_clips(data, out, folds=folds, cfg=cfg, skeleton=sk, hierarchy=hierarchy, groups=c.get("groups"),
+                             sampling=Sampling(fps=c.get("fps") or 4.0, n=c.get("frames") or 0), workers=workers,
+                             cache_dir=cache_dir, show_progress=show_progress, write_config=_write_config,
+                             config_dict=_config_dict, crop_bank=lambda poses: build_crop_bank(
+                                 poses, bank_size(cfg), cfg.train_margin[1], sk, run.crops(bank_size(cfg)), show_progress))
     ds = load_dataset(data, hierarchy=hierarchy, images=images, flip_pairs=flip_pairs)
     check_fold_counts(ds.labels, folds, "photos")  # before anything is written
+    user_groups = _user_groups(ds, (clips or {}).get("groups"))
     _write_config(run, _config_dict(ds, cfg, folds, data, sk))
     log(f"[bold]fit[/] {len(ds)} photos, {len(ds.hierarchy.leaves)} classes, levels {ds.hierarchy.levels}, "
         f"{folds} folds, preset {cfg.preset}, skeleton {sk.name}, device {pick_device(cfg.device)} -> {run.root}")
@@ -169,9 +182,17 @@ def prepare(data: str | Path, out: str | Path, *, folds: int = 5, preset: str = 
         warm_pose_cache(executor, ds.paths, skeleton=sk, cache_dir=cache_dir, show_progress=show_progress)
     poses = extract(ds.paths, cache_dir=cache_dir, workers=workers, show_progress=show_progress, skeleton=sk)
     atomic.write_csv(run.poses, poses)
-    _write_folds(run, ds, folds, cfg.seed)
+    _write_folds(run, ds, folds, cfg.seed, user_groups)
     build_crop_bank(poses, bank_size(cfg), cfg.train_margin[1], sk, run.crops(bank_size(cfg)), show_progress)
     return run
+
+
+def _is_clip_data(data, images, clips: dict | None) -> bool:
+    if images or Path(data).is_file():
+        return False
+    from ..clips import has_videos
+
+    return bool(clips and clips.get("force")) or has_videos(data)
 
 
 def _config_dict(ds: Dataset, cfg: TrainConfig, k: int, data, sk: Skeleton) -> dict:
@@ -204,14 +225,30 @@ def _write_config(run: RunFolder, config: dict) -> dict:
     return config
 
 
-def _write_folds(run: RunFolder, ds: Dataset, k: int, seed: int) -> pd.DataFrame:
+def _user_groups(ds: Dataset, groups_file) -> dict[str, str] | None:
+    """``--groups FILE`` for photos: read (and checked) before any work."""
+    if not groups_file:
+        return None
+    from .clipfit import read_groups
+
+    return read_groups(groups_file, ds.root)
+
+
+def _write_folds(run: RunFolder, ds: Dataset, k: int, seed: int, user_groups: dict[str, str] | None = None) -> pd.DataFrame:
     paths = [str(p) for p in ds.paths]
     if run.folds.exists():
         table = pd.read_csv(run.folds)
         if list(table["path"]) == paths:
             return table
         raise RunError(f"{run.folds}: lists other photos than {ds.root}; use another --out.")
-    table = make_folds(paths, ds.labels, k, seed)
+    groups = None
+    if user_groups:  # the user's group where given, else the near-duplicate group
+        from ..folds import duplicate_groups, phash
+
+        dup = duplicate_groups([phash(p) for p in ds.paths])
+        names = [user_groups.get(str(Path(p).resolve()), f"dup{g}") for p, g in zip(ds.paths, dup)]
+        groups = np.unique(names, return_inverse=True)[1]
+    table = make_folds(paths, ds.labels, k, seed, groups=groups)
     atomic.write_csv(run.folds, table)
     return table
 
@@ -337,6 +374,11 @@ def finish(run: RunFolder | str | Path) -> dict:
     missing = [k for k in range(1, p.k + 1) if not run.fold_done(k).exists()]
     if missing:
         raise RunError(f"{run.root}: folds {missing} are not finished; run `{run.fit_command(p.config)}`.")
+    if p.config.get("clips"):
+        from .clipfit import finish_clips
+
+        _plot_curves(run.root)
+        return finish_clips(p, select, prediction_table, _top1, lambda name: _new_branch(p, name))
     y_leaf = p.labels.leaf
     branches = {"image": _read_oof_image(p)}
     for name in p.config.get("branches", DEFAULT_BRANCHES):
@@ -352,6 +394,19 @@ def finish(run: RunFolder | str | Path) -> dict:
     plot_training_curves(run.root)
     summary = summarize_oof(frame, p)
     return {**summary, "fusion": choice.to_dict(), "notes": fusion_notes(choice, summary)}
+
+
+def _plot_curves(root: Path) -> None:
+    from .curves import plot_training_curves
+
+    plot_training_curves(root)
+
+
+def _top1(frame: pd.DataFrame, h: Hierarchy) -> dict:
+    from ..predtable import branch_names, pred_column, true_column
+
+    return {name: {lv: round(float((frame[pred_column(name, lv)] == frame[true_column(lv)]).mean()), 4)
+                   for lv in h.levels} for name in branch_names(frame)}
 
 
 def fusion_notes(choice, summary: dict) -> list[str]:

@@ -1,0 +1,236 @@
+"""Clips and video: decoding and sampling, the frame cache, clip listing, temporal statistics, folds by clip,
+and (slow) fit + predict on the tiny clips of tests/data/clips."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from hybridpose.clips import FrameCache, Sample, clip_frames, list_samples, load_clip_dataset
+from hybridpose.errors import DatasetError
+from hybridpose.skeletons import get_skeleton
+from hybridpose.temporal import clip_statistics, statistic_names
+from hybridpose.train.clipfit import clip_folds
+from hybridpose.video import Sampling, VideoError, iter_frames, probe
+
+CLIPS = Path(__file__).parent / "data" / "clips"
+VIDEO = CLIPS / "squat" / "squat_correct_003.mp4"   # 12 frames at 10 fps, 320 px
+
+
+def test_sampling_by_fps_and_by_count():
+    info = probe(VIDEO)
+    assert info.rate == pytest.approx(10) and info.frames == 12
+    by_fps = list(iter_frames(VIDEO, Sampling(fps=5)))
+    assert [f.index for f in by_fps] == [0, 2, 4, 6, 8, 10]
+    assert [f.time for f in by_fps] == pytest.approx([0, 0.2, 0.4, 0.6, 0.8, 1.0])
+    by_n = list(iter_frames(VIDEO, Sampling(n=4)))
+    assert [f.index for f in by_n] == [0, 4, 7, 11]
+    every = list(iter_frames(VIDEO, Sampling(fps=5), every=True))
+    assert len(every) == 12 and sum(f.sampled for f in every) == 6
+    assert max(by_fps[0].rgb.shape) == 320
+
+
+def test_corrupt_and_cut_videos_get_a_reason(tmp_path):
+    data = VIDEO.read_bytes()
+    (tmp_path / "cut.mp4").write_bytes(data[: len(data) // 3])
+    (tmp_path / "noise.mp4").write_bytes(b"\x00\x01junk" * 500)
+    for name in ("cut.mp4", "noise.mp4"):
+        with pytest.raises(VideoError) as e:
+            list(iter_frames(tmp_path / name))
+        assert e.value.status == "unreadable" and e.value.reason
+
+
+def test_frame_cache_decodes_once(tmp_path, monkeypatch):
+    cache = FrameCache(tmp_path)
+    first = cache.frames(VIDEO, Sampling(fps=5))
+    assert first.status == "ok" and len(first.paths) == 6 and all(Path(p).exists() for p in first.paths)
+    import hybridpose.clips as clips
+
+    monkeypatch.setattr(clips, "iter_frames", lambda *a, **k: (_ for _ in ()).throw(AssertionError("decoded again")))
+    again = cache.frames(VIDEO, Sampling(fps=5))
+    assert again.paths == first.paths and again.index == first.index
+
+
+def test_bad_video_in_cache_gives_status(tmp_path):
+    bad = tmp_path / "bad.avi"
+    bad.write_bytes(b"RIFF....AVI junk")
+    cf = clip_frames(Sample(bad, "video"), Sampling(), FrameCache(tmp_path))
+    assert cf.status == "unreadable" and not cf.paths and "video" in cf.reason
+
+
+def test_listing_and_dataset():
+    kinds = {s.path.name: s.kind for s in list_samples(CLIPS)}
+    assert kinds == {"jj_frames": "frames", "jumpingjack_correct_001.mp4": "video",
+                     "jumpingjack_correct_003.mp4": "video", "squat_correct_003.mp4": "video",
+                     "squat_correct_004.mp4": "video"}
+    assert [s.kind for s in list_samples(CLIPS / "jumpingjack" / "jj_frames", frames_folder=True)] == ["frames"]
+    ds = load_clip_dataset(CLIPS)
+    assert sorted(set(ds.labels)) == ["jumpingjack", "squat"] and ds.hierarchy.levels == ["class", "exercise"]
+
+
+def test_temporal_statistics():
+    sk = get_skeleton("body")
+    rng = np.random.default_rng(0)
+    base = rng.uniform(100, 300, (sk.n, 4))
+    base[:, 3] = 0.9
+    kp = np.stack([base + [dx, 0, 0, 0] for dx in (0.0, 10.0, 30.0)] + [sk.empty(1)[0]])
+    times = [0.0, 0.5, 1.0, 1.5]
+    s = clip_statistics(kp, times, sk)
+    assert s["found"] == pytest.approx(0.75)
+    assert s["range_nose_x"] == pytest.approx(s["max_nose_x"] - s["min_nose_x"])
+    f = sk.features(kp[:3])["nose_x"].to_numpy()
+    assert s["speed_nose_x"] == pytest.approx(np.mean(np.abs(np.diff(f)) / 0.5))
+    assert s["std_nose_x"] == pytest.approx(np.std(f))
+    none = clip_statistics(sk.empty(3), [0, 1, 2], sk)
+    assert none["found"] == 0 and np.isnan(none["range_nose_x"])
+    assert set(s) == set(statistic_names(sk))
+
+
+def test_clip_folds_keep_single_clip_classes_for_training():
+    labels = ["a"] * 4 + ["b"] * 4 + ["c"] * 1 + ["d"] * 2
+    fold, notes = clip_folds(labels, np.arange(len(labels)), 3, 0)
+    assert fold[8] == 0 and (fold[np.arange(len(labels)) != 8] > 0).all()
+    assert any("c" in n and "not scored" in n for n in notes) and any("d" in n for n in notes)
+    grouped = np.array([0, 0, 1, 1, 2, 2, 3, 3, 4, 5, 6])  # clips of one group share a fold
+    fold, _ = clip_folds(labels, grouped, 2, 0)
+    assert all(len(set(fold[grouped == g])) == 1 for g in np.unique(grouped))
+    with pytest.raises(DatasetError, match="--folds"):
+        clip_folds(["a", "a", "b", "b"], np.arange(4), 5, 0)
+    with pytest.raises(DatasetError, match="two clips"):
+        clip_folds(["a", "a", "b", "c"], np.arange(4), 2, 0)
+
+
+# --------------------------------------------------------------------------- end to end
+
+RULE = """level: class
+rules:
+- name: knees_bend_in_a_squat
+  if_high: jumpingjack
+  if_low: squat
+  statistic: min_min_knee_angle
+  threshold: 145
+  margin: 0
+"""
+
+
+@pytest.fixture(scope="module")
+def clip_run(tmp_path_factory):
+    from hybridpose.train.fit import fit
+
+    run = tmp_path_factory.mktemp("clip_run") / "run"
+    summary = fit(CLIPS, run, folds=2, preset="tiny", show_progress=False, clips={"fps": 5})
+    return run, summary
+
+
+@pytest.mark.slow
+def test_fit_on_clips_scores_per_clip(clip_run):
+    run, summary = clip_run
+    oof = pd.read_csv(run / "oof_predictions.csv")
+    assert len(oof) == 5 and set(oof["path"]) == {str(s.path) for s in list_samples(CLIPS)}
+    assert set(summary["oof_top1"]) == {"image", "clip_keypoint", "fused"}
+    folds = pd.read_csv(run / "folds.csv")
+    frames = pd.read_csv(run / "clip_frames.csv")
+    merged = frames.merge(folds, on="path")
+    assert (merged.groupby("clip")["fold"].nunique() == 1).all()  # a clip's frames share one fold
+    stats = pd.read_csv(run / "clip_statistics.csv")
+    assert len(stats) == 5 and "range_min_knee_angle" in stats
+
+
+@pytest.mark.slow
+def test_predict_clips_rule_per_frame_annotate_and_live(clip_run, tmp_path):
+    from hybridpose.clippredict import ClipPredictor, live, predict_clips
+
+    src, _ = clip_run
+    run = tmp_path / "run"
+    shutil.copytree(src, run)
+    (run / "rules.yaml").write_text(RULE)
+    res = predict_clips(CLIPS, run, tmp_path / "p.csv", per_frame=tmp_path / "f.csv", annotate=tmp_path / "a.mp4",
+                        show_progress=False)
+    pred = pd.read_csv(tmp_path / "p.csv", keep_default_na=False)
+    assert len(pred) == 5 and (pred["status"] == "ok").all()
+    stats = pd.read_csv(run / "clip_statistics.csv").set_index("clip")["min_min_knee_angle"]
+    for _, row in pred.iterrows():  # the rule decides every clip whose top-2 is its pair
+        if {row["top1"], row["top2"]} == {"jumpingjack", "squat"} and np.isfinite(stats[row["path"]]):
+            assert row["rule"] == "knees_bend_in_a_squat"
+            assert row["class"] == ("jumpingjack" if stats[row["path"]] >= 145 else "squat")
+    per_frame = pd.read_csv(tmp_path / "f.csv")
+    assert {"frame", "time", "label", "confidence", "smoothed_label"} <= set(per_frame.columns)
+    assert per_frame.groupby("clip").size().sum() == pred["frames"].sum()
+    seg = pd.read_csv(tmp_path / "f_segments.csv")
+    assert (seg.groupby("clip")["frames"].sum() == per_frame.groupby("clip").size()).all()
+    first = res["annotated"]
+    assert first and len(list(iter_frames(first, Sampling(n=1000)))) >= 6
+    p = ClipPredictor(run, use_rules=False)
+    out = list(live(p, str(VIDEO), show=False, max_frames=4))
+    assert len(out) == 4 and all(o["label"] in p.h.leaves and o["fps"] > 0 for o in out)
+
+
+@pytest.mark.slow
+def test_clip_cli(clip_run, tmp_path):
+    from typer.testing import CliRunner
+
+    from hybridpose_cli.main import app
+
+    run, _ = clip_run
+    r = CliRunner().invoke(app, ["predict", str(VIDEO), "-m", str(run), "-o", str(tmp_path / "p.csv"),
+                                 "--per-frame", str(tmp_path / "f.csv")])
+    assert r.exit_code == 0, r.output
+    assert len(pd.read_csv(tmp_path / "p.csv")) == 1 and (tmp_path / "f_segments.csv").exists()
+
+
+def test_groups_file_for_photos(tmp_path):
+    from hybridpose.datasets import load_dataset
+    from hybridpose.runfolder import RunFolder
+    from hybridpose.train.fit import _user_groups, _write_folds
+
+    data = Path(__file__).parents[1] / "data" / "sample"
+    ds = load_dataset(data)
+    per_class: dict[str, list] = {}
+    for p, y in zip(ds.paths, ds.labels):
+        per_class.setdefault(y, []).append(p)
+    rows = ["path,group"]
+    for y, ps in per_class.items():  # two subjects per class: half the photos each
+        rows += [f"{p.relative_to(data)},{y}_{i % 2}" for i, p in enumerate(ps)]
+    (tmp_path / "groups.csv").write_text("\n".join(rows) + "\n")
+    table = _write_folds(RunFolder(tmp_path / "run"), ds, 2, 0, _user_groups(ds, tmp_path / "groups.csv"))
+    subject = {str(data / r.split(",")[0]): r.split(",")[1] for r in rows[1:]}
+    table["subject"] = table["path"].map(subject)
+    assert (table.groupby("subject")["fold"].nunique() == 1).all()
+    with pytest.raises(DatasetError, match="groups"):
+        _user_groups(ds, tmp_path / "missing.csv")
+
+
+def test_smoothing_and_segments():
+    from hybridpose.clippredict import segments, smooth, window_frames
+
+    p = np.array([[0.9, 0.1], [0.8, 0.2], [0.4, 0.6], [0.9, 0.1], [0.2, 0.8], [0.1, 0.9], [0.2, 0.8]])
+    s = smooth(p, 3)
+    assert s[1] == pytest.approx(p[0:3].mean(0)) and s[0] == pytest.approx(p[0:2].mean(0))
+    assert smooth(p, 3, causal=True)[2] == pytest.approx(p[0:3].mean(0))
+    assert s.argmax(1).tolist() == [0, 0, 0, 0, 1, 1, 1]  # the one-frame flip at frame 2 is smoothed away
+    assert window_frames(Sampling(fps=4)) == 5 and window_frames(Sampling(fps=1)) == 1
+    t = pd.DataFrame({"clip": "c", "time": np.arange(7) * 0.25,
+                      "smoothed_label": ["a" if i == 0 else "b" for i in s.argmax(1)]})
+    seg = segments(t)
+    assert seg[["label", "start", "end", "frames"]].values.tolist() == [["a", 0.0, 1.0, 4], ["b", 1.0, 1.5, 3]]
+
+
+@pytest.mark.slow
+def test_predict_bad_and_cut_videos(clip_run, tmp_path):
+    from hybridpose.clippredict import predict_clips
+
+    run, _ = clip_run
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "noise.mp4").write_bytes(b"junk" * 100)
+    (folder / "notes.txt").write_text("x")
+    shutil.copy(VIDEO, folder / "good.mp4")
+    predict_clips(folder, run, tmp_path / "p.csv", show_progress=False)
+    rows = pd.read_csv(tmp_path / "p.csv", keep_default_na=False).set_index("path")
+    assert rows.loc[str(folder / "noise.mp4"), "status"] == "unreadable"
+    assert rows.loc[str(folder / "noise.mp4"), "reason"]
+    assert rows.loc[str(folder / "notes.txt"), "status"] == "unsupported"
+    assert rows.loc[str(folder / "good.mp4"), "status"] == "ok" and rows.loc[str(folder / "good.mp4"), "class"]
