@@ -37,9 +37,21 @@ def _root(
 def _skeleton_name(value: str) -> str:
     from hybridpose.skeletons import available
 
+    if value.lower().endswith((".yaml", ".yml")):  # a described skeleton, read (and checked) by the command
+        return value
     if value not in available():
-        raise typer.BadParameter(f"{value!r} is not one of {', '.join(map(repr, available()))}.")
+        raise typer.BadParameter(f"{value!r} is not one of {', '.join(map(repr, available()))}, "
+                                 "nor a skeleton description (.yaml).")
     return value
+
+
+def _with_hands(skeleton: str, hands: int) -> str:
+    """``--hands 2`` turns the one-hand skeleton into the two-hand one."""
+    if hands == 1:
+        return skeleton
+    if skeleton != "hand":
+        raise typer.BadParameter("--hands 2 goes with --skeleton hand.", param_hint="'--hands'")
+    return "two_hands"
 
 
 def _writable(path: Optional[Path], kind: str, what: str = "--out") -> None:
@@ -59,7 +71,12 @@ PREDICTIONS_FILE = {Format.csv: Path("predictions.csv"), Format.json: Path("pred
 
 WorkersOpt = typer.Option(1, "--workers", "-j", min=1, help="Processes running the pose model.")
 SkeletonOpt = typer.Option("body", "--skeleton", callback=_skeleton_name,
-                           help="Which keypoints the front end finds (hybridpose.skeletons): body.")
+                           help="Which keypoints the front end finds (hybridpose.skeletons): body, hand, two_hands, "
+                                "or a skeleton description FILE.yaml (with --keypoints).")
+HandsOpt = typer.Option(1, "--hands", min=1, max=2, help="With --skeleton hand: 1 (the larger hand) or 2 (both).")
+KeypointsOpt = typer.Option(None, "--keypoints", help="Read keypoints from this CSV/JSON file instead of running "
+                            "the pose model (docs/FORMATS.md).")
+UnitsOpt = typer.Option("pixels", "--keypoint-units", help="Coordinates in the --keypoints file: pixels or normalized.")
 CacheOpt = typer.Option(None, "--cache", help="Pose cache folder (default $HYBRIDPOSE_CACHE or ~/.cache/hybridpose).")
 
 
@@ -70,13 +87,17 @@ def extract(
     workers: int = WorkersOpt,
     cache: Optional[Path] = CacheOpt,
     skeleton: str = SkeletonOpt,
+    hands: int = HandsOpt,
+    keypoints: Optional[Path] = KeypointsOpt,
+    keypoint_units: str = UnitsOpt,
 ) -> None:
     """Find the person and their keypoints in every image: one row per file in OUT/poses.csv."""
     from hybridpose.api import extract_folder
 
     _writable(out, "folder")
     _writable(cache, "folder", "--cache")
-    table, summary = extract_folder(data, out, workers=workers, cache_dir=cache, skeleton=skeleton)
+    table, summary = extract_folder(data, out, workers=workers, cache_dir=cache, skeleton=_with_hands(skeleton, hands),
+                                    keypoints=keypoints, keypoint_units=keypoint_units)
     _print_summary(summary, out / "poses.csv")
 
 
@@ -102,6 +123,9 @@ def fit(
     workers: int = WorkersOpt,
     cache: Optional[Path] = CacheOpt,
     skeleton: str = SkeletonOpt,
+    hands: int = HandsOpt,
+    keypoints: Optional[Path] = KeypointsOpt,
+    keypoint_units: str = UnitsOpt,
 ) -> None:
     """Train the image branch per fold, the keypoint branch and their fusion; out-of-fold predictions included."""
     from hybridpose.train.config import stage_epochs
@@ -114,7 +138,8 @@ def fit(
     _writable(out, "folder")
     _writable(cache, "folder", "--cache")
     summary = run_fit(data, out, folds=folds, preset=preset.value, hierarchy=hierarchy, images=images,
-                      flip_pairs=flip_pairs, workers=workers, cache_dir=cache, skeleton=skeleton, **overrides)
+                      flip_pairs=flip_pairs, workers=workers, cache_dir=cache, skeleton=_with_hands(skeleton, hands),
+                      keypoints=keypoints, keypoint_units=keypoint_units, **overrides)
     _print_fit(summary, out)
 
 
@@ -191,6 +216,8 @@ def predict(
     batch_size: int = typer.Option(32, "--batch-size", min=1, help="Photos per batch."),
     cache: Optional[Path] = CacheOpt,
     partial: bool = typer.Option(False, "--partial", help="Predict with the finished folds of an incomplete run (noted in every row)."),
+    keypoints: Optional[Path] = KeypointsOpt,
+    keypoint_units: str = UnitsOpt,
 ) -> None:
     """Label every photo at every hierarchy level: one row per file, whatever the file holds."""
     from hybridpose.jobs import predict as run_predict
@@ -199,7 +226,8 @@ def predict(
         raise typer.BadParameter("give --rules FILE or --no-rules, not both.", param_hint="'--no-rules'")
     _writable(cache, "folder", "--cache")
     res = run_predict(inputs, model, out or PREDICTIONS_FILE[fmt], rules=rules, no_rules=no_rules, fmt=fmt.value,
-                      batch_size=batch_size, cache_dir=cache, partial=partial)
+                      batch_size=batch_size, cache_dir=cache, partial=partial, keypoints=keypoints,
+                      keypoint_units=keypoint_units)
     if res["missing_folds"]:
         console.print(f"[yellow]warning:[/] folds {res['missing_folds']} of the run have no model; "
                       "predicted with the others (column `ensemble`).")

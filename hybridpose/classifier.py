@@ -28,7 +28,7 @@ from .runfolder import RunFolder
 from .skeletons import Skeleton, get_skeleton
 
 TOP_K = 5
-LABELLED = ("ok", "no_person")  # statuses of photos that get a label (an image branch answer at least)
+LABELLED = ("ok", "no_person", "no_hand", "no_keypoints")  # statuses of photos that get a label (an image branch answer at least)
 
 
 @dataclass
@@ -53,6 +53,7 @@ class HybridPoseClassifier:
         self.hierarchy = fusion.hierarchy
         self.skeleton: Skeleton = get_skeleton(config.get("skeleton"))
         self.cache_dir: Path | None = None
+        self.keypoint_source = None  # a keypoint_file.KeypointFile: keypoints from a file, not the pose model
         self._estimator = None
 
     @classmethod
@@ -160,7 +161,7 @@ class HybridPoseClassifier:
     def poses_and_crops(self, paths: Sequence[str | Path]) -> tuple[pd.DataFrame, torch.Tensor]:
         """Pose table rows and crops for a batch, decoding each photo once."""
         prep = self.image_branch.preprocessing_
-        version = estimator_class(self.skeleton).version
+        version = self.keypoint_source.version if self.keypoint_source else estimator_class(self.skeleton).version
         known, shas = first_look([str(p) for p in paths])
         cache = PoseCache(self.cache_dir, version)
         try:
@@ -188,7 +189,10 @@ class HybridPoseClassifier:
             image = open_rgb(path)
         except ImageLoadError as e:
             return cached or PoseResult(e.status, e.reason), None
-        result = cached or analyse_loaded(image, self.estimator)
+        if self.keypoint_source is not None:
+            result = self.keypoint_source.result(path, image.width, image.height)
+        else:
+            result = cached or analyse_loaded(image, self.estimator)
         crop, _ = crop_photo(image, result.box, None, margin, size, self.skeleton.n)
         return result, crop
 

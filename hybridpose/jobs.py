@@ -13,6 +13,7 @@ from .classifier import HybridPoseClassifier
 from .datasets import load_dataset
 from .errors import DatasetError, RunError
 from .hierarchy import Hierarchy
+from .keypoint_file import keypoint_source
 from .outputs import OutputError, check_writable
 from .pose import keypoints_array
 from .predtable import read_probs, rules_column, true_column
@@ -91,8 +92,10 @@ def _rules_file(out: Path) -> Path:
 
 def predict(inputs: str | Path, run: str | Path, out: str | Path, *, rules: str | Path | None = None,
             no_rules: bool = False, fmt: str = "csv", batch_size: int = 32, show_progress: bool = True,
-            cache_dir: str | Path | None = None, partial: bool = False) -> dict:
-    """Stream predictions for every image under ``inputs`` into ``out`` (CSV or JSON lines), atomically."""
+            cache_dir: str | Path | None = None, partial: bool = False, keypoints: str | Path | None = None,
+            keypoint_units: str = "pixels") -> dict:
+    """Stream predictions for every image under ``inputs`` into ``out`` (CSV or JSON lines), atomically;
+    with ``keypoints``, the keypoints come from that file instead of the run's pose model."""
     inputs, out = Path(inputs), Path(out)
     if fmt not in ("csv", "json"):
         raise OutputError(f"--format {fmt!r}: choose one of csv, json.")
@@ -100,6 +103,7 @@ def predict(inputs: str | Path, run: str | Path, out: str | Path, *, rules: str 
     paths = [e.path for e in open_inputs(inputs)]
     clf = HybridPoseClassifier.load(run, rules=rules, use_rules=not no_rules, partial=partial)
     clf.cache_dir = Path(cache_dir) if cache_dir else None
+    clf.keypoint_source = keypoint_source(keypoints, clf.skeleton, keypoint_units, paths, inputs)
     counts: dict[str, int] = {}
     with atomic.atomic_open(out, "w", encoding="utf-8", newline="") as fh:
         for i, frame in enumerate(clf.iter_predict(paths, batch_size, show_progress)):

@@ -31,6 +31,7 @@ from ..errors import RunError
 from ..folds import check_fold_counts, make_folds
 from ..fusion import select
 from ..hierarchy import Hierarchy
+from ..keypoint_file import keypoint_source
 from ..network import build_model, load_checkpoint, pick_device, save_checkpoint
 from ..pose import extract, keypoints_array
 from ..predtable import table as prediction_table
@@ -85,11 +86,13 @@ class Prepared:
 
 def fit(data: str | Path, out: str | Path, *, folds: int = 5, preset: str = "quick", hierarchy: str | Path | None = None,
         images: str | Path | None = None, flip_pairs: str | None = None, workers: int = 1,
-        cache_dir: str | Path | None = None, show_progress: bool = True, skeleton: str = "body", **overrides) -> dict:
+        cache_dir: str | Path | None = None, show_progress: bool = True, skeleton: str = "body",
+        keypoints: str | Path | None = None, keypoint_units: str = "pixels", **overrides) -> dict:
     """Train the image branch per fold, the other branches and the fusion; returns the summary dict."""
     t0 = time.perf_counter()
     run = prepare(data, out, folds=folds, preset=preset, hierarchy=hierarchy, images=images, flip_pairs=flip_pairs,
-                  workers=workers, cache_dir=cache_dir, show_progress=show_progress, skeleton=skeleton, **overrides)
+                  workers=workers, cache_dir=cache_dir, show_progress=show_progress, skeleton=skeleton,
+                  keypoints=keypoints, keypoint_units=keypoint_units, **overrides)
     for k in range(1, folds + 1):
         train_fold(run, k, show_progress=show_progress)
     summary = finish(run)
@@ -104,17 +107,25 @@ def fit(data: str | Path, out: str | Path, *, folds: int = 5, preset: str = "qui
 def prepare(data: str | Path, out: str | Path, *, folds: int = 5, preset: str = "quick",
             hierarchy: str | Path | None = None, images: str | Path | None = None, flip_pairs: str | None = None,
             workers: int = 1, cache_dir: str | Path | None = None, show_progress: bool = True,
-            skeleton: str = "body", **overrides) -> RunFolder:
+            skeleton: str = "body", keypoints: str | Path | None = None, keypoint_units: str = "pixels",
+            **overrides) -> RunFolder:
     """Check everything, then write config.json, poses.csv, folds.csv and the crop cache."""
     run = RunFolder(out)
     cfg = make_config(preset, **overrides)  # options first, then the data, all before anything is written
     sk = get_skeleton(skeleton)
     ds = load_dataset(data, hierarchy=hierarchy, images=images, flip_pairs=flip_pairs)
     check_fold_counts(ds.labels, folds, "photos")  # before anything is written
-    _write_config(run, _config_dict(ds, cfg, folds, data, sk))
+    source = keypoint_source(keypoints, sk, keypoint_units, ds.paths, data)
+    config = _config_dict(ds, cfg, folds, data, sk)
+    if source is not None:
+        config["keypoints"] = source.describe()
+    _write_config(run, config)
     log(f"[bold]fit[/] {len(ds)} photos, {len(ds.hierarchy.leaves)} classes, levels {ds.hierarchy.levels}, "
         f"{folds} folds, preset {cfg.preset}, skeleton {sk.name}, device {pick_device(cfg.device)} -> {run.root}")
-    poses = extract(ds.paths, cache_dir=cache_dir, workers=workers, show_progress=show_progress, skeleton=sk)
+    if source is not None:
+        poses = source.extract(ds.paths, show_progress=show_progress)
+    else:
+        poses = extract(ds.paths, cache_dir=cache_dir, workers=workers, show_progress=show_progress, skeleton=sk)
     atomic.write_csv(run.poses, poses)
     _write_folds(run, ds, folds, cfg.seed)
     build_crop_bank(poses, bank_size(cfg), cfg.train_margin[1], sk, run.crops(bank_size(cfg)), show_progress)
@@ -123,7 +134,7 @@ def prepare(data: str | Path, out: str | Path, *, folds: int = 5, preset: str = 
 
 def _config_dict(ds: Dataset, cfg: TrainConfig, k: int, data, sk: Skeleton) -> dict:
     return {"format": RUN_FORMAT, "version": 1, "data": str(data), "n_images": len(ds), "folds": k,
-            "skeleton": sk.name, "branches": list(DEFAULT_BRANCHES),
+            "skeleton": sk.to_config(), "branches": list(DEFAULT_BRANCHES),
             "train": cfg.to_dict(), "hierarchy": ds.hierarchy.to_dict(), "flip_pairs": ds.flip_pairs}
 
 
