@@ -126,6 +126,12 @@ def _plain(v):
     return v
 
 
+def _skeleton_note(config: dict) -> str:
+    sk = get_skeleton(config.get("skeleton"))
+    source = (config.get("keypoints") or {}).get("file")
+    return f"{sk.name} ({sk.description})" + (f", keypoints read from {source}" if source else "")
+
+
 def evaluate(target: str | Path, *, model: str | Path | None = None, out: str | Path | None = None,
              data: str | Path | None = None, images: str | Path | None = None, show_progress: bool = True) -> dict:
     """Metrics, plots, label review and report.html for a run's out-of-fold predictions (``evaluate RUN``),
@@ -160,6 +166,9 @@ def evaluate(target: str | Path, *, model: str | Path | None = None, out: str | 
         frame, h = _frame_from_dataset(target, Path(model), images, show_progress)
         title = f"Evaluation of {model} on {target}"
     summary = evaluate_frame(frame, h, out_dir, title=title)
+    run_dir = target if of_run else (Path(model) if model is not None else None)
+    if run_dir is not None:  # the report says which keypoints the run used
+        summary["skeleton"] = _skeleton_note(RunFolder(run_dir).read_config())
     if folds is not None and RunFolder(target).curves.exists():
         import shutil
 

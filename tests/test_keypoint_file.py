@@ -252,3 +252,13 @@ def test_fit_from_a_keypoint_file_matches_the_mediapipe_run(hand_poses, tmp_path
     assert code == 0, text
     pred = pd.read_csv(tmp_path / "p.csv")
     assert set(pred["status"]) == {"ok", "no_keypoints"}
+    assert pred["class"].notna().all()  # the image branch decides where there are no keypoints
+    # the report names the skeleton and the keypoint source; explain draws the hand
+    code, text = cli(monkeypatch, capsys, "evaluate", tmp_path / "file", "--out", tmp_path / "ev")
+    assert code == 0, text
+    html = (tmp_path / "ev" / "report.html").read_text()
+    assert "skeleton: hand (MediaPipe Hands" in html and "keypoints read from" in html
+    code, text = cli(monkeypatch, capsys, "explain", data / "palm", "-m", tmp_path / "mp", "--out", tmp_path / "x",
+                     "--limit", "2")
+    assert code == 0, text
+    assert len(list((tmp_path / "x").glob("*.png"))) >= 2
