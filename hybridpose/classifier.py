@@ -28,7 +28,8 @@ from .runfolder import RunFolder
 from .skeletons import Skeleton, get_skeleton
 
 TOP_K = 5
-LABELLED = ("ok", "no_person", "no_hand", "no_keypoints")  # statuses of photos that get a label (an image branch answer at least)
+# statuses of photos that get a label (an image branch answer at least)
+LABELLED = ("ok", "no_person", "no_hand", "no_keypoints")
 
 
 @dataclass

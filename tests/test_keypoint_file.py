@@ -262,3 +262,14 @@ def test_fit_from_a_keypoint_file_matches_the_mediapipe_run(hand_poses, tmp_path
                      "--limit", "2")
     assert code == 0, text
     assert len(list((tmp_path / "x").glob("*.png"))) >= 2
+
+
+def test_predict_with_a_bad_keypoint_file_is_one_line(monkeypatch, capsys, tiny_run, tmp_path):
+    """predict checks the file against the run's skeleton and the photos before predicting anything."""
+    sample = ROOT / "data" / "sample" / "Triangle"
+    photo = sorted(sample.glob("*.jpg"))[0]
+    (tmp_path / "kp.json").write_text(json.dumps({str(photo): [[1.0, 2.0]] * 3}))
+    out = tmp_path / "p.csv"
+    one_line_error(*cli(monkeypatch, capsys, "predict", sample, "-m", tiny_run, "--out", out, "--keypoints",
+                        tmp_path / "kp.json"), "kp.json", "3 keypoints", "'body'")
+    assert not out.exists()
