@@ -192,11 +192,9 @@ def _resolve(name: str, bases: list[Path]) -> str:
 
 def _checked(kp: np.ndarray, path: Path, row: str, skeleton: Skeleton) -> np.ndarray:
     bad = ~np.isfinite(kp[:, :2]).all(axis=1)
-    if skeleton.handed:  # a two-hand skeleton may miss a whole hand (all its ``<side>_*`` points)
-        side = np.array([n.split("_", 1)[0] for n in skeleton.keypoints])
-        whole = np.array([bad[side == s].all() for s in side])
-        kp[bad & whole, :] = np.nan
-        bad = bad & ~whole
+    whole = skeleton.missing_parts(kp)  # a two-hand skeleton may miss a whole hand
+    kp[whole, :] = np.nan
+    bad = bad & ~whole
     if bad.any():
         name = skeleton.keypoints[int(np.argmax(bad))]
         raise KeypointFileError(f"{path} {row}: keypoint {name!r} has no x or y (empty or NaN); give every keypoint "

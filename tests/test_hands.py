@@ -146,3 +146,15 @@ def test_cam_mask_covers_the_hand_bones_of_a_left_hand(hand_table):
     t2 = torch.full((1, two.n, 3), float("nan"))
     t2[0, : sk.n] = t[0]
     assert body_coverage(t2, (14, 14), two).mean() == pytest.approx(float(share[0]), abs=0.02)
+
+
+def test_found_allows_a_whole_missing_hand_only():
+    two, one = get_skeleton("two_hands"), get_skeleton("hand")
+    kp = np.ones((4, two.n, 4))
+    kp[1, : one.n] = np.nan          # left hand missing: found
+    kp[2, 3] = np.nan                # one point of a hand missing: not found
+    kp[3] = np.nan                   # no hand: not found
+    assert two.found(kp).tolist() == [True, True, False, False]
+    single = np.ones((2, one.n, 4))
+    single[1, 5] = np.nan
+    assert one.found(single).tolist() == [True, False]

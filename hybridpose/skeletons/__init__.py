@@ -36,6 +36,7 @@ class Skeleton:
     # and every found point counts as visible.
     handed: bool = False
     custom: bool = False                         # described by the user (skeletons/custom.py), stored in the run
+    parts: int = 1                               # equal consecutive parts that may each be missing (two hands: 2)
     description: str = ""
     index: dict[str, int] = field(init=False, repr=False, compare=False)
 
@@ -85,8 +86,18 @@ class Skeleton:
                 "mirror_pairs": [list(p) for p in self.mirror_pairs]}
 
     def found(self, kp: np.ndarray) -> np.ndarray:
-        """(N,) rows of (N, n, 4) keypoints with at least one point (a two-hand row may miss one hand)."""
-        return np.isfinite(np.asarray(kp, dtype=np.float64)[..., :2]).all(axis=-1).any(axis=-1)
+        """(N,) rows of (N, n, 4) keypoints that are complete, but for whole missing ``parts`` (a two-hand row may
+        miss one hand); a row with no point, or a part with only some of its points, is not found."""
+        ok = np.isfinite(np.asarray(kp, dtype=np.float64)[..., :2]).all(axis=-1)
+        parts = ok.reshape(*ok.shape[:-1], self.parts, -1)
+        whole = parts.all(axis=-1)
+        return whole.any(axis=-1) & (whole | ~parts.any(axis=-1)).all(axis=-1)
+
+    def missing_parts(self, kp: np.ndarray) -> np.ndarray:
+        """(..., n) points of (..., n, 4) keypoints that belong to a part with no point at all."""
+        ok = np.isfinite(np.asarray(kp, dtype=np.float64)[..., :2]).all(axis=-1)
+        parts = ok.reshape(*ok.shape[:-1], self.parts, -1)
+        return np.repeat(~parts.any(axis=-1), parts.shape[-1], axis=-1)
 
     def feature_names(self) -> list[str]:
         probe = np.arange(self.n * 4, dtype=np.float64).reshape(1, self.n, 4) + 1.0

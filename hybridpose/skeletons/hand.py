@@ -144,5 +144,5 @@ TWO_HANDS = register(Skeleton(
     name="two_hands", keypoints=TWO_NAMES, edges=tuple((f"{s}_{a}", f"{s}_{b}") for s in SIDES for a, b in EDGES),
     mirror_pairs=mirror_pairs_by_name(TWO_NAMES), features=two_features, estimator="mediapipe_hands2",
     box=two_box, scale=(("left_wrist", "right_wrist"), ("left_middle_mcp", "right_middle_mcp")), mask_width=0.3,
-    handed=True, description="MediaPipe Hands: both hands, 21 keypoints each (left_*, right_*; NaN where not found)",
+    handed=True, parts=len(SIDES), description="MediaPipe Hands: both hands, 21 keypoints each (left_*, right_*; NaN where not found)",
 ))
