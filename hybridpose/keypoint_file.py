@@ -10,7 +10,8 @@ Formats (docs/FORMATS.md, "Keypoint files"):
 Coordinates are pixels of the photo as displayed (EXIF orientation applied) or normalised to [0, 1]
 (``units``). Everything is checked before any work: a photo the inputs do not hold, a keypoint count
 or name that does not fit the skeleton, an empty or NaN coordinate, a point far outside its photo;
-each is one line naming the file and the row. Photos the file does not list get status
+each is one line naming the file and the row. Rows for other existing photos are ignored (one file may
+cover a whole data set while ``predict`` reads one folder). Photos the file does not list get status
 ``no_keypoints`` (the keypoint branch abstains; the image branch decides on the whole photo), as do
 rows whose coordinates are all empty (a ``poses.csv`` row where no person or hand was found).
 """
@@ -82,15 +83,16 @@ class KeypointFile:
         return out
 
     def check_photos(self, photos: Sequence[str | Path], where: str) -> None:
-        """Every photo of the file is among ``photos``, and its points lie near it (reads image headers only)."""
+        """Every photo of the file exists, and the points of those among ``photos`` lie near it (image headers only)."""
         known = {_key(p) for p in photos}
         for key, row in self.rows.items():
-            if key not in known and self.points[key] is not None:
+            # rows for other existing photos are fine (a file may cover more than one folder); a path to nothing is not
+            if key not in known and self.points[key] is not None and not Path(key).exists():
                 raise KeypointFileError(f"{self.path} {row}: photo {key} is not among the {len(known)} photos of "
-                                        f"{where}; remove the row or fix its path (absolute, or relative to the "
-                                        "data folder, the current folder or the keypoint file).")
+                                        f"{where}, and no such file exists; remove the row or fix its path (absolute, "
+                                        "or relative to the data folder, the current folder or the keypoint file).")
         for key, kp in self.points.items():
-            if kp is None:
+            if kp is None or key not in known:
                 continue
             size = _image_size(key)
             if size is None:

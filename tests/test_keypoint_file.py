@@ -273,3 +273,29 @@ def test_predict_with_a_bad_keypoint_file_is_one_line(monkeypatch, capsys, tiny_
     one_line_error(*cli(monkeypatch, capsys, "predict", sample, "-m", tiny_run, "--out", out, "--keypoints",
                         tmp_path / "kp.json"), "kp.json", "3 keypoints", "'body'")
     assert not out.exists()
+
+
+@pytest.mark.slow
+def test_fit_and_predict_with_a_described_skeleton(hand_poses, tmp_path, monkeypatch, capsys):
+    """A YAML skeleton and normalised keypoints: the run stores the description; predict needs the file."""
+    data, table = hand_poses
+    names = ("wrist", "thumb_tip", "index_tip", "pinky_tip")
+    (tmp_path / "tips.yaml").write_text(f"name: tips\nkeypoints: [{', '.join(names)}]\n"
+                                        "edges: [[wrist, thumb_tip], [wrist, index_tip], [wrist, pinky_tip]]\n")
+    ok = _ok(table)
+    rows = [{"path": r["path"], "keypoint": n, "x": r[f"{n}_x"] / r["width"], "y": r[f"{n}_y"] / r["height"]}
+            for _, r in ok.iterrows() for n in names]
+    pd.DataFrame(rows).to_csv(tmp_path / "tips.csv", index=False)
+    kp = ["--keypoints", tmp_path / "tips.csv", "--keypoint-units", "normalized"]
+    code, text = cli(monkeypatch, capsys, "fit", data, "--out", tmp_path / "run", "--skeleton", tmp_path / "tips.yaml",
+                     *kp, "--folds", "2", "--preset", "tiny")
+    assert code == 0, text
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["skeleton"]["keypoints"] == list(names) and config["keypoints"]["units"] == "normalized"
+    one_line_error(*cli(monkeypatch, capsys, "predict", data / "palm", "-m", tmp_path / "run", "--out",
+                        tmp_path / "p.csv"), "'tips'", "--keypoints")
+    code, text = cli(monkeypatch, capsys, "predict", data / "palm", "-m", tmp_path / "run", "--out", tmp_path / "p.csv",
+                     *kp)
+    assert code == 0, text
+    pred = pd.read_csv(tmp_path / "p.csv")
+    assert (pred["status"] == "ok").all() and pred["keypoint_top"].notna().all()
