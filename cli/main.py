@@ -37,9 +37,21 @@ def _root(
 def _skeleton_name(value: str) -> str:
     from hybridpose.skeletons import available
 
+    if value.lower().endswith((".yaml", ".yml")):  # a described skeleton, read (and checked) by the command
+        return value
     if value not in available():
-        raise typer.BadParameter(f"{value!r} is not one of {', '.join(map(repr, available()))}.")
+        raise typer.BadParameter(f"{value!r} is not one of {', '.join(map(repr, available()))}, "
+                                 "nor a skeleton description (.yaml).")
     return value
+
+
+def _with_hands(skeleton: str, hands: int) -> str:
+    """``--hands 2`` turns the one-hand skeleton into the two-hand one."""
+    if hands == 1:
+        return skeleton
+    if skeleton != "hand":
+        raise typer.BadParameter("--hands 2 goes with --skeleton hand.", param_hint="'--hands'")
+    return "two_hands"
 
 
 def _writable(path: Optional[Path], kind: str, what: str = "--out") -> None:
@@ -59,7 +71,12 @@ PREDICTIONS_FILE = {Format.csv: Path("predictions.csv"), Format.json: Path("pred
 
 WorkersOpt = typer.Option(1, "--workers", "-j", min=1, help="Processes running the pose model.")
 SkeletonOpt = typer.Option("body", "--skeleton", callback=_skeleton_name,
-                           help="Which keypoints the front end finds (hybridpose.skeletons): body.")
+                           help="Which keypoints the front end finds (hybridpose.skeletons): body, hand, two_hands, "
+                                "or a skeleton description FILE.yaml (with --keypoints).")
+HandsOpt = typer.Option(1, "--hands", min=1, max=2, help="With --skeleton hand: 1 (the larger hand) or 2 (both).")
+KeypointsOpt = typer.Option(None, "--keypoints", help="Read keypoints from this CSV/JSON file instead of running "
+                            "the pose model (docs/FORMATS.md).")
+UnitsOpt = typer.Option("pixels", "--keypoint-units", help="Coordinates in the --keypoints file: pixels or normalized.")
 CacheOpt = typer.Option(None, "--cache", help="Pose cache folder (default $HYBRIDPOSE_CACHE or ~/.cache/hybridpose).")
 
 
@@ -70,13 +87,17 @@ def extract(
     workers: int = WorkersOpt,
     cache: Optional[Path] = CacheOpt,
     skeleton: str = SkeletonOpt,
+    hands: int = HandsOpt,
+    keypoints: Optional[Path] = KeypointsOpt,
+    keypoint_units: str = UnitsOpt,
 ) -> None:
     """Find the person and their keypoints in every image: one row per file in OUT/poses.csv."""
     from hybridpose.api import extract_folder
 
     _writable(out, "folder")
     _writable(cache, "folder", "--cache")
-    table, summary = extract_folder(data, out, workers=workers, cache_dir=cache, skeleton=skeleton)
+    table, summary = extract_folder(data, out, workers=workers, cache_dir=cache, skeleton=_with_hands(skeleton, hands),
+                                    keypoints=keypoints, keypoint_units=keypoint_units)
     _print_summary(summary, out / "poses.csv")
 
 
@@ -121,6 +142,9 @@ def fit(
     frames: Optional[int] = typer.Option(None, "--frames", min=1, help="Clips: N frames spread evenly over each clip (instead of --fps)."),
     groups: Optional[Path] = typer.Option(None, "--groups", help="CSV of 'path,group': samples of one group (subject, session) share a fold."),
     clips: bool = typer.Option(False, "--clips", help="Sub-folders of frames inside class folders are clips (automatic when DATA holds a video)."),
+    hands: int = HandsOpt,
+    keypoints: Optional[Path] = KeypointsOpt,
+    keypoint_units: str = UnitsOpt,
 ) -> None:
     """Train the image branch per fold, the keypoint branch and their fusion; out-of-fold predictions included."""
     from hybridpose.train.config import read_fit_config, stage_epochs, train_overrides
@@ -141,9 +165,11 @@ def fit(
     summary = run_fit(data, out, folds=given("folds", folds), preset=preset_name, hierarchy=given("hierarchy", hierarchy),
                       images=given("images", images), flip_pairs=given("flip_pairs", flip_pairs),
                       workers=given("workers", workers), cache_dir=given("cache", cache),
-                      skeleton=given("skeleton", skeleton), executor=given("executor", executor.value),
+                      
+                      skeleton=_with_hands(given("skeleton", skeleton), hands), executor=given("executor", executor.value),
                       address=given("address", address), cpus_per_fold=given("cpus_per_fold", cpus_per_fold),
                       gpus_per_fold=given("gpus_per_fold", gpus_per_fold), clips=clip_opts,
+                      keypoints=keypoints, keypoint_units=keypoint_units,
                       **overrides)
     _print_fit(summary, out)
 
@@ -291,6 +317,8 @@ def predict(
     camera: Optional[str] = typer.Option(None, "--camera", help="Run live on camera N (OpenCV), or on a video file standing in for one; q quits."),
     max_frames: Optional[int] = typer.Option(None, "--max-frames", min=1, help="With --camera: stop after this many frames."),
     show: bool = typer.Option(True, "--show/--no-show", help="With --camera: draw the frames in a window."),
+    keypoints: Optional[Path] = KeypointsOpt,
+    keypoint_units: str = UnitsOpt,
 ) -> None:
     """Label every photo at every hierarchy level: one row per file, whatever the file holds."""
     from hybridpose.jobs import predict as run_predict
@@ -318,7 +346,8 @@ def predict(
                       + (f", {res['csv']})" if res["csv"] else ")"))
         return
     res = run_predict(inputs, model, out or PREDICTIONS_FILE[fmt], rules=rules, no_rules=no_rules, fmt=fmt.value,
-                      batch_size=batch_size, cache_dir=cache, partial=partial, engine=engine, workers=workers)
+                      batch_size=batch_size, cache_dir=cache, partial=partial, engine=engine, workers=workers,
+                      keypoints=keypoints, keypoint_units=keypoint_units)
     if res["missing_folds"]:
         console.print(f"[yellow]warning:[/] folds {res['missing_folds']} of the run have no model; "
                       "predicted with the others (column `ensemble`).")

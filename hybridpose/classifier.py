@@ -16,10 +16,12 @@ import torch
 from . import atomic
 from .branches import DEFAULT_BRANCHES, branch_class
 from .branches.image import ImageBranch
+from .crops import crop_photo
 from .engines import pick_engine
 from .errors import RunError
 from .fusion import Fusion
 from .hierarchy import Hierarchy
+from .images import ImageLoadError, open_rgb
 from .pipeline import pose_and_crop
 from .pose import PoseCache, PoseResult, estimator_class, first_look, keypoints_array, make_table
 from .predtable import argmax_labels, prob_columns, rules_column
@@ -28,7 +30,8 @@ from .runfolder import RunFolder
 from .skeletons import Skeleton, get_skeleton
 
 TOP_K = 5
-LABELLED = ("ok", "no_person")  # statuses of photos that get a label (an image branch answer at least)
+# statuses of photos that get a label (an image branch answer at least)
+LABELLED = ("ok", "no_person", "no_hand", "no_keypoints")
 
 
 @dataclass
@@ -53,6 +56,7 @@ class HybridPoseClassifier:
         self.hierarchy = fusion.hierarchy
         self.skeleton: Skeleton = get_skeleton(config.get("skeleton"))
         self.cache_dir: Path | None = None
+        self.keypoint_source = None  # a keypoint_file.KeypointFile: keypoints from a file, not the pose model
         self._estimator = None
 
     @classmethod
@@ -166,7 +170,7 @@ class HybridPoseClassifier:
         """(chunk, (poses, crops)) per batch of ``paths``."""
         from .pipeline import Producer, can_fork, share_cores
 
-        if not can_fork(workers):
+        if self.keypoint_source is not None or not can_fork(workers):  # a keypoint file: no pose model to spread
             for i in range(0, len(paths), batch_size):
                 yield paths[i : i + batch_size], self.poses_and_crops(paths[i : i + batch_size])
             return
@@ -186,7 +190,7 @@ class HybridPoseClassifier:
     def poses_and_crops(self, paths: Sequence[str | Path]) -> tuple[pd.DataFrame, torch.Tensor]:
         """Pose table rows and crops for a batch, decoding each photo once."""
         prep = self.image_branch.preprocessing_
-        version = estimator_class(self.skeleton).version
+        version = self.keypoint_source.version if self.keypoint_source else estimator_class(self.skeleton).version
         known, shas = first_look([str(p) for p in paths])
         cache = PoseCache(self.cache_dir, version)
         try:
@@ -210,7 +214,18 @@ class HybridPoseClassifier:
 
     def _one(self, path, cached: PoseResult | None, size: int, margin: float) -> tuple[PoseResult, np.ndarray | None]:
         """The photo's pose result and crop (None, left grey, when the photo cannot be decoded)."""
+        if self.keypoint_source is not None:
+            return self._from_keypoint_file(path, size, margin)
         return pose_and_crop(path, cached, lambda: self.estimator, size, margin, self.skeleton.n)
+
+    def _from_keypoint_file(self, path, size: int, margin: float) -> tuple[PoseResult, np.ndarray | None]:
+        try:
+            image = open_rgb(path)
+        except ImageLoadError as e:
+            return PoseResult(e.status, e.reason), None
+        result = self.keypoint_source.result(path, image.width, image.height)
+        crop, _ = crop_photo(image, result.box, None, margin, size, self.skeleton.n)
+        return result, crop
 
     @property
     def estimator(self):

@@ -75,6 +75,6 @@ def crop_photo(image: Image.Image, box, kp: np.ndarray | None, margin: float, si
     Without keypoints (none found) the keypoints are all zero and the crop is the whole photo."""
     square = crop_square(box, image.width, image.height, margin)
     crop = np.asarray(cut(image, square, size))
-    if kp is None or not np.isfinite(kp).all():
+    if kp is None or not np.isfinite(kp[:, :2]).any():  # a two-hand row keeps the hand it found (NaN: the other)
         return crop, np.zeros((n_keypoints, 3))
     return crop, np.concatenate([square.to_crop(kp[:, :2], size), kp[:, 3:4]], axis=1)

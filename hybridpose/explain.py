@@ -109,7 +109,9 @@ def _crop_keypoints(clf: HybridPoseClassifier, row: pd.Series) -> np.ndarray | N
     sq = crop_square((row["box_x0"], row["box_y0"], row["box_x1"], row["box_y1"]), row["width"], row["height"],
                      prep.eval_margin)
     pts = sq.to_crop(kp[:, :2], prep.input_size)
-    return np.concatenate([pts, kp[:, 3:4]], axis=1)
+    # a hand skeleton's v is its handedness, not a visibility: every point found is drawn
+    vis = np.isfinite(kp[:, :1]).astype(float) if clf.skeleton.handed else kp[:, 3:4]
+    return np.concatenate([pts, vis], axis=1)
 
 
 def _figure(path: Path, crop: torch.Tensor, cam: np.ndarray | None, kp: np.ndarray | None, b, j: int,
@@ -129,7 +131,8 @@ def _figure(path: Path, crop: torch.Tensor, cam: np.ndarray | None, kp: np.ndarr
                 axes[0].plot([p[0], q[0]], [p[1], q[1]], color="#00e676", lw=2)
         vis = kp[:, 2] > 0.3
         axes[0].scatter(kp[vis, 0], kp[vis, 1], s=10, c="#ff1744", zorder=3)
-    axes[0].set_title("crop + keypoints" if kp is not None else "no person found: whole photo", fontsize=10)
+    axes[0].set_title(f"crop + {clf.skeleton.name} keypoints" if kp is not None
+                      else f"{b.poses['status'].iat[j].replace('_', ' ')}: whole photo", fontsize=10)
     axes[1].imshow(rgb)
     if cam is not None:
         axes[1].imshow(cam, cmap="jet", alpha=0.45, extent=(0, rgb.shape[1], rgb.shape[0], 0), interpolation="bilinear")

@@ -12,6 +12,7 @@ from . import atomic
 from .datasets import load_dataset
 from .errors import DatasetError, RunError
 from .hierarchy import Hierarchy
+from .keypoint_file import keypoint_source
 from .outputs import OutputError, check_writable
 from .pose import keypoints_array
 from .predtable import read_probs, rules_column, true_column
@@ -99,27 +100,31 @@ def _rules_file(out: Path) -> Path:
 def predict(inputs: str | Path, run: str | Path, out: str | Path, *, rules: str | Path | None = None,
             no_rules: bool = False, fmt: str = "csv", batch_size: int = 32, show_progress: bool = True,
             cache_dir: str | Path | None = None, partial: bool = False, engine: str | None = None,
-            workers: int | None = 0) -> dict:
+            workers: int | None = 0, keypoints: str | Path | None = None, keypoint_units: str = "pixels") -> dict:
     """Stream predictions for every image under ``inputs`` into ``out`` (CSV or JSON lines), atomically.
 
     ``engine``: what runs the image networks (hybridpose.engines; default torch for a run, onnxruntime for an
     exported bundle); ``workers``: processes that decode, pose and crop while this one runs the networks (None: one
-    per CPU core)."""
+    per CPU core); with ``keypoints``, the keypoints come from that file instead of the run's pose model (and
+    photos are read in this process: no pose model to spread)."""
     inputs, out = Path(inputs), Path(out)
     if fmt not in ("csv", "json"):
         raise OutputError(f"--format {fmt!r}: choose one of csv, json.")
     check_writable(out, "file", file_name="predictions.jsonl" if fmt == "json" else "predictions.csv")
     paths = [e.path for e in open_inputs(inputs)]
-    workers = (os.cpu_count() or 1) if workers is None else workers
+    skeleton = get_skeleton(RunFolder(run).read_config().get("skeleton"))
+    source = keypoint_source(keypoints, skeleton, keypoint_units, paths, inputs)  # checked before any work
+    workers = 0 if source is not None else (os.cpu_count() or 1) if workers is None else workers
     if workers > 0 and paths:  # the workers start before PyTorch is imported (the classifier, below)
         from .pipeline import prestart
         from .pose import estimator_class
 
-        prestart(workers, estimator_class(RunFolder(run).read_config().get("skeleton")))
+        prestart(workers, estimator_class(skeleton))
     from .classifier import HybridPoseClassifier
 
     clf = HybridPoseClassifier.load(run, rules=rules, use_rules=not no_rules, partial=partial, engine=engine)
     clf.cache_dir = Path(cache_dir) if cache_dir else None
+    clf.keypoint_source = source
     counts: dict[str, int] = {}
     with atomic.atomic_open(out, "w", encoding="utf-8", newline="") as fh:
         for i, frame in enumerate(clf.iter_predict(paths, batch_size, show_progress, workers=workers)):
@@ -140,6 +145,12 @@ def _plain(v):
     if isinstance(v, np.integer):
         return int(v)
     return v
+
+
+def _skeleton_note(config: dict) -> str:
+    sk = get_skeleton(config.get("skeleton"))
+    source = (config.get("keypoints") or {}).get("file")
+    return f"{sk.name} ({sk.description})" + (f", keypoints read from {source}" if source else "")
 
 
 def evaluate(target: str | Path, *, model: str | Path | None = None, out: str | Path | None = None,
@@ -176,6 +187,9 @@ def evaluate(target: str | Path, *, model: str | Path | None = None, out: str | 
         frame, h = _frame_from_dataset(target, Path(model), images, show_progress)
         title = f"Evaluation of {model} on {target}"
     summary = evaluate_frame(frame, h, out_dir, title=title)
+    run_dir = target if of_run else (Path(model) if model is not None else None)
+    if run_dir is not None:  # the report says which keypoints the run used
+        summary["skeleton"] = _skeleton_note(RunFolder(run_dir).read_config())
     if folds is not None and RunFolder(target).curves.exists():
         import shutil
 

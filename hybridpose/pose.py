@@ -169,12 +169,13 @@ def analyse_array(rgb: np.ndarray, width: int, height: int, estimator: PoseEstim
     except Exception as e:  # the pose graph rejecting an odd frame must not end the run
         return PoseResult("unreadable", f"pose model failed: {e}", width, height)
     if norm is None:
-        return PoseResult("no_person", "MediaPipe found no person", width, height)
+        return PoseResult(*getattr(estimator, "missing", ("no_person", "MediaPipe found no person")), width, height)
     kp = norm.copy()
     kp[:, 0] *= width
     kp[:, 1] *= height
     kp[:, 2] *= width  # MediaPipe's z uses roughly the scale of x
-    return PoseResult("ok", "", width, height, estimator.skeleton.keypoint_box(kp, width, height), kp.round(3).tolist())
+    kp = kp.round(3)  # the box from the stored values: keypoints read back from poses.csv give the same crop
+    return PoseResult("ok", "", width, height, estimator.skeleton.keypoint_box(kp, width, height), kp.tolist())
 
 
 def first_look(paths: Sequence[str]) -> tuple[list[PoseResult | None], list[str | None]]:
@@ -383,6 +384,8 @@ ESTIMATORS: dict[str, type] = {PoseEstimator.name: PoseEstimator}
 def estimator_class(skeleton: Skeleton | str | None = None) -> type:
     """The pose front end class that finds ``skeleton``'s keypoints."""
     sk = get_skeleton(skeleton)
+    from . import hand_pose  # noqa: F401  (registers the MediaPipe Hands estimators)
+
     if sk.estimator not in ESTIMATORS:
         from .errors import HybridPoseError
 

@@ -123,6 +123,8 @@ def _header(title: str, summary: dict) -> str:
         meta.append("levels (finest first): " + ", ".join(summary["levels"]))
     if summary.get("best_branch_name"):
         meta.append(f"shipped prediction: {summary['best_branch_name']}")
+    if summary.get("skeleton"):
+        meta.append(f"skeleton: {summary['skeleton']}")
     cards = []
     for level, m in (summary.get("headline") or {}).items():
         top1, top5, f1 = (m.get(k) for k in ("top1", "top5", "macro_f1"))

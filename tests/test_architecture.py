@@ -16,7 +16,7 @@ LAYERS = {
     "errors": 0, "atomic": 0, "progress": 0, "outputs": 0,
     "images": 1, "hierarchy": 1, "crossfit": 1, "crops": 1, "runfolder": 1, "sources": 1, "datasets": 1,
     "predtable": 1, "video": 1,
-    "skeletons": 2, "pose": 2, "folds": 2, "clips": 2, "temporal": 2,
+    "skeletons": 2, "pose": 2, "folds": 2, "clips": 2, "temporal": 2, "hand_pose": 2, "keypoint_file": 2,
     "backbones": 3, "network": 3, "branches": 3, "engines": 3,
     "fusion": 4, "rules": 4,
     "classifier": 5, "api": 5, "jobs": 5, "explain": 5, "metrics": 5, "plots": 5, "review": 5, "report": 5,

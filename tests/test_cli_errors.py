@@ -125,7 +125,9 @@ def test_fit_cuda_without_a_gpu(monkeypatch, capsys, no_work, data, tmp_path):
 
 
 OTHER_OPTIONS = [  # (command line after the command name, with RUN for the tiny run; what the error names)
-    (["extract", "DATA", "--out", "OUT", "--skeleton", "hand"], ["--skeleton", "body"]),
+    (["extract", "DATA", "--out", "OUT", "--skeleton", "paw"], ["--skeleton", "body", "hand"]),
+    (["extract", "DATA", "--out", "OUT", "--hands", "2"], ["--hands", "--skeleton hand"]),
+    (["extract", "DATA", "--out", "OUT", "--hands", "3"], ["--hands"]),
     (["extract", "DATA", "--out", "OUT", "--workers", "0"], ["--workers"]),
     (["predict", "DATA", "-m", "RUN", "--out", "OUT/p.csv", "--format", "xml"], ["--format", "csv", "json"]),
     (["predict", "DATA", "-m", "RUN", "--out", "OUT/p.csv", "--batch-size", "0"], ["--batch-size"]),

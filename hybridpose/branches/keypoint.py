@@ -53,7 +53,7 @@ class KeypointClassifier:
         self.classes_ = sorted(classes if classes is not None else set(y))
         index = {c: i for i, c in enumerate(self.classes_)}
         X = np.asarray(X, dtype=np.float64)
-        ok = np.isfinite(X).all(axis=(1, 2))
+        ok = sk.found(X)
         feats = sk.features(X[ok])
         labels = np.array([index[c] for c in np.asarray(y)[ok]])
         if self.mirror_augment:
@@ -76,7 +76,7 @@ class KeypointClassifier:
         sk = self.skeleton_
         X = np.asarray(X, dtype=np.float64).reshape(-1, sk.n, 4)
         out = np.full((len(X), len(self.classes_)), np.nan)
-        ok = np.isfinite(X).all(axis=(1, 2))
+        ok = sk.found(X)
         if ok.any():
             out[ok] = self.model_.predict_proba(np.asarray(sk.features(X[ok]), dtype=np.float32))
         return out

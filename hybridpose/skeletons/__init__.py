@@ -32,6 +32,11 @@ class Skeleton:
     # Reference length of the CAM body mask: distance between the centroids of these two groups.
     scale: tuple[tuple[str, ...], tuple[str, ...]] = ((), ())
     mask_width: float = 0.22                     # limb thickness, as a fraction of the reference length
+    # A hand skeleton: v holds P(right hand) instead of a visibility, so a mirror turns v into 1 - v
+    # and every found point counts as visible.
+    handed: bool = False
+    custom: bool = False                         # described by the user (skeletons/custom.py), stored in the run
+    parts: int = 1                               # equal consecutive parts that may each be missing (two hands: 2)
     description: str = ""
     index: dict[str, int] = field(init=False, repr=False, compare=False)
 
@@ -69,7 +74,30 @@ class Skeleton:
         """Keypoints of the horizontally flipped photo: x -> width - x, left and right swapped."""
         out = np.array(kp, dtype=np.float64, copy=True)[..., self.mirror_index, :]
         out[..., 0] = width - out[..., 0]
+        if self.handed:
+            out[..., 3] = 1.0 - out[..., 3]
         return out
+
+    def to_config(self) -> str | dict:
+        """What a run's config.json records: a built-in's name, or a described skeleton's description."""
+        if not self.custom:
+            return self.name
+        return {"name": self.name, "keypoints": list(self.keypoints), "edges": [list(e) for e in self.edges],
+                "mirror_pairs": [list(p) for p in self.mirror_pairs]}
+
+    def found(self, kp: np.ndarray) -> np.ndarray:
+        """(N,) rows of (N, n, 4) keypoints that are complete, but for whole missing ``parts`` (a two-hand row may
+        miss one hand); a row with no point, or a part with only some of its points, is not found."""
+        ok = np.isfinite(np.asarray(kp, dtype=np.float64)[..., :2]).all(axis=-1)
+        parts = ok.reshape(*ok.shape[:-1], self.parts, -1)
+        whole = parts.all(axis=-1)
+        return whole.any(axis=-1) & (whole | ~parts.any(axis=-1)).all(axis=-1)
+
+    def missing_parts(self, kp: np.ndarray) -> np.ndarray:
+        """(..., n) points of (..., n, 4) keypoints that belong to a part with no point at all."""
+        ok = np.isfinite(np.asarray(kp, dtype=np.float64)[..., :2]).all(axis=-1)
+        parts = ok.reshape(*ok.shape[:-1], self.parts, -1)
+        return np.repeat(~parts.any(axis=-1), parts.shape[-1], axis=-1)
 
     def feature_names(self) -> list[str]:
         probe = np.arange(self.n * 4, dtype=np.float64).reshape(1, self.n, 4) + 1.0
@@ -95,11 +123,20 @@ def register(skeleton: Skeleton) -> Skeleton:
     return skeleton
 
 
-def get_skeleton(name: str | Skeleton | None = None) -> Skeleton:
-    """The registered skeleton of that name (``body`` when None)."""
+def get_skeleton(name: str | Skeleton | dict | None = None) -> Skeleton:
+    """The registered skeleton of that name (``body`` when None); a description (a dict, as a run's config
+    stores it, or a .yaml/.yml file) is read and registered under its own name."""
     if isinstance(name, Skeleton):
         return name
     _load_builtin()
+    if isinstance(name, dict) or (isinstance(name, str) and name.lower().endswith((".yaml", ".yml"))):
+        from .custom import from_definition, load_yaml
+
+        sk = from_definition(name, "the run's skeleton") if isinstance(name, dict) else load_yaml(name)
+        if sk.name in SKELETONS and not SKELETONS[sk.name].custom:
+            raise HybridPoseError(f"skeleton {sk.name!r} ({sk.description}) has the name of a built-in skeleton; "
+                                  "give it another 'name'.")
+        return register(sk)
     name = name or DEFAULT
     if name not in SKELETONS:
         raise HybridPoseError(f"unknown skeleton {name!r}; choose one of {', '.join(sorted(SKELETONS))}.")
@@ -112,4 +149,4 @@ def available() -> list[str]:
 
 
 def _load_builtin() -> None:
-    from . import body  # noqa: F401  (registers itself)
+    from . import body, hand  # noqa: F401  (register themselves)

@@ -60,12 +60,13 @@ def body_coverage(kp: torch.Tensor, size: tuple[int, int], skeleton: Skeleton, s
     xs = (torch.arange(W, device=kp.device, dtype=kp.dtype) + 0.5) / W * 2 - 1
     grid = torch.stack(torch.meshgrid(xs, ys, indexing="xy"), -1).reshape(1, -1, 1, 2)  # 1 x HW x 1 x 2
     a, b = kp[:, seg_a, :2], kp[:, seg_b, :2]                                           # B x S x 2
-    ok = (kp[:, seg_a, 2] >= min_visibility) & (kp[:, seg_b, 2] >= min_visibility)
+    vis = torch.isfinite(kp[..., :2]).all(-1).to(kp.dtype) if skeleton.handed else kp[..., 2]  # hands: v is handedness
+    ok = (vis[:, seg_a] >= min_visibility) & (vis[:, seg_b] >= min_visibility)
     ab = (b - a)[:, None]                                                               # B x 1 x S x 2
     t = (((grid - a[:, None]) * ab).sum(-1) / (ab.pow(2).sum(-1) + 1e-9)).clamp(0, 1)
     dist = (grid - (a[:, None] + t[..., None] * ab)).norm(dim=-1)                       # B x HW x S
     dist = dist.masked_fill(~ok[:, None], float("inf"))
-    reference = (kp[:, ref_a, :2].mean(1) - kp[:, ref_b, :2].mean(1)).norm(dim=-1)
+    reference = (kp[:, ref_a, :2].nanmean(1) - kp[:, ref_b, :2].nanmean(1)).norm(dim=-1).nan_to_num(0.0)  # a missing hand: NaN
     radius = (skeleton.mask_width * reference).clamp(min=2.0 / min(H, W))[:, None]
     inside = (dist.min(-1).values <= radius).to(kp.dtype).reshape(-1, 1, H, W)
     return F.avg_pool2d(inside, supersample).squeeze(1)

@@ -34,6 +34,7 @@ from ..executors import Executor, Resources, get_executor, warm_pose_cache
 from ..folds import check_fold_counts, make_folds
 from ..fusion import select
 from ..hierarchy import Hierarchy
+from ..keypoint_file import keypoint_source
 from ..network import build_model, load_checkpoint, pick_device, save_checkpoint
 from ..pose import extract, keypoints_array
 from ..predtable import table as prediction_table
@@ -91,7 +92,8 @@ def fit(data: str | Path, out: str | Path, *, folds: int = 5, preset: str = "qui
         cache_dir: str | Path | None = None, show_progress: bool = True, skeleton: str = "body",
         executor: str | Executor = "local", address: str | None = None, cpus_per_fold: float = 1,
         gpus_per_fold: float = 0, retries: int = 2, on_epoch: Callable[[dict], None] | None = None,
-        clips: dict | None = None, **overrides) -> dict:
+        clips: dict | None = None, keypoints: str | Path | None = None, keypoint_units: str = "pixels",
+        **overrides) -> dict:
     """Train the image branch per fold, the other branches and the fusion; returns the summary dict.
 
     ``executor``: where the folds run (``hybridpose.executors``: ``local``, ``ray``); ``on_epoch``
@@ -104,7 +106,8 @@ def fit(data: str | Path, out: str | Path, *, folds: int = 5, preset: str = "qui
         ex.check(Resources(cpus_per_fold, gpus_per_fold), "fold")  # before any work
         run = prepare(data, out, folds=folds, preset=preset, hierarchy=hierarchy, images=images, flip_pairs=flip_pairs,
                       workers=workers, cache_dir=cache_dir, show_progress=show_progress, skeleton=skeleton,
-                      executor=ex, clips=clips, **overrides)
+                      executor=ex, clips=clips, keypoints=keypoints,
+                      keypoint_units=keypoint_units, **overrides)
         train_folds(run, ex, resources=Resources(cpus_per_fold, gpus_per_fold), retries=retries,
                     show_progress=show_progress, on_epoch=on_epoch)
     finally:
@@ -155,7 +158,7 @@ def prepare(data: str | Path, out: str | Path, *, folds: int = 5, preset: str = 
             hierarchy: str | Path | None = None, images: str | Path | None = None, flip_pairs: str | None = None,
             workers: int = 1, cache_dir: str | Path | None = None, show_progress: bool = True,
             skeleton: str = "body", executor: Executor | None = None, clips: dict | None = None,
-            **overrides) -> RunFolder:
+            keypoints: str | Path | None = None, keypoint_units: str = "pixels", **overrides) -> RunFolder:
     """Check everything, then write config.json, poses.csv, folds.csv and the crop cache.
 
     A distributed ``executor`` runs the pose model on its workers first (into the pose cache)."""
@@ -175,12 +178,19 @@ def prepare(data: str | Path, out: str | Path, *, folds: int = 5, preset: str = 
     ds = load_dataset(data, hierarchy=hierarchy, images=images, flip_pairs=flip_pairs)
     check_fold_counts(ds.labels, folds, "photos")  # before anything is written
     user_groups = _user_groups(ds, (clips or {}).get("groups"))
-    _write_config(run, _config_dict(ds, cfg, folds, data, sk))
+    source = keypoint_source(keypoints, sk, keypoint_units, ds.paths, data)
+    config = _config_dict(ds, cfg, folds, data, sk)
+    if source is not None:
+        config["keypoints"] = source.describe()
+    _write_config(run, config)
     log(f"[bold]fit[/] {len(ds)} photos, {len(ds.hierarchy.leaves)} classes, levels {ds.hierarchy.levels}, "
         f"{folds} folds, preset {cfg.preset}, skeleton {sk.name}, device {pick_device(cfg.device)} -> {run.root}")
-    if executor is not None and executor.distributed:
-        warm_pose_cache(executor, ds.paths, skeleton=sk, cache_dir=cache_dir, show_progress=show_progress)
-    poses = extract(ds.paths, cache_dir=cache_dir, workers=workers, show_progress=show_progress, skeleton=sk)
+    if source is not None:
+        poses = source.extract(ds.paths, show_progress=show_progress)
+    else:
+        if executor is not None and executor.distributed:
+            warm_pose_cache(executor, ds.paths, skeleton=sk, cache_dir=cache_dir, show_progress=show_progress)
+        poses = extract(ds.paths, cache_dir=cache_dir, workers=workers, show_progress=show_progress, skeleton=sk)
     atomic.write_csv(run.poses, poses)
     _write_folds(run, ds, folds, cfg.seed, user_groups)
     build_crop_bank(poses, bank_size(cfg), cfg.train_margin[1], sk, run.crops(bank_size(cfg)), show_progress)
@@ -197,7 +207,7 @@ def _is_clip_data(data, images, clips: dict | None) -> bool:
 
 def _config_dict(ds: Dataset, cfg: TrainConfig, k: int, data, sk: Skeleton) -> dict:
     return {"format": RUN_FORMAT, "version": 1, "data": str(data), "n_images": len(ds), "folds": k,
-            "skeleton": sk.name, "branches": list(DEFAULT_BRANCHES),
+            "skeleton": sk.to_config(), "branches": list(DEFAULT_BRANCHES),
             "train": cfg.to_dict(), "hierarchy": ds.hierarchy.to_dict(), "flip_pairs": ds.flip_pairs}
 
 
