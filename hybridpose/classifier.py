@@ -174,17 +174,20 @@ class HybridPoseClassifier:
             for i in range(0, len(paths), batch_size):
                 yield paths[i : i + batch_size], self.poses_and_crops(paths[i : i + batch_size])
             return
+        threads = torch.get_num_threads()  # given back after: a library call leaves the caller's threads alone
         share_cores(self.image_branch, workers)
-
-        prep = self.image_branch.preprocessing_
-        producer = Producer(estimator_class(self.skeleton), prep.input_size, prep.eval_margin, self.skeleton.n,
-                            workers, self.cache_dir)
-        done = 0
-        for shas, results, crops in producer.batches(paths, batch_size):
-            chunk = paths[done : done + len(results)]
-            done += len(results)
-            poses = make_table(chunk, shas, results, self.skeleton)
-            yield chunk, (poses, torch.from_numpy(crops).permute(0, 3, 1, 2))
+        try:
+            prep = self.image_branch.preprocessing_
+            producer = Producer(estimator_class(self.skeleton), prep.input_size, prep.eval_margin, self.skeleton.n,
+                                workers, self.cache_dir)
+            done = 0
+            for shas, results, crops in producer.batches(paths, batch_size):
+                chunk = paths[done : done + len(results)]
+                done += len(results)
+                poses = make_table(chunk, shas, results, self.skeleton)
+                yield chunk, (poses, torch.from_numpy(crops).permute(0, 3, 1, 2))
+        finally:
+            torch.set_num_threads(threads)
 
     # ------------------------------------------------------------------ parts
     def poses_and_crops(self, paths: Sequence[str | Path]) -> tuple[pd.DataFrame, torch.Tensor]:

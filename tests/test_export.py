@@ -172,3 +172,17 @@ def test_producer_keeps_order_and_a_bounded_window(tmp_path, monkeypatch):
     assert [r.reason for _, rs, _ in got for r in rs] == photos  # in order
     assert all((crops[j] == j).all() for _, _, crops in got for j in range(len(crops)))  # each crop in its row
     assert most[0] <= 8  # two batches of 4
+
+
+def test_predict_with_workers_gives_back_the_callers_threads(tiny_run):
+    """predict with worker processes lends the networks the cores the workers leave, and gives the
+    caller's PyTorch thread count back afterwards (a fresh process: workers fork only before MediaPipe)."""
+    code = ("import sys, torch; torch.set_num_threads(2); "
+            "from hybridpose.classifier import HybridPoseClassifier; "
+            "clf = HybridPoseClassifier.load(sys.argv[1]); "
+            "rows = clf.predict(sys.argv[2:], workers=1); "
+            "print(len(rows), torch.get_num_threads())")
+    proc = subprocess.run([sys.executable, "-c", code, str(tiny_run), *sample_photos(1)[:4]], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.split()[-2:] == ["4", "2"], proc.stdout
