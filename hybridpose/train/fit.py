@@ -11,6 +11,8 @@ of the same command, so an interrupted run loses at most the stage in progress.
 """
 from __future__ import annotations
 
+import functools
+
 import hashlib
 import json
 import time
@@ -44,6 +46,18 @@ from ..skeletons import Skeleton, get_skeleton
 from .config import TrainConfig, make_config
 from .data import Augmenter, build_crop_bank
 from .stages import Labels, evaluate, predict_bank, train_stage
+
+
+def _keeps_threads(fn):
+    """``torch.set_num_threads`` calls inside ``fn`` end with it: the caller's process keeps its own count."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        before = torch.get_num_threads()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            torch.set_num_threads(before)
+    return wrapper
 
 STAGES = (1, 2, 3)
 
@@ -134,6 +148,7 @@ def train_folds(run: RunFolder | str | Path, executor: str | Executor = "local",
                                         show_progress=show_progress and remote)]
 
 
+@_keeps_threads
 def fold_task(run: RunFolder | str, k: int, *, show_progress: bool = False, on_epoch=None, threads: int = 0) -> int:
     """One fold as an executor's piece (importable by name, so a Ray worker can run it)."""
     if not Path(getattr(run, "root", run)).exists():
@@ -276,6 +291,7 @@ def load_prepared(run: RunFolder | str | Path) -> Prepared:
 # --------------------------------------------------------------------------- one fold
 
 
+@_keeps_threads
 def train_fold(run: RunFolder | str | Path, k: int, *, device: str | None = None, show_progress: bool = True,
                on_epoch: Callable[[dict], None] | None = None) -> None:
     """The three stages of fold ``k``; finished stages and folds are skipped. ``on_epoch(row)`` after every epoch."""
@@ -375,6 +391,7 @@ def _write_oof_image(path: Path, p: Prepared, idx: np.ndarray, res) -> None:
 # --------------------------------------------------------------------------- finish
 
 
+@_keeps_threads
 def finish(run: RunFolder | str | Path) -> dict:
     """The other branches (out of fold and on all photos), the fusion, oof_predictions.csv, curves, summary."""
     p = load_prepared(run)
