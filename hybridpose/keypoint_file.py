@@ -243,12 +243,7 @@ def _read_long(path, header, reader, skeleton):
     v_col = col.get("visibility", col.get("v"))
     by_photo: dict[str, dict[str, list[float]]] = {}
     first_row: dict[str, str] = {}
-    for line, rec in enumerate(reader, start=2):
-        if not any(r.strip() for r in rec):
-            continue
-        row = f"row {line}"
-        if len(rec) != len(header):
-            raise KeypointFileError(f"{path} {row}: {len(rec)} fields where the header has {len(header)}.")
+    for row, rec in _records(path, header, reader):
         photo, name = rec[col["path"]].strip(), rec[col["keypoint"]].strip()
         if name not in skeleton.index:
             raise KeypointFileError(f"{path} {row}: keypoint {name!r} is not one of skeleton {skeleton.name!r}'s "
@@ -272,6 +267,17 @@ def _read_long(path, header, reader, skeleton):
     return entries
 
 
+
+def _records(path, header, reader):
+    """(``row N``, fields) of each non-blank CSV row, checked to have as many fields as the header."""
+    for line, rec in enumerate(reader, start=2):
+        if not any(r.strip() for r in rec):
+            continue
+        row = f"row {line}"
+        if len(rec) != len(header):
+            raise KeypointFileError(f"{path} {row}: {len(rec)} fields where the header has {len(header)}.")
+        yield row, rec
+
 def _read_wide(path, header, reader, skeleton):
     col = {c: i for i, c in enumerate(header)}
     missing = [f"{n}_{a}" for n in skeleton.keypoints for a in ("x", "y") if f"{n}_{a}" not in col]
@@ -284,12 +290,7 @@ def _read_wide(path, header, reader, skeleton):
     xs = [col[f"{n}_x"] for n in skeleton.keypoints]
     ys = [col[f"{n}_y"] for n in skeleton.keypoints]
     entries = []
-    for line, rec in enumerate(reader, start=2):
-        if not any(r.strip() for r in rec):
-            continue
-        row = f"row {line}"
-        if len(rec) != len(header):
-            raise KeypointFileError(f"{path} {row}: {len(rec)} fields where the header has {len(header)}.")
+    for row, rec in _records(path, header, reader):
         kp = np.empty((skeleton.n, 4))
         for i, n in enumerate(skeleton.keypoints):
             kp[i, 0] = _number(rec[xs[i]], path, row, f"{n}_x")
