@@ -379,7 +379,7 @@ def cli(args, tmp: Path, data: Path) -> dict:
         export(args.model, bundle)
     clf = HybridPoseClassifier.load(bundle)  # the crops the bare forward loop reads (made here, not timed)
     clf.cache_dir = tmp / "crops-cache"
-    crops = np.concatenate([clf.poses_and_crops(paths[i : i + 64])[1].numpy() for i in range(0, len(paths), 64)])
+    crops = np.concatenate([np.asarray(clf.poses_and_crops(paths[i : i + 64])[1]) for i in range(0, len(paths), 64)])
     np.save(tmp / "crops.npy", crops)
     del clf
     py, cli_main = sys.executable, [sys.executable, "-m", "hybridpose_cli.main"]

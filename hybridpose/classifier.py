@@ -7,15 +7,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import TYPE_CHECKING, Iterator, Sequence
 
 import numpy as np
 import pandas as pd
-import torch
 
 from . import atomic
 from .branches import DEFAULT_BRANCHES, branch_class
-from .branches.image import ImageBranch
 from .crops import crop_photo
 from .engines import pick_engine
 from .errors import RunError
@@ -29,6 +27,9 @@ from .rules import RuleSet, read_rules
 from .runfolder import RunFolder
 from .skeletons import Skeleton, get_skeleton
 
+if TYPE_CHECKING:
+    from .branches.image import ImageBranch
+
 TOP_K = 5
 # statuses of photos that get a label (an image branch answer at least)
 LABELLED = ("ok", "no_person", "no_hand", "no_keypoints")
@@ -38,7 +39,7 @@ LABELLED = ("ok", "no_person", "no_hand", "no_keypoints")
 class Batch:
     """Everything known about a batch of photos, for predict, evaluate and explain."""
     poses: pd.DataFrame
-    crops: torch.Tensor                      # uint8 B x 3 x S x S
+    crops: np.ndarray                        # uint8 B x 3 x S x S
     branches: dict[str, dict[str, np.ndarray]]  # branch -> level -> probabilities (NaN rows: abstained)
     fused: dict[str, np.ndarray]
     leaf: list[str]
@@ -61,22 +62,24 @@ class HybridPoseClassifier:
 
     @classmethod
     def load(cls, run: str | Path, *, rules: str | Path | None = None, use_rules: bool = True,
-             device: str = "auto", partial: bool = False, engine: str | None = None) -> "HybridPoseClassifier":
+             device: str = "auto", partial: bool = False, engine: str | None = None,
+             threads: int = 0) -> "HybridPoseClassifier":
         """A finished run or an exported bundle; ``partial`` allows a run missing fold models (they are named
-        in a warning); ``engine`` runs the image branch (engines/: torch for a run, onnxruntime for a bundle)."""
+        in a warning); ``engine`` runs the image branch (engines/: torch for a run, onnxruntime for a bundle);
+        ``threads``: CPU threads for the networks where the engine takes them at load (0: its default)."""
         folder = RunFolder(run)
         config = folder.read_config()
         hierarchy = Hierarchy.from_dict(config["hierarchy"])
         runtime = pick_engine(folder, engine)
-        branches = {name: (runtime.load_image_branch if name == "image" else branch_class(name).load)(
-                        folder, config, device=device, partial=partial)
+        branches = {name: runtime.load_image_branch(folder, config, device=device, partial=partial, threads=threads)
+                    if name == "image" else branch_class(name).load(folder, config, device=device, partial=partial)
                     for name in config.get("branches", DEFAULT_BRANCHES)}
         fusion = Fusion.from_dict(hierarchy, atomic.read_json(folder.require(folder.fusion)))
         skeleton = get_skeleton(config.get("skeleton"))
         return cls(folder, config, branches, fusion, _load_rules(folder, rules, use_rules, hierarchy, skeleton))
 
     @property
-    def image_branch(self) -> ImageBranch:
+    def image_branch(self) -> "ImageBranch":
         return self.branches["image"]
 
     @property
@@ -91,7 +94,7 @@ class HybridPoseClassifier:
     def batch(self, paths: Sequence[str | Path]) -> Batch:
         return self.batch_from(*self.poses_and_crops(paths))
 
-    def batch_from(self, poses: pd.DataFrame, crops: torch.Tensor) -> Batch:
+    def batch_from(self, poses: pd.DataFrame, crops: np.ndarray) -> Batch:
         inputs = {"crops": crops, "keypoints": keypoints_array(poses, self.skeleton)}
         probs = {name: b.predict_level_proba(inputs[b.input], self.hierarchy) for name, b in self.branches.items()}
         fused = self.fusion.predict_proba(probs)
@@ -174,8 +177,7 @@ class HybridPoseClassifier:
             for i in range(0, len(paths), batch_size):
                 yield paths[i : i + batch_size], self.poses_and_crops(paths[i : i + batch_size])
             return
-        threads = torch.get_num_threads()  # given back after: a library call leaves the caller's threads alone
-        share_cores(self.image_branch, workers)
+        threads = share_cores(self.image_branch, workers)  # given back after: a library call leaves the caller's alone
         try:
             prep = self.image_branch.preprocessing_
             producer = Producer(estimator_class(self.skeleton), prep.input_size, prep.eval_margin, self.skeleton.n,
@@ -185,12 +187,12 @@ class HybridPoseClassifier:
                 chunk = paths[done : done + len(results)]
                 done += len(results)
                 poses = make_table(chunk, shas, results, self.skeleton)
-                yield chunk, (poses, torch.from_numpy(crops).permute(0, 3, 1, 2))
+                yield chunk, (poses, channels_first(crops))
         finally:
-            torch.set_num_threads(threads)
+            self.image_branch.set_threads(threads)
 
     # ------------------------------------------------------------------ parts
-    def poses_and_crops(self, paths: Sequence[str | Path]) -> tuple[pd.DataFrame, torch.Tensor]:
+    def poses_and_crops(self, paths: Sequence[str | Path]) -> tuple[pd.DataFrame, np.ndarray]:
         """Pose table rows and crops for a batch, decoding each photo once."""
         prep = self.image_branch.preprocessing_
         version = self.keypoint_source.version if self.keypoint_source else estimator_class(self.skeleton).version
@@ -213,7 +215,7 @@ class HybridPoseClassifier:
         finally:
             cache.close()
         poses = make_table([str(p) for p in paths], shas, results, self.skeleton)
-        return poses, torch.from_numpy(crops).permute(0, 3, 1, 2)
+        return poses, channels_first(crops)
 
     def _one(self, path, cached: PoseResult | None, size: int, margin: float) -> tuple[PoseResult, np.ndarray | None]:
         """The photo's pose result and crop (None, left grey, when the photo cannot be decoded)."""
@@ -235,6 +237,11 @@ class HybridPoseClassifier:
         if self._estimator is None:
             self._estimator = estimator_class(self.skeleton)()
         return self._estimator
+
+
+def channels_first(crops: np.ndarray) -> np.ndarray:
+    """B x S x S x 3 -> B x 3 x S x S (the networks' layout), contiguous."""
+    return np.ascontiguousarray(crops.transpose(0, 3, 1, 2))
 
 
 def _load_rules(run: RunFolder, rules: str | Path | None, use_rules: bool, hierarchy: Hierarchy,

@@ -55,13 +55,17 @@ def random_margin(rng: np.random.Generator, low: float = TRAIN_MARGIN_RANGE[0],
 
 def cut(image: Image.Image, square: Square, size: int) -> Image.Image:
     """Crop ``square`` out of ``image`` (padding outside with the photo's mean colour), resize to ``size``."""
-    fill = tuple(int(v) for v in np.asarray(image.resize((8, 8))).reshape(-1, 3).mean(0))
+    # reducing gaps: a box reduction first, then the filter (PIL: >= 3 is indistinguishable from the full
+    # filter); a 2,000 px photo cost more here than its pose
+    fill = tuple(int(v) for v in np.asarray(image.resize((8, 8), reducing_gap=2.0)).reshape(-1, 3).mean(0))
     left, top = int(round(square.x0)), int(round(square.y0))
     side = int(round(square.side))
     canvas = Image.new("RGB", (side, side), fill)
     src = image.crop((max(left, 0), max(top, 0), min(left + side, image.width), min(top + side, image.height)))
     canvas.paste(src, (max(-left, 0), max(-top, 0)))
-    return canvas.resize((size, size), Image.BILINEAR if side < size else Image.LANCZOS)
+    if side < size:
+        return canvas.resize((size, size), Image.BILINEAR)
+    return canvas.resize((size, size), Image.LANCZOS, reducing_gap=3.0)
 
 
 def crop_person(image: Image.Image, box, margin: float = DEFAULT_MARGIN, size: int = 224) -> Image.Image:

@@ -32,7 +32,7 @@ def grad_cam_class(method: str):
     return methods[method]
 
 
-def cam_maps(clf: HybridPoseClassifier, crops: torch.Tensor, targets: Sequence[int], method: str = "hirescam") -> np.ndarray:
+def cam_maps(clf: HybridPoseClassifier, crops: "torch.Tensor | np.ndarray", targets: Sequence[int], method: str = "hirescam") -> np.ndarray:
     """B x H x W maps in [0, 1] for leaf class ``targets``, averaged over the fold models."""
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
@@ -91,13 +91,14 @@ def output_names(paths: list[Path]) -> list[str]:
     return [str(p.resolve().relative_to(common)).replace(os.sep, "__").replace(".", "_") for p in paths]
 
 
-def _overlay(crop: torch.Tensor, cam: np.ndarray | None):
+def _overlay(crop: np.ndarray, cam: np.ndarray | None):
     from PIL import Image
     from pytorch_grad_cam.utils.image import show_cam_on_image
 
+    hwc = np.asarray(crop).transpose(1, 2, 0)
     if cam is None:
-        return Image.fromarray(crop.permute(1, 2, 0).numpy())
-    rgb = crop.permute(1, 2, 0).numpy().astype(np.float32) / 255
+        return Image.fromarray(np.ascontiguousarray(hwc))
+    rgb = hwc.astype(np.float32) / 255
     return Image.fromarray(show_cam_on_image(rgb, cam.astype(np.float32), use_rgb=True, image_weight=0.6))
 
 
@@ -114,14 +115,14 @@ def _crop_keypoints(clf: HybridPoseClassifier, row: pd.Series) -> np.ndarray | N
     return np.concatenate([pts, vis], axis=1)
 
 
-def _figure(path: Path, crop: torch.Tensor, cam: np.ndarray | None, kp: np.ndarray | None, b, j: int,
+def _figure(path: Path, crop: np.ndarray, cam: np.ndarray | None, kp: np.ndarray | None, b, j: int,
             clf: HybridPoseClassifier, method: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rgb = crop.permute(1, 2, 0).numpy()
+    rgb = np.asarray(crop).transpose(1, 2, 0)
     fig, axes = plt.subplots(1, 3, figsize=(11, 3.9), gridspec_kw={"width_ratios": [1, 1, 1.15]})
     axes[0].imshow(rgb)
     if kp is not None:

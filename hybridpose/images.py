@@ -80,6 +80,27 @@ def load_image(path: str | Path, max_side: int | None = None) -> LoadedImage:
     return LoadedImage(rgb=np.asarray(img, dtype=np.uint8), width=width, height=height)
 
 
+def pose_view(image: Image.Image, path: str | Path, max_side: int) -> np.ndarray:
+    """The pixels ``load_image(path, max_side)`` gives, reusing ``image`` (``open_rgb(path)``) where it can:
+    the pose model sees a photo the same way in ``predict`` (one full decode, for the crop too) as in
+    ``extract``. Only a big JPEG that libjpeg decodes at a reduced scale is decoded again, small."""
+    if max(image.size) <= max_side:
+        return np.asarray(image, dtype=np.uint8)
+    if _draft_reduces(Path(path), max_side):
+        return load_image(path, max_side=max_side).rgb
+    return np.asarray(_downscale(image, max_side), dtype=np.uint8)
+
+
+def _draft_reduces(path: Path, max_side: int) -> bool:
+    try:
+        with Image.open(path) as img:
+            raw = img.size
+            img.draft("RGB", (max_side, max_side))
+            return img.size != raw
+    except (OSError, ValueError):
+        return False
+
+
 def open_rgb(path: str | Path) -> Image.Image:
     """Full-resolution RGB image with EXIF orientation applied; raises ImageLoadError."""
     return _read(Path(path), None)[0]

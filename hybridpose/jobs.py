@@ -112,18 +112,19 @@ def predict(inputs: str | Path, run: str | Path, out: str | Path, *, rules: str 
         raise OutputError(f"--format {fmt!r}: choose one of csv, json.")
     check_writable(out, "file", file_name="predictions.jsonl" if fmt == "json" else "predictions.csv")
     paths = [e.path for e in open_inputs(inputs)]
-    skeleton = get_skeleton(RunFolder(run).read_config().get("skeleton"))
+    config = RunFolder(run).read_config()
+    skeleton = get_skeleton(config.get("skeleton"))
     source = keypoint_source(keypoints, skeleton, keypoint_units, paths, inputs)  # checked before any work
     workers = 0 if source is not None else (os.cpu_count() or 1) if workers is None else workers
-    if workers > 0 and paths:  # the workers start before PyTorch is imported (the classifier, below)
-        from .pipeline import prestart
-        from .pose import estimator_class
-
-        prestart(workers, estimator_class(skeleton))
+    cache_dir = Path(cache_dir) if cache_dir else None
+    if workers > 0 and paths:  # the workers start posing while this process loads the networks (below)
+        _start_posing(paths, workers, skeleton, config, batch_size, cache_dir)
     from .classifier import HybridPoseClassifier
+    from .pipeline import network_threads
 
-    clf = HybridPoseClassifier.load(run, rules=rules, use_rules=not no_rules, partial=partial, engine=engine)
-    clf.cache_dir = Path(cache_dir) if cache_dir else None
+    clf = HybridPoseClassifier.load(run, rules=rules, use_rules=not no_rules, partial=partial, engine=engine,
+                                    threads=network_threads(workers) if workers > 0 else 0)
+    clf.cache_dir = cache_dir
     clf.keypoint_source = source
     counts: dict[str, int] = {}
     with atomic.atomic_open(out, "w", encoding="utf-8", newline="") as fh:
@@ -137,6 +138,20 @@ def predict(inputs: str | Path, run: str | Path, out: str | Path, *, rules: str 
                 frame.to_csv(fh, header=(i == 0), index=False)
     return {"images": len(paths), "status": counts, "out": str(out), "missing_folds": clf.missing_folds,
             "rules": str(clf.rules.path) if clf.rules is not None and clf.rules.path else None}
+
+
+def _start_posing(paths: list, workers: int, skeleton, config: dict, batch_size: int, cache_dir: Path | None) -> None:
+    """Fork the pose workers and hand them the first photos before PyTorch or the networks load; the
+    classifier takes the stream if its networks crop the same way (the run's recorded input size and margin)."""
+    from .pipeline import StreamSpec, prestart
+    from .pose import estimator_class
+
+    train = config.get("train") or {}
+    spec = None
+    if "input_size" in train and "eval_margin" in train:
+        spec = StreamSpec(tuple(str(p) for p in paths), int(train["input_size"]), float(train["eval_margin"]),
+                          skeleton.n, batch_size, str(cache_dir) if cache_dir else None)
+    prestart(workers, estimator_class(skeleton), spec)
 
 
 def _plain(v):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 from collections import deque
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
@@ -32,19 +33,24 @@ def pose_and_crop(path: str, cached: PoseResult | None, estimator: Callable[[], 
         image = open_rgb(path)
     except ImageLoadError as e:
         return cached or PoseResult(e.status, e.reason), None
-    result = cached or analyse_loaded(image, estimator())
+    result = cached or analyse_loaded(image, path, estimator())
     crop, _ = crop_photo(image, result.box, None, margin, size, n_keypoints)
     return result, crop
 
 
 # ---------------------------------------------------------------------------------------- worker side
 _STATE: dict = {}
+# The networks' process is the one that must never wait: the workers yield a core to it and fill what it
+# leaves (with equal shares, three busy processes on two cores left the networks 2/3 of a core).
+WORKER_NICENESS = int(os.environ.get("HYBRIDPOSE_WORKER_NICENESS", "5"))
 
 
 def _init(estimator: type) -> None:
     devnull = os.open(os.devnull, os.O_WRONLY)  # MediaPipe's C++ log lines would break the progress bar
     os.dup2(devnull, 2)
     os.close(devnull)
+    if WORKER_NICENESS:
+        os.nice(WORKER_NICENESS)
     _STATE["estimator"] = estimator()  # now: the pose graph starts while the main process loads the networks
 
 
@@ -54,24 +60,28 @@ def _work(item: Item) -> Done:
     return i, result, crop
 
 
-_PRESTARTED: dict[tuple[int, type], object] = {}
+_PRESTARTED: dict[tuple[int, type], object] = {}   # (workers, estimator) -> a pool, or a Stream already posing
+_STREAM_KEY = "stream"
 
 
-def prestart(workers: int, estimator: type) -> None:
+def prestart(workers: int, estimator: type, start: "StreamSpec | None" = None) -> None:
     """Fork the workers now, before this process imports PyTorch and loads the networks, so that both start
-    up at once; the next ``Producer`` with the same workers and estimator takes the pool."""
+    up at once; with ``start`` they also begin posing its photos at once. The next ``Producer`` with the same
+    workers and estimator takes the pool (and the stream, if it asks for the same photos and crops)."""
     if workers > 0 and (workers, estimator) not in _PRESTARTED and _forkable():
         if not _PRESTARTED:
             import atexit
 
             atexit.register(discard_prestarted)  # e.g. the model failed to load: no Producer took them
-        _PRESTARTED[(workers, estimator)] = _pool(workers, estimator)
+        pool = _pool(workers, estimator)
+        _PRESTARTED[(workers, estimator)] = Stream(pool, start, estimator, workers) if start else pool
 
 
 def discard_prestarted() -> None:
     """End workers that ``prestart`` forked and no ``Producer`` took (e.g. the model failed to load)."""
     while _PRESTARTED:
-        _PRESTARTED.popitem()[1].terminate()
+        taken = _PRESTARTED.popitem()[1]
+        (taken.close() if isinstance(taken, Stream) else taken.terminate())
 
 
 def _pool(workers: int, estimator: type):
@@ -79,16 +89,14 @@ def _pool(workers: int, estimator: type):
 
 
 # ---------------------------------------------------------------------------------------- main side
-def share_cores(branch, workers: int) -> int:
-    """Give the networks the cores the ``workers`` leave (at least one); returns that thread count."""
-    threads = max(1, (os.cpu_count() or 1) - workers)
-    if hasattr(branch, "set_threads"):
-        branch.set_threads(threads)
-    else:
-        import torch
+def network_threads(workers: int) -> int:
+    """The cores the ``workers`` leave to the networks (at least one)."""
+    return max(1, (os.cpu_count() or 1) - workers)
 
-        torch.set_num_threads(threads)
-    return threads
+
+def share_cores(branch, workers: int) -> int:
+    """Give the networks the cores the ``workers`` leave; returns the branch's thread count before."""
+    return branch.set_threads(network_threads(workers))
 
 
 def can_fork(workers: int) -> bool:
@@ -110,6 +118,81 @@ def _forkable() -> bool:
     return os.name == "posix" and not pose._MEDIAPIPE_STARTED
 
 
+@dataclass(frozen=True)
+class StreamSpec:
+    """What a stream poses and crops: the photos, in order, and how each batch is cut."""
+    paths: tuple[str, ...]
+    size: int
+    margin: float
+    n_keypoints: int
+    batch_size: int
+    cache_dir: str | None = None
+
+
+class Stream:
+    """Photos posed and cropped by a pool's workers, submitted ahead (at most a window of them) and read
+    back batch by batch, in order. Submitting starts at creation: the workers pose while the caller loads."""
+
+    def __init__(self, pool, spec: StreamSpec, estimator: type, workers: int):
+        self.pool, self.spec = pool, spec
+        self.cache = PoseCache(spec.cache_dir, estimator.version)
+        self.window = max(2 * spec.batch_size, 2 * workers)
+        self.chunks = [list(spec.paths[i : i + spec.batch_size]) for i in range(0, len(spec.paths), spec.batch_size)]
+        self.pending: deque = deque()   # (chunk index, AsyncResult or a final result), oldest first
+        self.looked: dict[int, tuple] = {}
+        self.submitted = 0
+        self._fill()
+
+    def _fill(self) -> None:
+        while self.submitted < len(self.chunks) and len(self.pending) < self.window:
+            self._submit(self.submitted)
+            self.submitted += 1
+
+    def _submit(self, c: int) -> None:
+        chunk, spec = self.chunks[c], self.spec
+        known, shas = first_look(chunk)
+        cached = self.cache.get_many([s for s in shas if s])
+        self.looked[c] = (known, shas, cached)
+        for j, (path, sha) in enumerate(zip(chunk, shas)):
+            if known[j] is not None:
+                self.pending.append((c, (j, known[j], None)))
+            else:
+                item = (j, path, cached.get(sha), spec.size, spec.margin, spec.n_keypoints)
+                self.pending.append((c, self.pool.apply_async(_work, (item,))))
+
+    def __iter__(self) -> Iterator[tuple[list[str | None], list[PoseResult], np.ndarray]]:
+        try:
+            for c in range(len(self.chunks)):
+                batch = self._collect(c)
+                self._fill()  # before the caller runs its networks on this batch: the workers never wait on them
+                yield batch
+        finally:
+            self.close()
+
+    def _collect(self, c: int):
+        chunk, size = self.chunks[c], self.spec.size
+        known, shas, cached = self.looked.pop(c)
+        results: list[PoseResult] = [None] * len(chunk)  # type: ignore[list-item]
+        crops = np.full((len(chunk), size, size, 3), 127, np.uint8)
+        fresh = []
+        for _ in range(len(chunk)):
+            _, job = self.pending.popleft()
+            j, result, crop = job if isinstance(job, tuple) else _get(job, chunk)
+            results[j] = result
+            if crop is not None:
+                crops[j] = crop
+            if known[j] is None and shas[j] and shas[j] not in cached:
+                fresh.append((shas[j], result))
+        self.cache.put_many(fresh)
+        return shas, results, crops
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.cache.close()
+            self.pool.terminate()
+            self.pool = None
+
+
 class Producer:
     """Batches of (pose results, uint8 crops B x S x S x 3) for ``paths``, in order, from ``workers`` processes."""
 
@@ -118,53 +201,20 @@ class Producer:
         self.estimator, self.size, self.margin, self.n = estimator, size, margin, n_keypoints
         self.workers, self.cache_dir = workers, cache_dir
 
+    def spec(self, paths: Sequence[str], batch_size: int) -> StreamSpec:
+        return StreamSpec(tuple(str(p) for p in paths), self.size, self.margin, self.n, batch_size,
+                          str(self.cache_dir) if self.cache_dir else None)
+
     def batches(self, paths: Sequence[str], batch_size: int) -> Iterator[tuple[list[str | None], list[PoseResult], np.ndarray]]:
         """Per batch: content hashes, pose results and crops."""
+        spec = self.spec(paths, batch_size)
+        taken = _PRESTARTED.pop((self.workers, self.estimator), None)
+        if isinstance(taken, Stream):  # prestarted on some photos: these ones, cut the same way?
+            if taken.spec == spec:
+                return iter(taken)
+            taken = (taken.close(), None)[1]
         # fork: workers start in milliseconds and inherit the imported modules
-        pool = _PRESTARTED.pop((self.workers, self.estimator), None) or _pool(self.workers, self.estimator)
-        with pool:
-            cache = PoseCache(self.cache_dir, self.estimator.version)
-            try:
-                yield from self._batches(pool, cache, [str(p) for p in paths], batch_size)
-            finally:
-                cache.close()
-
-    def _batches(self, pool, cache: PoseCache, paths: list[str], batch_size: int):
-        window = max(2 * batch_size, 2 * self.workers)
-        chunks = [paths[i : i + batch_size] for i in range(0, len(paths), batch_size)]
-        pending: deque = deque()   # (chunk index, AsyncResult or a final result), oldest first
-        looked: dict[int, tuple[list, list]] = {}
-        submitted = 0
-
-        def submit(c: int) -> None:
-            known, shas = first_look(chunks[c])
-            cached = cache.get_many([s for s in shas if s])
-            looked[c] = (known, shas, cached)
-            for j, (path, sha) in enumerate(zip(chunks[c], shas)):
-                if known[j] is not None:
-                    pending.append((c, (j, known[j], None)))
-                else:
-                    item = (j, path, cached.get(sha), self.size, self.margin, self.n)
-                    pending.append((c, pool.apply_async(_work, (item,))))
-
-        for c in range(len(chunks)):
-            while submitted < len(chunks) and len(pending) < window:
-                submit(submitted)
-                submitted += 1
-            known, shas, cached = looked.pop(c)
-            results: list[PoseResult] = [None] * len(chunks[c])  # type: ignore[list-item]
-            crops = np.full((len(chunks[c]), self.size, self.size, 3), 127, np.uint8)
-            fresh = []
-            for _ in range(len(chunks[c])):
-                _, job = pending.popleft()
-                j, result, crop = job if isinstance(job, tuple) else _get(job, chunks[c])
-                results[j] = result
-                if crop is not None:
-                    crops[j] = crop
-                if known[j] is None and shas[j] and shas[j] not in cached:
-                    fresh.append((shas[j], result))
-            cache.put_many(fresh)
-            yield shas, results, crops
+        return iter(Stream(taken or _pool(self.workers, self.estimator), spec, self.estimator, self.workers))
 
 
 WORKER_TIMEOUT = 600.0  # seconds for one photo: a worker killed mid-photo (out of memory, a crash) never answers

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Iterable, Iterator, Sequence
 import numpy as np
 import pandas as pd
 
-from .images import ImageLoadError, load_image
+from .images import ImageLoadError, load_image, pose_view
 from .progress import progress_bar
 from .skeletons import Skeleton, get_skeleton
 
@@ -153,13 +153,10 @@ def analyse(path: str | Path, estimator: PoseEstimator) -> PoseResult:
     return analyse_array(image.rgb, image.width, image.height, estimator)
 
 
-def analyse_loaded(image: "Image.Image", estimator: PoseEstimator) -> PoseResult:
-    """Same as ``analyse`` for a full-size RGB PIL image already in memory."""
-    small = image
-    if max(image.size) > POSE_MAX_SIDE:
-        small = image.copy()
-        small.thumbnail((POSE_MAX_SIDE, POSE_MAX_SIDE))
-    return analyse_array(np.asarray(small), image.width, image.height, estimator)
+def analyse_loaded(image: "Image.Image", path: str | Path, estimator: PoseEstimator) -> PoseResult:
+    """Same as ``analyse(path)`` for its full-size RGB PIL image already in memory: the same pose input,
+    so the same keypoints."""
+    return analyse_array(pose_view(image, path, POSE_MAX_SIDE), image.width, image.height, estimator)
 
 
 def analyse_array(rgb: np.ndarray, width: int, height: int, estimator: PoseEstimator) -> PoseResult:

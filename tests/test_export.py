@@ -165,13 +165,65 @@ def test_producer_keeps_order_and_a_bounded_window(tmp_path, monkeypatch):
             most[0] = max(most[0], len(outstanding))
             return Job(args[0])
 
-    producer = pipeline.Producer(object, 8, 0.15, 5, workers=1, cache_dir=tmp_path / "cache")
-    cache = pipeline.PoseCache(tmp_path / "cache", "test")
-    got = list(producer._batches(Pool(), cache, photos, batch_size=4))
+        def terminate(self):
+            pass
+
+    class Estimator:
+        version = "test"
+
+    spec = pipeline.StreamSpec(tuple(photos), 8, 0.15, 5, batch_size=4, cache_dir=str(tmp_path / "cache"))
+    got = list(pipeline.Stream(Pool(), spec, Estimator, workers=1))
     assert [len(r) for _, r, _ in got] == [4, 4, 4, 4, 4, 3]
     assert [r.reason for _, rs, _ in got for r in rs] == photos  # in order
     assert all((crops[j] == j).all() for _, _, crops in got for j in range(len(crops)))  # each crop in its row
     assert most[0] <= 8  # two batches of 4
+
+
+def test_a_prestarted_stream_poses_before_it_is_asked_and_only_serves_the_same_photos(tmp_path, monkeypatch):
+    """predict hands the workers the first photos before the networks load; the producer takes that stream
+    only for the same photos cut the same way, else it ends it and starts afresh."""
+    from hybridpose import pipeline
+    from hybridpose.pose import PoseResult
+
+    photos = []
+    for i in range(6):
+        p = tmp_path / f"{i}.jpg"
+        p.write_bytes(b"y" * (i + 1))
+        photos.append(str(p))
+    submitted, ended = [], []
+
+    class Pool:
+        def apply_async(self, fn, args):
+            submitted.append(args[0][1])
+            item = args[0]
+
+            class Job:
+                def get(self, timeout=None):
+                    return item[0], PoseResult("no_person", item[1]), None
+            return Job()
+
+        def terminate(self):
+            ended.append(self)
+
+    class Estimator:
+        version = "test"
+
+    monkeypatch.setattr(pipeline, "_forkable", lambda: True)
+    monkeypatch.setattr(pipeline, "_pool", lambda workers, estimator: Pool())
+    monkeypatch.setattr(pipeline, "_PRESTARTED", {})
+    cache = str(tmp_path / "cache")
+    pipeline.prestart(1, Estimator, pipeline.StreamSpec(tuple(photos), 8, 0.15, 5, 2, cache))
+    assert submitted == photos[:4]  # before anything asks: a window of 2 batches of 2
+    producer = pipeline.Producer(Estimator, 8, 0.15, 5, workers=1, cache_dir=cache)
+    got = [r.reason for _, rs, _ in producer.batches(photos, 2) for r in rs]
+    assert got == photos and submitted == photos  # served by the early stream: nothing posed twice
+    assert len(ended) == 1
+
+    submitted.clear()
+    pipeline.prestart(1, Estimator, pipeline.StreamSpec(tuple(photos), 8, 0.15, 5, 2, cache))
+    other = pipeline.Producer(Estimator, 16, 0.15, 5, workers=1, cache_dir=cache)  # another crop size
+    assert [r.reason for _, rs, _ in other.batches(photos[:2], 2) for r in rs] == photos[:2]
+    assert submitted == photos[:4] + photos[:2] and len(ended) == 3  # the early stream ended, a fresh one served
 
 
 def test_predict_with_workers_gives_back_the_callers_threads(tiny_run):

@@ -336,3 +336,31 @@ def test_broken_heic_is_unreadable(tmp_path, photo):
     assert (_status_of(garbage).status, _status_of(garbage).reason) == ("unreadable", "not an image (cannot identify format)")
     assert (_status_of(truncated).status, _status_of(truncated).reason) == ("unreadable", "truncated or corrupt HEIF data")
 
+
+
+@pytest.mark.parametrize("size,fmt", [((2600, 2100), "JPEG"), ((1500, 900), "JPEG"), ((1500, 1200), "PNG"),
+                                      ((640, 480), "JPEG")])
+def test_predict_sees_a_photo_as_extract_does(tmp_path, size, fmt):
+    """predict decodes a photo once at full size (for its crop) and derives the pose model's input from it:
+    exactly the pixels extract's reduced decode gives, so a cold and a warm pose cache give the same keypoints."""
+    from hybridpose.images import open_rgb
+    from hybridpose.pose import analyse, analyse_loaded
+
+    class Seen:  # a pose model that records what it is shown
+        def __init__(self):
+            self.seen = []
+
+        def landmarks(self, rgb):
+            self.seen.append(np.array(rgb))
+            return None
+
+    y, x = np.mgrid[0 : size[1], 0 : size[0]]
+    rgb = np.stack([(x * 7 + y) % 256, (y * 3) % 256, (x ^ y) % 256], -1).astype(np.uint8)
+    path = tmp_path / f"photo.{fmt.lower()}"
+    Image.fromarray(rgb).save(path, fmt)
+    extract, predict = Seen(), Seen()
+    analyse(path, extract)
+    analyse_loaded(open_rgb(path), path, predict)
+    want, got = extract.seen[0], predict.seen[0]
+    assert got.shape == want.shape and max(got.shape[:2]) <= 1024
+    np.testing.assert_array_equal(got, want)

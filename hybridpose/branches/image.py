@@ -7,16 +7,19 @@ fold by the fold runner (``hybridpose.train``), which writes ``fold_k/stage3.pt`
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
-import torch
 
 from ..errors import RunError
 from ..hierarchy import Hierarchy
-from ..network import PoseNet, build_model, level_probs, load_checkpoint, pick_device
 from ..runfolder import RunFolder
 from . import register
+
+if TYPE_CHECKING:  # PyTorch is imported when a network is loaded: a bundle predicts without it
+    import torch
+
+    from ..network import PoseNet
 
 FINAL_STAGE = 3
 
@@ -29,8 +32,10 @@ class Preprocessing:
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
 
-    def normalise(self, x01: torch.Tensor) -> torch.Tensor:
+    def normalise(self, x01: "torch.Tensor") -> "torch.Tensor":
         """B x 3 x H x W floats in [0, 1] -> the backbone's normalised input (same device)."""
+        import torch
+
         mean = torch.as_tensor(self.mean, device=x01.device, dtype=x01.dtype).view(1, 3, 1, 1)
         std = torch.as_tensor(self.std, device=x01.device, dtype=x01.dtype).view(1, 3, 1, 1)
         return (x01 - mean) / std
@@ -46,7 +51,9 @@ class ImageBranch:
     input = "crops"
 
     def __init__(self, models: Sequence[PoseNet] = (), preprocessing: Preprocessing | None = None,
-                 folds: Sequence[int] = (), n_folds: int = 0, device: str | torch.device = "cpu"):
+                 folds: Sequence[int] = (), n_folds: int = 0, device: "str | torch.device" = "cpu"):
+        import torch
+
         self.models_ = list(models)
         self.preprocessing_ = preprocessing
         self.folds_ = list(folds)                       # the folds whose network was loaded
@@ -56,6 +63,8 @@ class ImageBranch:
     @classmethod
     def load(cls, run: RunFolder, config: dict, *, device: str = "auto", partial: bool = False) -> "ImageBranch":
         """The final-stage network of every fold; a fold missing is an error unless ``partial``."""
+        from ..network import build_model, load_checkpoint, pick_device
+
         sizes = Hierarchy.from_dict(config["hierarchy"]).level_sizes()
         dev = pick_device(device)
         k = int(config["folds"])
@@ -81,12 +90,26 @@ class ImageBranch:
     def missing_folds(self) -> list[int]:
         return [f for f in range(1, self.n_folds_ + 1) if f not in self.folds_]
 
-    def normalise(self, crops: torch.Tensor) -> torch.Tensor:
-        """uint8 B x 3 x H x W crops -> normalised input on the branch's device."""
-        return self.preprocessing_.normalise(crops.to(self.device).float() / 255)
+    def set_threads(self, threads: int) -> int:
+        """Run the networks on ``threads`` CPU threads (PyTorch's, process-wide); returns the count before."""
+        import torch
 
-    def predict_level_proba(self, crops: torch.Tensor, hierarchy: Hierarchy | None = None) -> dict[str, np.ndarray]:
+        before = torch.get_num_threads()
+        torch.set_num_threads(threads)
+        return before
+
+    def normalise(self, crops: "torch.Tensor | np.ndarray") -> "torch.Tensor":
+        """uint8 B x 3 x H x W crops (tensor or array) -> normalised input on the branch's device."""
+        import torch
+
+        return self.preprocessing_.normalise(torch.as_tensor(crops).to(self.device).float() / 255)
+
+    def predict_level_proba(self, crops: "torch.Tensor | np.ndarray", hierarchy: Hierarchy | None = None) -> dict[str, np.ndarray]:
         """Mean softmax of the fold networks, per level."""
+        import torch
+
+        from ..network import level_probs
+
         x = self.normalise(crops)
         sums: dict[str, np.ndarray] = {}
         with torch.inference_mode():
@@ -96,11 +119,13 @@ class ImageBranch:
                     sums[lv] = sums.get(lv, 0.0) + p.cpu().numpy()
         return {lv: s / len(self.models_) for lv, s in sums.items()}
 
-    def predict_proba(self, crops: torch.Tensor) -> np.ndarray:
+    def predict_proba(self, crops: "torch.Tensor | np.ndarray") -> np.ndarray:
         return self.predict_level_proba(crops)[self.models_[0].levels[0]]
 
-    def embed(self, crops: torch.Tensor) -> np.ndarray:
+    def embed(self, crops: "torch.Tensor | np.ndarray") -> np.ndarray:
         """Mean pooled backbone embedding over the fold networks."""
+        import torch
+
         x = self.normalise(crops)
         with torch.inference_mode():
             return np.mean([m.forward_all(x).embedding.float().cpu().numpy() for m in self.models_], axis=0)

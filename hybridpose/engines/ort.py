@@ -19,8 +19,10 @@ class OnnxImageBranch:
     name = "image"
     input = "crops"
 
-    def __init__(self, session, manifest: dict, preprocessing):
-        self.session_ = session
+    def __init__(self, path, manifest: dict, preprocessing, threads: int = 0):
+        self.path_ = path
+        self.threads_ = threads    # 0: one per core
+        self._session = _session(path, threads)  # now: a damaged file fails at load, before any photo is read
         self.manifest_ = manifest
         self.preprocessing_ = preprocessing
         spec = manifest["image_model"]
@@ -30,20 +32,28 @@ class OnnxImageBranch:
         self.input_name_ = spec["input"]["name"]
 
     @classmethod
-    def load(cls, run, config: dict | None = None, **_options) -> "OnnxImageBranch":
+    def load(cls, run, config: dict | None = None, *, threads: int = 0, **_options) -> "OnnxImageBranch":
+        """The bundle's graph in an ONNX Runtime session on ``threads`` cores (0: all)."""
         from ..branches.image import Preprocessing
 
         manifest = read_manifest(run)
         path = run.file(manifest["image_model"]["file"])
         if not path.exists():
             raise RunError(f"{path}: missing from the bundle; export it again with `hybridpose export RUN --out {run.root}`.")
-        branch = cls(_session(path), manifest, Preprocessing.from_meta(manifest["image_model"]["input"]))
-        branch.path_ = path
-        return branch
+        return cls(path, manifest, Preprocessing.from_meta(manifest["image_model"]["input"]), threads)
 
-    def set_threads(self, threads: int) -> None:
-        """Run on ``threads`` cores without spin-waiting (other processes share the machine)."""
-        self.session_ = _session(self.path_, threads, spin=False)
+    @property
+    def session_(self):
+        if self._session is None:
+            self._session = _session(self.path_, self.threads_)
+        return self._session
+
+    def set_threads(self, threads: int) -> int:
+        """Run on ``threads`` cores (a new session, made when next used); returns the count before."""
+        before = self.threads_
+        if threads != before:
+            self.threads_, self._session = threads, None
+        return before
 
     @property
     def missing_folds(self) -> list[int]:
@@ -67,9 +77,11 @@ class OnnxImageBranch:
         return self._run(crops)[EMBEDDING]
 
 
-def _session(path, threads: int = 0, spin: bool = True):
+def _session(path, threads: int = 0):
+    """A session on ``threads`` cores; with a set count it does not spin-wait (other processes share the machine)."""
     import onnxruntime as ort
 
+    spin = threads == 0
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads  # 0: one per core
     opts.inter_op_num_threads = 1

@@ -6,7 +6,8 @@ import importlib.util
 from . import Engine, register
 
 
-def _load(run, config: dict, *, device: str = "auto", partial: bool = False):
+def _load(run, config: dict, *, device: str = "auto", partial: bool = False, threads: int = 0):
+    """``threads`` is left to ``ImageBranch.set_threads`` (PyTorch's count is process-wide)."""
     from ..branches.image import ImageBranch
 
     return ImageBranch.load(run, config, device=device, partial=partial)
