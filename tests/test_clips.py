@@ -234,3 +234,38 @@ def test_predict_bad_and_cut_videos(clip_run, tmp_path):
     assert rows.loc[str(folder / "noise.mp4"), "reason"]
     assert rows.loc[str(folder / "notes.txt"), "status"] == "unsupported"
     assert rows.loc[str(folder / "good.mp4"), "status"] == "ok" and rows.loc[str(folder / "good.mp4"), "class"]
+
+
+
+def test_clip_keypoint_branch_abstains_saves_and_loads(tmp_path):
+    """Fits on every class (a class without clips gets a column), abstains on a clip without a skeleton, and reads
+    a file in the layout runs were written with (booster JSON inside a tagged JSON file)."""
+    import json
+
+    from hybridpose.branches.clip_keypoint import ClipKeypointClassifier
+    from hybridpose.errors import RunError
+
+    names = statistic_names(get_skeleton("body"))
+    rng = np.random.default_rng(0)
+    X = pd.DataFrame(rng.uniform(0, 1, (20, len(names))), columns=names)
+    X["found"] = 1.0
+    y = ["a", "b"] * 10
+    X.loc[[i for i in range(20) if y[i] == "b"], "mean_nose_x"] += 5  # b is separable
+    X.loc[0, "found"] = 0.0
+    m = ClipKeypointClassifier(n_estimators=10, n_jobs=1).fit(X, y, classes=["a", "b", "c"])
+    p = m.predict_proba(X)
+    assert p.shape == (20, 3) and np.isnan(p[0]).all() and np.allclose(p[1:].sum(1), 1)
+    assert [m.classes_[i] for i in p[1:].argmax(1)] == y[1:]
+    m.save(tmp_path / "m.json")
+    saved = json.loads((tmp_path / "m.json").read_text())
+    assert list(saved) == ["format", "version", "classes", "features", "skeleton", "params", "booster"]
+    old = {"format": "hybridpose-clip-keypoint-model", "version": 1, "classes": m.classes_, "features": names,
+           "skeleton": "body", "params": m.params,
+           "booster": m.model_.get_booster().save_raw(raw_format="json").decode()}
+    (tmp_path / "old.json").write_text(json.dumps(old))
+    np.testing.assert_array_equal(ClipKeypointClassifier.load(tmp_path / "old.json").predict_proba(X), p)
+    del old["classes"]
+    (tmp_path / "old.json").write_text(json.dumps(old))
+    for bad in (tmp_path / "old.json", tmp_path / "missing.json"):
+        with pytest.raises(RunError, match="not a hybridpose clip keypoint model"):
+            ClipKeypointClassifier.load(bad)
