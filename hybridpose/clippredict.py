@@ -28,7 +28,8 @@ from . import atomic
 from .classifier import TOP_K, HybridPoseClassifier
 from .clips import Sample, frame_files, list_samples, load_frame, select_frames
 from .crops import crop_photo
-from .errors import RunError
+from .errors import DatasetError, RunError
+from .hierarchy import Hierarchy
 from .images import ImageLoadError
 from .pose import PoseCache, PoseResult, analyse_array, estimator_class, file_sha256
 from .predtable import argmax_labels
@@ -55,6 +56,7 @@ class ClipResult:
     reason: str
     frames: list[FrameResult] = field(default_factory=list)
     row: dict = field(default_factory=dict)
+    probs: dict = field(default_factory=dict)  # branch (and "fused") -> level -> (1, classes) probabilities
 
 
 class ClipPredictor:
@@ -148,10 +150,10 @@ class ClipPredictor:
         found = any(f.status == "ok" for f in frames)
         res = ClipResult(sample, "ok" if found else "no_person",
                          reason if found else "no person found in any sampled frame", frames)
-        res.row = self._decide(frames)
+        res.row, res.probs = self._decide(frames)
         return res
 
-    def _decide(self, frames: list[FrameResult]) -> dict:
+    def _decide(self, frames: list[FrameResult]) -> tuple[dict, dict]:
         h, leaves = self.h, self.h.leaves
         kp = np.stack([f.keypoints for f in frames])
         stats = pd.DataFrame([clip_statistics(kp, [f.time for f in frames], self.sk)])
@@ -160,7 +162,8 @@ class ClipPredictor:
         for name, b in self.clf.branches.items():
             if name != "image":
                 probs[name] = b.predict_level_proba(stats, h)
-        fused = self.clf.fusion.predict_proba(probs)[h.leaf_level]
+        fused_levels = self.clf.fusion.predict_proba(probs)
+        fused = fused_levels[h.leaf_level]
         leaf, rule = leaves[int(fused[0].argmax())], ""
         if self.rules is not None and self.rules.rules:
             decided, names = self.rules.apply(fused, leaves, stats)
@@ -179,7 +182,7 @@ class ClipPredictor:
             row[f"{name}_top"] = argmax_labels(p[h.leaf_level], leaves)[0]
         row["frames"] = len(frames)
         row["found"] = round(float(stats["found"].iloc[0]), 3)
-        return row
+        return row, {**probs, "fused": fused_levels}
 
 
 def smooth(probs: np.ndarray, window: int, causal: bool = False) -> np.ndarray:
@@ -264,7 +267,7 @@ def predict_clips(inputs: str | Path, run: str | Path, out: str | Path, *, rules
     with progress_bar("clips", total=len(samples), enabled=show_progress) as advance:
         for s in samples:
             res = pred.predict_clip(s)
-            rows.append({"path": str(s.path), "kind": s.kind, "status": res.status, "reason": res.reason, **res.row})
+            rows.append(_clip_row(res))
             counts[res.status] = counts.get(res.status, 0) + 1
             if per_frame or annotate:
                 t = per_frame_table(res, leaves, window)
@@ -289,6 +292,43 @@ def predict_clips(inputs: str | Path, run: str | Path, out: str | Path, *, rules
         atomic.write_csv(seg, segments(table) if len(table) else pd.DataFrame())
         result.update(per_frame=str(per_frame), segments=str(seg), smoothing=f"centred moving average, {window} frames")
     return result
+
+
+def _clip_row(res: ClipResult) -> dict:
+    """A clip's row of predictions.csv."""
+    s = res.sample
+    return {"path": str(s.path), "kind": s.kind, "status": res.status, "reason": res.reason, **res.row}
+
+
+def evaluation_frame(data: str | Path, run: str | Path, *, show_progress: bool = True) -> tuple[pd.DataFrame, Hierarchy]:
+    """``evaluate DATA --model RUN`` for a clip run: one row per clip of the labelled clip folder ``data``, with
+    predictions.csv's columns (rules included), ``true_<level>``, and every branch's probabilities and labels in
+    the oof_predictions.csv layout (``<branch>:<level>:<class>``, ``pred_*``, ``rules_<level>``)."""
+    from .clips import load_clip_dataset
+    from .predtable import rules_column, table
+    from .progress import progress_bar
+
+    pred = ClipPredictor(run)
+    ds = load_clip_dataset(data)
+    h = pred.h
+    unknown = sorted(set(ds.labels) - set(h.leaves))
+    if unknown:
+        raise DatasetError(f"{data}: classes {unknown} are not classes of the model {run}.")
+    rows, probs = [], []
+    with progress_bar("clips", total=len(ds), enabled=show_progress) as advance:
+        for s in ds.samples:
+            res = pred.predict_clip(s)
+            rows.append(_clip_row(res))
+            probs.append(res.probs)
+            advance()
+    names = [*pred.clf.branches, "fused"]
+    nan = {lv: np.full((1, len(h.classes(lv))), np.nan) for lv in h.levels}  # a clip that could not be read
+    branches = {n: {lv: np.concatenate([(p or {n: nan})[n][lv] for p in probs]) for lv in h.levels} for n in names}
+    truth = {lv: [h.ancestor(y, lv) for y in ds.labels] for lv in h.levels}
+    frame = pd.concat([pd.DataFrame(rows), table(h, {}, truth, branches)], axis=1)
+    for lv in h.levels:
+        frame[rules_column(lv)] = [r.get(lv) for r in rows]  # the label after the rules (predictions.csv's)
+    return frame, h
 
 
 def live(pred: ClipPredictor, source: int | str, *, show: bool = True, max_frames: int | None = None,

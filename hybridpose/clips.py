@@ -273,5 +273,21 @@ def load_frame(path: str | Path, max_side: int = FRAME_MAX_SIDE) -> np.ndarray:
     return load_image(path, max_side=max_side).rgb
 
 
+def preview(path: str):
+    """What a contact sheet shows for a sample: a photo's path as it is; a clip's first frame (a PIL image), or
+    its path when that frame cannot be read (the sheet then draws a tile saying why)."""
+    from PIL import Image
+
+    p = Path(path)
+    try:
+        if is_video(p) and p.is_file():
+            return Image.fromarray(next(iter_frames(p, Sampling(n=1))).rgb)
+        if p.is_dir() and frame_files(p):
+            return Image.fromarray(load_frame(frame_files(p)[0]))
+    except (VideoError, ImageLoadError, StopIteration):
+        pass
+    return path
+
+
 __all__ = ["ClipDataset", "ClipFrames", "FrameCache", "FrameFolder", "ImageLoadError", "Sample", "VideoFile",
-           "clip_frames", "frame_files", "has_videos", "list_samples", "load_clip_dataset", "load_frame"]
+           "clip_frames", "frame_files", "has_videos", "list_samples", "load_clip_dataset", "load_frame", "preview"]

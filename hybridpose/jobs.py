@@ -236,6 +236,12 @@ def _holds_photos(folder: Path) -> bool:
 def _frame_from_dataset(data: Path, run: Path, images, show_progress: bool) -> tuple[pd.DataFrame, Hierarchy]:
     from .classifier import HybridPoseClassifier
 
+    if RunFolder(run).read_config().get("clips"):  # a clip run: one row per clip (docs/CLIPS.md)
+        from .clippredict import evaluation_frame
+
+        if images is not None:
+            raise DatasetError(f"--images {images}: a clip run reads the clips of {data} itself; leave --images out.")
+        return evaluation_frame(data, run, show_progress=show_progress)
     ds = load_dataset(data, images=images)
     clf = HybridPoseClassifier.load(run)
     unknown = sorted(set(ds.labels) - set(clf.hierarchy.leaves))

@@ -64,6 +64,17 @@ def _resolve(path: str | None, image_root: str | Path | None) -> str:
     return str(p if p.is_absolute() or image_root is None else Path(image_root) / p)
 
 
+def _shown(path: str):
+    """What the sheet draws: a photo's path; a clip (a video or a frame folder) by its first frame."""
+    from .video import is_video
+
+    if path and (is_video(path) or Path(path).is_dir()):
+        from .clips import preview  # imported for clips only: it registers the clip input sources
+
+        return preview(path)
+    return path
+
+
 def _caption(row) -> list[str]:
     name = Path(row.path).name if isinstance(row.path, str) else ""
     return [f"true {row.true}", f"pred {row.predicted} {row.p_pred:.2f}", name]
@@ -94,7 +105,7 @@ def write_review(
     used = _review_branch(frame, hierarchy, branch)
     losses = top_losses(frame, hierarchy, used, n) if used else pd.DataFrame(columns=TOP_LOSS_COLUMNS)
     write_csv(out / "top_losses.csv", losses)
-    items = [(_resolve(r.path, image_root), _caption(r)) for r in losses.itertuples(index=False)]
+    items = [(_shown(_resolve(r.path, image_root)), _caption(r)) for r in losses.itertuples(index=False)]
     contact_sheet(items, out / "top_losses.png", cols=6, thumb=200)
     dups = duplicate_groups(folds_frame) if folds_frame is not None else pd.DataFrame(columns=DUPLICATE_COLUMNS)
     write_csv(out / "duplicates_across_classes.csv", dups)

@@ -234,3 +234,92 @@ def test_predict_bad_and_cut_videos(clip_run, tmp_path):
     assert rows.loc[str(folder / "noise.mp4"), "reason"]
     assert rows.loc[str(folder / "notes.txt"), "status"] == "unsupported"
     assert rows.loc[str(folder / "good.mp4"), "status"] == "ok" and rows.loc[str(folder / "good.mp4"), "class"]
+
+
+@pytest.mark.slow
+def test_evaluate_clip_run_on_a_labelled_clip_folder(clip_run, tmp_path):
+    from hybridpose.clippredict import predict_clips
+    from hybridpose.jobs import evaluate
+
+    src, _ = clip_run
+    run, data = tmp_path / "run", tmp_path / "data"
+    shutil.copytree(src, run)
+    (run / "rules.yaml").write_text(RULE)
+    shutil.copytree(CLIPS, data)
+    (data / "squat" / "broken.mp4").write_bytes(b"junk" * 100)
+    predict_clips(data, run, tmp_path / "p.csv", show_progress=False)
+    pred = pd.read_csv(tmp_path / "p.csv", keep_default_na=False).set_index("path")
+    ds = load_clip_dataset(data)
+    truth = {str(s.path): y for s, y in zip(ds.samples, ds.labels)}
+    leaf = ds.hierarchy.leaf_level
+
+    res = evaluate(data, model=run, out=tmp_path / "ev", show_progress=False)
+    table = pd.read_csv(tmp_path / "ev" / "predictions_evaluated.csv", keep_default_na=False)
+    assert sorted(table["path"]) == sorted(truth) and len(table) == 6  # one row per clip, not per frame
+    broken = table.set_index("path").loc[str(data / "squat" / "broken.mp4")]
+    assert broken["status"] == "unreadable" and broken["reason"] and broken[leaf] == ""
+    assert (table[f"true_{leaf}"] == table["path"].map(truth)).all()
+    assert (table[leaf] == table["path"].map(pred[leaf])).all()  # the labels predict gives, rules included
+    assert (table["rule"] == table["path"].map(pred["rule"])).all() and (table[f"rules_{leaf}"] == table[leaf]).all()
+    metrics = pd.DataFrame(res["metrics"]).set_index(["branch", "level"])
+    read = [p for p in truth if pred.loc[p, "status"] == "ok"]
+    expected = np.mean([pred.loc[p, leaf] == truth[p] for p in read])
+    assert metrics.loc[("rules", leaf), "top1"] == pytest.approx(expected) and res["best_branch"] == "rules"
+    assert metrics.loc[("rules", leaf), "top1_all"] == pytest.approx(expected * len(read) / len(truth))
+    assert (metrics.xs(leaf, level="level")["n_abstained"] == 1).all()  # the unreadable clip, in every branch
+    assert {"image", "clip_keypoint", "fused"} <= set(metrics.index.get_level_values("branch"))
+    fired = pred["rule"][pred["rule"] != ""].value_counts().to_dict()
+    assert res["rules_fired"] == fired
+    assert (tmp_path / "ev" / "report.html").stat().st_size > 0 and (tmp_path / "ev" / "top_losses.csv").exists()
+    with pytest.raises(DatasetError, match="--images"):
+        evaluate(data, model=run, out=tmp_path / "ev2", images=data, show_progress=False)
+
+
+def test_clip_keypoint_branch_abstains_saves_and_loads(tmp_path):
+    """Fits on every class (a class without clips gets a column), abstains on a clip without a skeleton, and reads
+    a file in the layout runs were written with (booster JSON inside a tagged JSON file)."""
+    import json
+
+    from hybridpose.branches.clip_keypoint import ClipKeypointClassifier
+    from hybridpose.errors import RunError
+
+    names = statistic_names(get_skeleton("body"))
+    rng = np.random.default_rng(0)
+    X = pd.DataFrame(rng.uniform(0, 1, (20, len(names))), columns=names)
+    X["found"] = 1.0
+    y = ["a", "b"] * 10
+    X.loc[[i for i in range(20) if y[i] == "b"], "mean_nose_x"] += 5  # b is separable
+    X.loc[0, "found"] = 0.0
+    m = ClipKeypointClassifier(n_estimators=10, n_jobs=1).fit(X, y, classes=["a", "b", "c"])
+    p = m.predict_proba(X)
+    assert p.shape == (20, 3) and np.isnan(p[0]).all() and np.allclose(p[1:].sum(1), 1)
+    assert [m.classes_[i] for i in p[1:].argmax(1)] == y[1:]
+    m.save(tmp_path / "m.json")
+    saved = json.loads((tmp_path / "m.json").read_text())
+    assert list(saved) == ["format", "version", "classes", "features", "skeleton", "params", "booster"]
+    old = {"format": "hybridpose-clip-keypoint-model", "version": 1, "classes": m.classes_, "features": names,
+           "skeleton": "body", "params": m.params,
+           "booster": m.model_.get_booster().save_raw(raw_format="json").decode()}
+    (tmp_path / "old.json").write_text(json.dumps(old))
+    np.testing.assert_array_equal(ClipKeypointClassifier.load(tmp_path / "old.json").predict_proba(X), p)
+    del old["classes"]
+    (tmp_path / "old.json").write_text(json.dumps(old))
+    for bad in (tmp_path / "old.json", tmp_path / "missing.json"):
+        with pytest.raises(RunError, match="not a hybridpose clip keypoint model"):
+            ClipKeypointClassifier.load(bad)
+
+
+def test_review_sheet_shows_a_clip_by_its_first_frame(tmp_path):
+    from PIL import Image
+
+    from hybridpose.clips import preview
+    from hybridpose.review import _shown
+
+    first = preview(str(VIDEO))
+    assert isinstance(first, Image.Image) and max(first.size) == 320
+    folder = CLIPS / "jumpingjack" / "jj_frames"
+    with Image.open(folder / "frame1.jpg") as im:
+        assert _shown(str(folder)).size == im.size
+    (tmp_path / "bad.mp4").write_bytes(b"junk" * 10)
+    assert _shown(str(tmp_path / "bad.mp4")) == str(tmp_path / "bad.mp4")  # the sheet draws a tile saying why
+    assert _shown(str(CLIPS / "hierarchy.csv")) == str(CLIPS / "hierarchy.csv")  # not a clip: as it was

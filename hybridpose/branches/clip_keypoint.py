@@ -11,12 +11,10 @@ from typing import TYPE_CHECKING, Sequence
 import numpy as np
 import pandas as pd
 
-from .. import atomic
-from ..errors import RunError
 from ..hierarchy import Hierarchy
 from ..temporal import FOUND, statistic_names
 from . import leaf_to_levels, register
-from .keypoint import _pad_classes
+from ._xgb import fit_softprob, load_model, model_path, predict_found, save_model
 
 if TYPE_CHECKING:
     from ..runfolder import RunFolder
@@ -47,56 +45,30 @@ class ClipKeypointClassifier:
         return X.to_numpy(dtype=np.float32), ok
 
     def fit(self, X: pd.DataFrame, y: Sequence[str], classes: Sequence[str] | None = None) -> "ClipKeypointClassifier":
-        from xgboost import XGBClassifier
-
         self.feature_names_ = statistic_names(self.skeleton)
         self.classes_ = sorted(classes if classes is not None else set(y))
         index = {c: i for i, c in enumerate(self.classes_)}
         M, ok = self._matrix(X)
-        feats, labels = M[ok], np.array([index[c] for c in np.asarray(y)[ok]])
-        weight = None
-        if len(np.unique(labels)) < len(self.classes_):
-            feats, labels, weight = _pad_classes(feats, labels, len(self.classes_))
-        self.model_ = XGBClassifier(objective="multi:softprob", num_class=len(self.classes_), **self.params)
-        self.model_.fit(feats, labels, sample_weight=weight)
+        labels = np.array([index[c] for c in np.asarray(y)[ok]])
+        self.model_ = fit_softprob(M[ok], labels, len(self.classes_), self.params)
         return self
 
     def predict_proba(self, X: pd.DataFrame) -> np.ndarray:
-        if self.model_ is None:
-            raise RuntimeError("ClipKeypointClassifier is not fitted")
         M, ok = self._matrix(X)
-        out = np.full((len(M), len(self.classes_)), np.nan)
-        if ok.any():
-            out[ok] = self.model_.predict_proba(M[ok])
-        return out
+        return predict_found(self.model_, ok, len(self.classes_), lambda: M[ok], type(self).__name__)
 
     def predict_level_proba(self, X: pd.DataFrame, hierarchy: Hierarchy) -> dict[str, np.ndarray]:
         return leaf_to_levels(self.predict_proba(X), hierarchy)
 
     def save(self, path: "str | Path | RunFolder") -> None:
-        path = _path(path)
-        booster = self.model_.get_booster().save_raw(raw_format="json").decode()
-        atomic.write_json(path, {"format": FORMAT, "version": 1, "classes": self.classes_,
-                                 "features": self.feature_names_, "skeleton": self.skeleton,
-                                 "params": self.params, "booster": booster})
+        save_model(model_path(path, FILENAME), FORMAT, self.model_, {
+            "classes": self.classes_, "features": self.feature_names_, "skeleton": self.skeleton,
+            "params": self.params})
 
     @classmethod
     def load(cls, path: "str | Path | RunFolder", config: dict | None = None, **_options) -> "ClipKeypointClassifier":
-        from xgboost import XGBClassifier
-
-        path = _path(path)
-        try:
-            d = atomic.read_json(path)
-            assert d.get("format") == FORMAT
-            obj = cls(skeleton=d.get("skeleton", "body"))
-            obj.classes_, obj.feature_names_, obj.params = d["classes"], d["features"], d["params"]
-            model = XGBClassifier()
-            model.load_model(bytearray(d["booster"].encode()))
-        except Exception:
-            raise RunError(f"{path}: not a hybridpose clip keypoint model (missing or corrupt); run `hybridpose fit` again.") from None
-        obj.model_ = model
+        d, model = load_model(model_path(path, FILENAME), FORMAT, ("classes", "features", "params"),
+                              "clip keypoint model")
+        obj = cls(skeleton=d.get("skeleton", "body"))
+        obj.classes_, obj.feature_names_, obj.params, obj.model_ = d["classes"], d["features"], d["params"], model
         return obj
-
-
-def _path(where) -> Path:
-    return where.file(FILENAME) if hasattr(where, "file") else Path(where)

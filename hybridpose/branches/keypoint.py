@@ -10,11 +10,10 @@ from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
-from .. import atomic
-from ..errors import RunError
 from ..hierarchy import Hierarchy
 from ..skeletons import Skeleton, get_skeleton
 from . import leaf_to_levels, register
+from ._xgb import fit_softprob, load_model, model_path, predict_found, save_model
 
 if TYPE_CHECKING:
     from ..runfolder import RunFolder
@@ -47,8 +46,6 @@ class KeypointClassifier:
         return get_skeleton(self.skeleton)
 
     def fit(self, X: np.ndarray, y: Sequence[str], classes: Sequence[str] | None = None) -> "KeypointClassifier":
-        from xgboost import XGBClassifier
-
         sk = self.skeleton_
         self.classes_ = sorted(classes if classes is not None else set(y))
         index = {c: i for i, c in enumerate(self.classes_)}
@@ -63,23 +60,14 @@ class KeypointClassifier:
             flipped = np.array([index[self.flip_pairs.get(self.classes_[i], self.classes_[i])] for i in labels])
             feats, labels = np.concatenate([feats, mirrored[feats.columns]]), np.concatenate([labels, flipped])
         self.feature_names_ = sk.feature_names()
-        self.model_ = XGBClassifier(objective="multi:softprob", num_class=len(self.classes_), **self.params)
-        weight = None
-        if len(np.unique(labels)) < len(self.classes_):  # XGBoost wants every class seen: add one zero-weight row each
-            feats, labels, weight = _pad_classes(np.asarray(feats), labels, len(self.classes_))
-        self.model_.fit(np.asarray(feats, dtype=np.float32), labels, sample_weight=weight)
+        self.model_ = fit_softprob(feats, labels, len(self.classes_), self.params)
         return self
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
-        if self.model_ is None:
-            raise RuntimeError("KeypointClassifier is not fitted")
         sk = self.skeleton_
         X = np.asarray(X, dtype=np.float64).reshape(-1, sk.n, 4)
-        out = np.full((len(X), len(self.classes_)), np.nan)
         ok = sk.found(X)
-        if ok.any():
-            out[ok] = self.model_.predict_proba(np.asarray(sk.features(X[ok]), dtype=np.float32))
-        return out
+        return predict_found(self.model_, ok, len(self.classes_), lambda: sk.features(X[ok]), type(self).__name__)
 
     def predict_level_proba(self, X: np.ndarray, hierarchy: Hierarchy) -> dict[str, np.ndarray]:
         return leaf_to_levels(self.predict_proba(X), hierarchy)
@@ -92,38 +80,15 @@ class KeypointClassifier:
         return dict(zip(self.feature_names_, map(float, self.model_.feature_importances_)))
 
     def save(self, path: "str | Path | RunFolder") -> None:
-        path = _path(path)
-        booster = self.model_.get_booster().save_raw(raw_format="json").decode()
-        atomic.write_json(path, {"format": FORMAT, "version": 1, "classes": self.classes_,
-                                 "features": self.feature_names_, "flip_pairs": self.flip_pairs,
-                                 "skeleton": self.skeleton, "params": self.params, "booster": booster})
+        save_model(model_path(path, FILENAME), FORMAT, self.model_, {
+            "classes": self.classes_, "features": self.feature_names_, "flip_pairs": self.flip_pairs,
+            "skeleton": self.skeleton, "params": self.params})
 
     @classmethod
     def load(cls, path: "str | Path | RunFolder", config: dict | None = None, **_options) -> "KeypointClassifier":
         """A saved model; ``config`` and prediction options (device, ...) are not needed by this branch."""
-        from xgboost import XGBClassifier
-
-        path = _path(path)
-        try:
-            d = atomic.read_json(path)
-            assert d.get("format") == FORMAT
-            obj = cls(flip_pairs=d["flip_pairs"], skeleton=d.get("skeleton", "body"))
-            obj.classes_, obj.feature_names_, obj.params = d["classes"], d["features"], d["params"]
-            model = XGBClassifier()
-            model.load_model(bytearray(d["booster"].encode()))
-        except Exception:  # missing file, bad JSON, missing field, damaged booster: one answer
-            raise RunError(f"{path}: not a hybridpose keypoint model (missing or corrupt); run `hybridpose fit` again.") from None
-        obj.model_ = model
+        d, model = load_model(model_path(path, FILENAME), FORMAT, ("classes", "features", "params", "flip_pairs"),
+                              "keypoint model")
+        obj = cls(flip_pairs=d["flip_pairs"], skeleton=d.get("skeleton", "body"))
+        obj.classes_, obj.feature_names_, obj.params, obj.model_ = d["classes"], d["features"], d["params"], model
         return obj
-
-
-def _path(where) -> Path:
-    """A file path, or the branch's file in a run folder."""
-    return where.file(FILENAME) if hasattr(where, "file") else Path(where)
-
-
-def _pad_classes(feats: np.ndarray, labels: np.ndarray, n_classes: int):
-    missing = np.setdiff1d(np.arange(n_classes), labels)
-    pad = np.repeat(np.nanmean(feats, axis=0, keepdims=True), len(missing), axis=0)
-    weight = np.concatenate([np.ones(len(labels)), np.full(len(missing), 1e-6)])
-    return np.concatenate([feats, pad]), np.concatenate([labels, missing]), weight
