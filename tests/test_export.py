@@ -238,3 +238,30 @@ def test_predict_with_workers_gives_back_the_callers_threads(tiny_run):
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert proc.stdout.split()[-2:] == ["4", "2"], proc.stdout
+
+
+def test_a_bundle_predicts_where_pytorch_cannot_be_imported(bundle, tmp_path):
+    """Deploying a bundle needs ONNX Runtime, not PyTorch: predict (CLI job, worker processes) runs in a
+    process where ``import torch`` fails, and labels the photos as the run does."""
+    photos = sample_photos(1)[:4]
+    expected = HybridPoseClassifier.load(bundle).predict(photos)
+    code = ("import sys\n"
+            "class NoTorch:\n"  # any `import torch` (or torch.x, timm) now raises ImportError
+            "    def find_spec(self, name, path=None, target=None):\n"
+            "        if name.split('.')[0] in ('torch', 'timm'): raise ImportError('no ' + name + ' here')\n"
+            "sys.meta_path.insert(0, NoTorch())\n"
+            "from hybridpose.jobs import predict; "
+            "r = predict(sys.argv[2], sys.argv[1], sys.argv[3], show_progress=False, workers=1); "
+            "print(r['status'], 'torch' in sys.modules)")
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for p in photos:
+        shutil.copy(p, folder / Path(p).name)
+    out = tmp_path / "pred.csv"
+    proc = subprocess.run([sys.executable, "-c", code, str(bundle), str(folder), str(out)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.strip().endswith("False"), proc.stdout
+    got = pd.read_csv(out).assign(name=lambda f: f["path"].map(lambda p: Path(p).name)).set_index("name")
+    want = expected.assign(name=expected["path"].map(lambda p: Path(p).name)).set_index("name")
+    assert got.loc[want.index, "class"].tolist() == want["class"].tolist()

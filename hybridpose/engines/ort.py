@@ -77,11 +77,12 @@ class OnnxImageBranch:
         return self._run(crops)[EMBEDDING]
 
 
-def _session(path, threads: int = 0):
-    """A session on ``threads`` cores; with a set count it does not spin-wait (other processes share the machine)."""
+def _session(path, threads: int = 0, spin: bool | None = None):
+    """A session on ``threads`` cores; by default it spin-waits only with all cores (0): with a set count,
+    other processes share the machine."""
     import onnxruntime as ort
 
-    spin = threads == 0
+    spin = threads == 0 if spin is None else spin
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads  # 0: one per core
     opts.inter_op_num_threads = 1
