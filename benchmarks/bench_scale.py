@@ -1,7 +1,7 @@
 """Scale-out on Ray: photos/s of `predict --executor ray` and folds/s of `fit --executor ray`, with
 1 and with 2 workers, as ratios to one worker (goal: at least 1.7x on 2 workers where the work allows).
 
-    .venv/bin/python benchmarks/bench_scale.py [--data DIR] [--model RUN] [--n 256] [--folds 4]
+    .venv/bin/python benchmarks/bench_scale.py [--data DIR] [--model RUN] [--n 256] [--folds 4] [--preset tiny]
                                                [--workers 1,2] [--repeat 2] [--json PATH]
     .venv/bin/python benchmarks/bench_scale.py --smoke      # seconds-long check that it runs
 
@@ -22,7 +22,7 @@ the number of workers changes between measurements:
 Before any clock: `max(W)` Ray workers are started with the libraries imported (fold tasks reuse them),
 one untimed predict and one untimed round of folds run, so that no measurement pays for a cold start
 the others skip.
-The run is --model RUN, or (without it) fitted here first, untimed: preset tiny, --folds folds, on
+The run is --model RUN, or (without it) fitted here first, untimed: --preset (default tiny), --folds folds, on
 --per-class photos of each class of --data. Its fold settings (backbone, epochs, input size) are the
 work that is timed in `fit`; pass --model for a realistic fold (e.g. a quick-preset run).
 
@@ -50,6 +50,7 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=256, help="photos predicted")
     ap.add_argument("--folds", type=int, default=4, help="folds of the run fitted here (without --model)")
     ap.add_argument("--per-class", type=int, default=12, help="photos per class of the run fitted here")
+    ap.add_argument("--preset", default="tiny", help="preset of the run fitted here (its folds are the timed work)")
     ap.add_argument("--workers", default="1,2", help="worker counts, comma-separated (the first is the baseline)")
     ap.add_argument("--repeat", type=int, default=2)
     ap.add_argument("--json", default=None)
@@ -93,7 +94,7 @@ def fit_run(data: Path, work: Path, args) -> Path:
     if args.smoke:
         extra = dict(backbone="test_efficientnet", input_size=32, stage1=StageConfig(1, 1e-3))
     print(f"fitting a run to time (untimed): {args.per_class} photos per class, {args.folds} folds ...", flush=True)
-    fit(subset, run, folds=args.folds, preset="tiny", show_progress=False, cache_dir=work / "fit-cache", **extra)
+    fit(subset, run, folds=args.folds, preset=args.preset, show_progress=False, cache_dir=work / "fit-cache", **extra)
     return run
 
 
