@@ -392,6 +392,19 @@ def test_inner_split_keeps_early_stopping_away_from_out_of_fold_photos():
     assert ({0, 1, 2} <= set(fit_rows)) or ({0, 1, 2} <= set(stop_rows))  # duplicates stay together
 
 
+def test_inner_split_with_one_photo_per_class_stops_on_the_training_photos():
+    """2 photos per class and 2 folds leave one training photo per class: no early-stopping split exists
+    (scikit-learn raised "n_splits=2 cannot be greater than the number of members in each class")."""
+    from hybridpose.train.fit import inner_split
+
+    leaf, groups = np.arange(3).repeat(2), np.arange(6)
+    train_idx = np.array([0, 2, 4])
+    fit_rows, stop_rows = inner_split(train_idx, leaf, groups, 0.15, seed=0)
+    assert list(fit_rows) == list(stop_rows) == [0, 2, 4]
+    fit_rows, stop_rows = inner_split(np.arange(6), leaf, np.zeros(6, int), 0.15, seed=0)  # one group
+    assert list(fit_rows) == list(stop_rows) == list(range(6))
+
+
 @pytest.mark.slow
 def test_a_fold_is_reproducible(tiny_run, tmp_path):
     """The same fold trained again (another process could do it) gives the same out-of-fold predictions."""

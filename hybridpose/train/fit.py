@@ -360,6 +360,8 @@ def inner_split(train_idx: np.ndarray, leaf: np.ndarray, groups: np.ndarray, fra
     if fraction <= 0:
         return train_idx, train_idx
     y, g = leaf[train_idx], groups[train_idx]
+    if np.bincount(y).max() < 2 or len(np.unique(g)) < 2:  # nothing to hold out: stop on the training photos
+        return train_idx, train_idx
     n_splits = max(2, min(int(round(1 / fraction)), len(np.unique(g)), int(np.bincount(y).max())))
     splitter = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
     with warnings.catch_warnings():
