@@ -126,8 +126,10 @@ def test_a_worker_that_keeps_dying_is_an_error_that_says_to_rerun(ray_session, t
         list(get_executor("ray").map(os._exit, [3], retries=0, show_progress=False))
 
 
-def test_tune_writes_the_study_and_best_config_and_a_rerun_continues(small_data, tmp_path):
+def test_tune_writes_the_study_and_best_config_and_a_rerun_continues(small_data, tmp_path, monkeypatch):
+    """... and a trial left RUNNING by a killed process is marked FAIL when the study goes on."""
     optuna = pytest.importorskip("optuna")
+    from hybridpose.train import tune as tune_module
     from hybridpose.train.config import make_config, read_fit_config, train_overrides
     from hybridpose.train.tune import SearchSpace, leaf_macro_f1, tune
 
@@ -149,10 +151,18 @@ def test_tune_writes_the_study_and_best_config_and_a_rerun_continues(small_data,
     assert cfg.train_margin == pytest.approx((best.params["train_margin_low"], best.params["train_margin_high"]))
     assert (cfg.backbone, cfg.input_size, cfg.num_threads, values["folds"]) == ("test_efficientnet", 32, 1, 2)
 
+    # a trial whose process was killed: RUNNING in the study, its heartbeat silent
+    monkeypatch.setattr(tune_module, "HEARTBEAT_S", 1)
+    monkeypatch.setattr(tune_module, "GRACE_S", 1)
+    killed = optuna.load_study(study_name=res["study"], storage=tune_module.open_storage(storage)).ask()
+    killed.study._storage.record_heartbeat(killed._trial_id)
+    time.sleep(2.5)
     res = tune(small_data, tmp_path / "tune", storage=storage, trials=3, folds=2, space=space, show_progress=False, **fixed)
     study = optuna.load_study(study_name=res["study"], storage=storage)
-    assert len(study.trials) == 3 and [t.params for t in study.trials[:2]] == first
-    assert len(pd.read_csv(tmp_path / "tune" / "trials.csv")) == 3
+    assert [t.params for t in study.trials[:2]] == first
+    assert study.trials[2].state == optuna.trial.TrialState.FAIL  # the killed one, no longer RUNNING
+    assert len(study.trials) == 4 and res["complete"] + res["pruned"] == 3
+    assert len(pd.read_csv(tmp_path / "tune" / "trials.csv")) == 4
 
 
 def test_fit_config_file_values_and_command_line_precedence(small_data, tmp_path):

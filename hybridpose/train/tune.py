@@ -88,7 +88,7 @@ def tune(data: str | Path, out: str | Path, *, storage: str, trials: int = 20, f
     check_fold_counts(ds.labels, folds, "photos")
     storage = absolute_storage(storage)
     name = study_name or f"hybridpose-{Path(data).resolve().name}"
-    study = optuna.create_study(study_name=name, storage=storage, direction="maximize", load_if_exists=True,
+    study = optuna.create_study(study_name=name, storage=open_storage(storage), direction="maximize", load_if_exists=True,
                                 sampler=optuna.samplers.TPESampler(seed=seed),
                                 pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1))
     spec = TuneSpec(str(data), str(out.resolve()), storage, name, folds, space, fixed,
@@ -113,13 +113,13 @@ def tune(data: str | Path, out: str | Path, *, storage: str, trials: int = 20, f
     finally:
         if ex is not executor:
             ex.close()
-    return write_results(optuna.load_study(study_name=name, storage=storage), spec)
+    return write_results(optuna.load_study(study_name=name, storage=open_storage(storage)), spec)
 
 
 def trial_task(spec: TuneSpec, _i: int) -> int:
     """One trial of the shared study (a Ray task)."""
     optuna = _optuna()
-    study = optuna.load_study(study_name=spec.study_name, storage=spec.storage,
+    study = optuna.load_study(study_name=spec.study_name, storage=open_storage(spec.storage),
                               pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1))
     study.optimize(partial(objective, spec=spec, show_progress=False), n_trials=1, catch=(ConfigError,))
     return _i
@@ -224,6 +224,20 @@ def absolute_storage(storage: str) -> str:
         return prefix + str(Path(storage[len(prefix):]).resolve())
     if "://" not in storage:
         raise ConfigError(f"--study {storage!r}: give an Optuna storage URL, e.g. sqlite:///study.db.")
+    return storage
+
+
+# A trial whose process died (killed, out of memory, node lost) would stay RUNNING for ever: running trials
+# beat every HEARTBEAT_S seconds, and the next trial to start marks one silent for GRACE_S as FAIL.
+HEARTBEAT_S = 30
+GRACE_S = 120
+
+
+def open_storage(storage: str):
+    """The study's storage; a database one (SQLite, PostgreSQL, MySQL) with trial heartbeats."""
+    optuna = _optuna()
+    if storage.split(":", 1)[0].split("+")[0] in ("sqlite", "postgresql", "mysql"):
+        return optuna.storages.RDBStorage(storage, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S)
     return storage
 
 
