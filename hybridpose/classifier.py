@@ -14,13 +14,11 @@ import pandas as pd
 
 from . import atomic
 from .branches import DEFAULT_BRANCHES, branch_class
-from .crops import crop_photo
 from .engines import pick_engine
 from .errors import RunError
 from .fusion import Fusion
 from .hierarchy import Hierarchy
-from .images import ImageLoadError, open_rgb
-from .pipeline import pose_and_crop
+from .pipeline import pose_and_crop, posed_by
 from .pose import PoseCache, PoseResult, estimator_class, first_look, keypoints_array, make_table
 from .predtable import argmax_labels, prob_columns, rules_column
 from .rules import RuleSet, read_rules
@@ -219,18 +217,10 @@ class HybridPoseClassifier:
 
     def _one(self, path, cached: PoseResult | None, size: int, margin: float) -> tuple[PoseResult, np.ndarray | None]:
         """The photo's pose result and crop (None, left grey, when the photo cannot be decoded)."""
-        if self.keypoint_source is not None:
-            return self._from_keypoint_file(path, size, margin)
-        return pose_and_crop(path, cached, lambda: self.estimator, size, margin, self.skeleton.n)
-
-    def _from_keypoint_file(self, path, size: int, margin: float) -> tuple[PoseResult, np.ndarray | None]:
-        try:
-            image = open_rgb(path)
-        except ImageLoadError as e:
-            return PoseResult(e.status, e.reason), None
-        result = self.keypoint_source.result(path, image.width, image.height)
-        crop, _ = crop_photo(image, result.box, None, margin, size, self.skeleton.n)
-        return result, crop
+        if self.keypoint_source is not None:  # the file decides, whatever the cache holds
+            found = lambda image, p: self.keypoint_source.result(p, image.width, image.height)  # noqa: E731
+            return pose_and_crop(path, None, found, size, margin, self.skeleton.n)
+        return pose_and_crop(path, cached, posed_by(lambda: self.estimator), size, margin, self.skeleton.n)
 
     @property
     def estimator(self):

@@ -13,7 +13,7 @@ import os
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -21,21 +21,29 @@ from .crops import crop_photo
 from .images import ImageLoadError, open_rgb
 from .pose import PoseCache, PoseResult, analyse_loaded, first_look
 
+if TYPE_CHECKING:
+    from PIL import Image
+
 Item = tuple[int, str, "PoseResult | None", int, float, int]  # index, path, cached result, crop size, margin, keypoints
 Done = tuple[int, PoseResult, "np.ndarray | None"]
 
 
-def pose_and_crop(path: str, cached: PoseResult | None, estimator: Callable[[], object], size: int, margin: float,
-                  n_keypoints: int) -> tuple[PoseResult, np.ndarray | None]:
-    """One photo decoded once: its pose result (``cached`` when known) and its crop (None, left grey by the
-    caller, when the photo cannot be decoded). ``estimator()`` gives the pose model, made on first use."""
+def pose_and_crop(path: str, cached: PoseResult | None, find: Callable[["Image.Image", str], PoseResult], size: int,
+                  margin: float, n_keypoints: int) -> tuple[PoseResult, np.ndarray | None]:
+    """One photo decoded once: its pose result (``cached`` when known, else ``find(image, path)``: the pose
+    model, or a keypoint file) and its crop (None, left grey by the caller, when the photo cannot be decoded)."""
     try:
         image = open_rgb(path)
     except ImageLoadError as e:
         return cached or PoseResult(e.status, e.reason), None
-    result = cached or analyse_loaded(image, path, estimator())
+    result = cached or find(image, path)
     crop, _ = crop_photo(image, result.box, None, margin, size, n_keypoints)
     return result, crop
+
+
+def posed_by(estimator: Callable[[], object]) -> Callable[["Image.Image", str], PoseResult]:
+    """``find`` for ``pose_and_crop``: the pose model ``estimator()`` (made on first use) on the photo."""
+    return lambda image, path: analyse_loaded(image, path, estimator())
 
 
 # ---------------------------------------------------------------------------------------- worker side
@@ -56,7 +64,7 @@ def _init(estimator: type) -> None:
 
 def _work(item: Item) -> Done:
     i, path, cached, size, margin, n = item
-    result, crop = pose_and_crop(path, cached, lambda: _STATE["estimator"], size, margin, n)
+    result, crop = pose_and_crop(path, cached, posed_by(lambda: _STATE["estimator"]), size, margin, n)
     return i, result, crop
 
 
