@@ -97,6 +97,41 @@ def spread(items: Sequence, n: int | None) -> list:
     return [items[int(i * step)] for i in range(n)]
 
 
+def photo_list(data: Path, limit: int | None, repeat: int, tmp: Path) -> tuple[list[str], Path, float | None]:
+    """(photos, a file listing them for child processes, the CPU busy share at start) for ``limit`` photos
+    spread over ``data``; prints what is measured and warns if the machine is busy. Exits on no photos."""
+    from hybridpose.datasets import list_images
+
+    paths = [str(p) for p in spread(list_images(data), limit)]
+    if not paths:
+        sys.exit(f"{data}: no images")
+    print(f"{len(paths)} photos from {data}; {os.cpu_count()} CPUs; repeat {repeat} (fastest kept)\n")
+    busy = cpu_busy_share()
+    print(busy_warning("at start", busy) + "\n")
+    paths_file = tmp / "paths.txt"
+    paths_file.write_text("\n".join(paths), encoding="utf-8")
+    return paths, paths_file, busy
+
+
+def in_child(script: str, mode: str, paths_file: Path, cache: Path | None = None, *extra: str) -> dict:
+    """Run one measurement (``script --child MODE``) in a fresh interpreter and return the JSON it prints.
+
+    Each measurement gets a clean process: MediaPipe graphs created earlier in a process corrupt the heap
+    of fork()ed pool workers (they abort with "malloc(): unaligned tcache chunk detected"), and a clean
+    process also keeps one run's warm state out of the next one's time."""
+    import subprocess
+
+    cmd = [sys.executable, script, "--child", mode, "--paths-file", str(paths_file), *extra]
+    if cache is not None:
+        cmd += ["--cache", str(cache)]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
+    if proc.returncode != 0 or not lines:
+        sys.stderr.write(proc.stderr[-4000:])
+        sys.exit(f"measurement {mode} {' '.join(extra)} failed with exit code {proc.returncode}")
+    return json.loads(lines[-1])
+
+
 def subset_folder(data: Path, per_class: int, dest: Path) -> Path:
     """A smaller copy of the image folder ``data`` made of links: ``per_class`` photos of every class
     (spread over each class folder), with its ``hierarchy.csv`` and ``flip_pairs.csv``."""

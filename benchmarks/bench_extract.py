@@ -93,25 +93,7 @@ def best(runs: list[dict]) -> dict:
 
 
 def in_child(mode: str, paths_file: Path, cache: Path | None = None, workers: int = 1) -> dict:
-    """Run one measurement in a fresh interpreter and return its JSON.
-
-    Each measurement gets a clean process: MediaPipe graphs created earlier in a process corrupt
-    the heap of fork()ed pool workers (they abort with "malloc(): unaligned tcache chunk detected"),
-    and a clean process also keeps one run's warm state out of the next one's time.
-    """
-    cmd = [sys.executable, __file__, "--child", mode, "--paths-file", str(paths_file), "--workers", str(workers)]
-    if cache is not None:
-        cmd += ["--cache", str(cache)]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
-    if proc.returncode != 0 or not lines:
-        sys.stderr.write(proc.stderr[-4000:])
-        sys.exit(f"measurement {mode} (workers={workers}) failed with exit code {proc.returncode}")
-    result = json.loads(lines[-1])
-    noise = [ln for ln in proc.stderr.splitlines() if "malloc()" in ln or "Traceback" in ln]
-    if noise:
-        result["stderr_alerts"] = noise
-    return result
+    return _common.in_child(__file__, mode, paths_file, cache, "--workers", str(workers))
 
 
 def bare_side_by_side(paths: list[str], tmp: Path, procs: int = 2) -> dict:
@@ -174,19 +156,9 @@ def main(argv: list[str] | None = None) -> dict:
         child(args)
         return {}
 
-    from hybridpose.datasets import list_images
-
     _common.apply_smoke(args, limit=min(args.limit or 8, 8), repeat=1)
     data = _common.resolve_data(args.data, args.smoke)
-    paths = [str(p) for p in _common.spread(list_images(data), args.limit)]
-    if not paths:
-        sys.exit(f"{data}: no images")
-    print(f"{len(paths)} photos from {data}; {os.cpu_count()} CPUs; repeat {args.repeat} (fastest kept)\n")
-    busy_start = _common.cpu_busy_share()
-    print(_common.busy_warning("at start", busy_start) + "\n")
-
-    paths_file = Path(tmp.name) / "paths.txt"
-    paths_file.write_text("\n".join(paths), encoding="utf-8")
+    paths, paths_file, busy_start = _common.photo_list(data, args.limit, args.repeat, Path(tmp.name))
     bare_runs, bare2_runs, w1_runs, w2_runs, cached_runs = [], [], [], [], []
     for r in range(args.repeat):
         bare_runs.append(in_child("bare", paths_file))

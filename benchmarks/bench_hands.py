@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -71,15 +69,7 @@ def run_extract(paths: list[str], cache_dir: Path) -> dict:
 
 
 def in_child(mode: str, paths_file: Path, cache: Path | None = None) -> dict:
-    cmd = [sys.executable, __file__, "--child", mode, "--paths-file", str(paths_file)]
-    if cache is not None:
-        cmd += ["--cache", str(cache)]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
-    if proc.returncode != 0 or not lines:
-        sys.stderr.write(proc.stderr[-4000:])
-        sys.exit(f"measurement {mode} failed with exit code {proc.returncode}")
-    return json.loads(lines[-1])
+    return _common.in_child(__file__, mode, paths_file, cache)
 
 
 def best(runs: list[dict]) -> dict:
@@ -107,18 +97,9 @@ def main(argv: list[str] | None = None) -> dict:
         print(json.dumps(bare_loop(paths) if args.child == "bare" else run_extract(paths, Path(args.cache))))
         return {}
 
-    from hybridpose.datasets import list_images
-
     _common.apply_smoke(args, limit=min(args.limit or 8, 8), repeat=1)
     data = Path(args.data) if args.data else (HANDS_SAMPLE if args.smoke or not HANDS_DATA.exists() else HANDS_DATA)
-    paths = [str(p) for p in _common.spread(list_images(data), args.limit)]
-    if not paths:
-        sys.exit(f"{data}: no images")
-    print(f"{len(paths)} photos from {data}; {os.cpu_count()} CPUs; repeat {args.repeat} (fastest kept)\n")
-    busy_start = _common.cpu_busy_share()
-    print(_common.busy_warning("at start", busy_start) + "\n")
-    paths_file = Path(tmp.name) / "paths.txt"
-    paths_file.write_text("\n".join(paths), encoding="utf-8")
+    paths, paths_file, busy_start = _common.photo_list(data, args.limit, args.repeat, Path(tmp.name))
     bare_runs, w1_runs = [], []
     for r in range(args.repeat):  # interleaved, so a change in the machine's load hits both alike
         bare_runs.append(in_child("bare", paths_file))

@@ -6,8 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import torch
 
+from .classifier import channels_first
 from .clippredict import ClipPredictor
 from .clips import list_samples
 from .crops import crop_photo
@@ -36,7 +36,7 @@ def explain_clips(inputs: str | Path, run: str | Path, out: str | Path, *, metho
     return {"photos": len(written), "files": written, "contact_sheet": written[0] if written else ""}
 
 
-def _strip_crops(pred: ClipPredictor, sample, res) -> torch.Tensor:
+def _strip_crops(pred: ClipPredictor, sample, res) -> np.ndarray:
     from PIL import Image
 
     keep = {res.frames[i].index for i in np.unique(np.linspace(0, len(res.frames) - 1, STRIP).round().astype(int))}
@@ -48,7 +48,7 @@ def _strip_crops(pred: ClipPredictor, sample, res) -> torch.Tensor:
             box = pred.sk.keypoint_box(kp, fr.rgb.shape[1], fr.rgb.shape[0]) if np.isfinite(kp).all() else None
             crop, _ = crop_photo(Image.fromarray(fr.rgb), box, None, prep.eval_margin, prep.input_size, pred.sk.n)
             crops.append(crop)
-    return torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2)
+    return channels_first(np.stack(crops))
 
 
 def _statistics_shown(pred: ClipPredictor, res) -> list[str]:
@@ -63,7 +63,7 @@ def _statistics_shown(pred: ClipPredictor, res) -> list[str]:
     return [f"{n} = {stats[n]:.3g}" for n in names[:6]]
 
 
-def _figure(png: Path, crops: torch.Tensor, maps: np.ndarray, sample, res, pred: ClipPredictor) -> None:
+def _figure(png: Path, crops: np.ndarray, maps: np.ndarray, sample, res, pred: ClipPredictor) -> None:
     import matplotlib
 
     matplotlib.use("Agg")

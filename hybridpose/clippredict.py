@@ -22,10 +22,9 @@ from typing import Iterator, Sequence
 
 import numpy as np
 import pandas as pd
-import torch
 
 from . import atomic
-from .classifier import TOP_K, HybridPoseClassifier
+from .classifier import TOP_K, HybridPoseClassifier, channels_first
 from .clips import Sample, frame_files, list_samples, load_frame, select_frames
 from .crops import crop_photo
 from .errors import DatasetError, RunError
@@ -126,7 +125,7 @@ class ClipPredictor:
     def _flush(self, pending: list) -> Iterator[FrameResult]:
         if not pending:
             return
-        crops = torch.from_numpy(np.stack([c for _, _, c in pending])).permute(0, 3, 1, 2)
+        crops = channels_first(np.stack([c for _, _, c in pending]))
         leaf = self.clf.image_branch.predict_level_proba(crops, self.h)[self.h.leaf_level]
         for (fr, result, _), p in zip(pending, leaf):
             kp = np.asarray(result.keypoints, float).reshape(self.sk.n, 4) if result.keypoints is not None \
@@ -357,7 +356,7 @@ def live(pred: ClipPredictor, source: int | str, *, show: bool = True, max_frame
             h, w = rgb.shape[:2]
             result = analyse_array(rgb, w, h, pred.clf.estimator)
             crop, _ = crop_photo(Image.fromarray(rgb), result.box, None, prep.eval_margin, prep.input_size, pred.sk.n)
-            p = pred.clf.image_branch.predict_level_proba(torch.from_numpy(np.array(crop[None])).permute(0, 3, 1, 2),
+            p = pred.clf.image_branch.predict_level_proba(channels_first(crop[None]),
                                                           pred.h)[pred.h.leaf_level][0]
             recent = (recent + [p])[-window:]
             avg = np.mean(recent, 0)

@@ -143,15 +143,15 @@ def predict(inputs: str | Path, run: str | Path, out: str | Path, *, rules: str 
 def _start_posing(paths: list, workers: int, skeleton, config: dict, batch_size: int, cache_dir: Path | None) -> None:
     """Fork the pose workers and hand them the first photos before PyTorch or the networks load; the
     classifier takes the stream if its networks crop the same way (the run's recorded input size and margin)."""
-    from .pipeline import StreamSpec, prestart
+    from .pipeline import Producer, prestart
     from .pose import estimator_class
 
-    train = config.get("train") or {}
+    estimator, train = estimator_class(skeleton), config.get("train") or {}
     spec = None
-    if "input_size" in train and "eval_margin" in train:
-        spec = StreamSpec(tuple(str(p) for p in paths), int(train["input_size"]), float(train["eval_margin"]),
-                          skeleton.n, batch_size, str(cache_dir) if cache_dir else None)
-    prestart(workers, estimator_class(skeleton), spec)
+    if "input_size" in train and "eval_margin" in train:  # the stream the classifier's Producer will ask for
+        producer = Producer(estimator, int(train["input_size"]), float(train["eval_margin"]), skeleton.n, workers, cache_dir)
+        spec = producer.spec(paths, batch_size)
+    prestart(workers, estimator, spec)
 
 
 def _plain(v):

@@ -114,3 +114,24 @@ def standing_keypoints(width: float = 400.0, height: float = 600.0, cx: float = 
 def standing():
     """Factory for a synthetic upright skeleton (see standing_keypoints)."""
     return standing_keypoints
+
+
+@pytest.fixture
+def no_work(monkeypatch):
+    """Pose extraction, model loading, calibration and evaluation fail the test if they start."""
+    import hybridpose.api
+    import hybridpose.classifier
+    import hybridpose.explain
+    import hybridpose.jobs
+    import hybridpose.metrics
+    import hybridpose.train.fit
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("the work started before the error")
+
+    monkeypatch.setattr(hybridpose.api, "extract", forbidden)
+    monkeypatch.setattr(hybridpose.train.fit, "extract", forbidden)
+    monkeypatch.setattr(hybridpose.classifier.HybridPoseClassifier, "load", forbidden)
+    monkeypatch.setattr(hybridpose.explain.HybridPoseClassifier, "load", forbidden)
+    monkeypatch.setattr(hybridpose.jobs, "calibrate_rules", forbidden)
+    monkeypatch.setattr(hybridpose.metrics, "evaluate_frame", forbidden)

@@ -61,27 +61,6 @@ def data(tmp_path) -> Path:
     return tiny_data(tmp_path / "data", THREE)
 
 
-@pytest.fixture
-def no_work(monkeypatch):
-    """Pose extraction, model loading, calibration and evaluation fail the test if they start."""
-    import hybridpose.api
-    import hybridpose.classifier
-    import hybridpose.explain
-    import hybridpose.jobs
-    import hybridpose.metrics
-    import hybridpose.train.fit
-
-    def forbidden(*args, **kwargs):
-        raise AssertionError("the work started before the error")
-
-    monkeypatch.setattr(hybridpose.api, "extract", forbidden)
-    monkeypatch.setattr(hybridpose.train.fit, "extract", forbidden)
-    monkeypatch.setattr(hybridpose.classifier.HybridPoseClassifier, "load", forbidden)
-    monkeypatch.setattr(hybridpose.explain.HybridPoseClassifier, "load", forbidden)
-    monkeypatch.setattr(hybridpose.jobs, "calibrate_rules", forbidden)
-    monkeypatch.setattr(hybridpose.metrics, "evaluate_frame", forbidden)
-
-
 # --- item 2: bad option values, checked at entry -------------------------------------------------
 
 FIT_OPTIONS = [  # (options, what the error line names)

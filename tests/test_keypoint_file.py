@@ -29,19 +29,6 @@ def hand_poses(tmp_path_factory) -> tuple[Path, pd.DataFrame]:
     return data, table
 
 
-@pytest.fixture
-def no_pose_model(monkeypatch):
-    """The pose model (and any command's work) fails the test if it starts."""
-    import hybridpose.api
-    import hybridpose.train.fit
-
-    def forbidden(*args, **kwargs):
-        raise AssertionError("the work started before the error")
-
-    monkeypatch.setattr(hybridpose.api, "extract", forbidden)
-    monkeypatch.setattr(hybridpose.train.fit, "extract", forbidden)
-
-
 def _ok(table: pd.DataFrame) -> pd.DataFrame:
     return table[table["status"] == "ok"]
 
@@ -190,7 +177,7 @@ CASE_IDS = ["unknown photo", "NaN", "not a number", "far outside", "pixels as no
 
 @pytest.mark.parametrize("case", CASE_IDS)
 @pytest.mark.parametrize("command", ["extract", "fit"])
-def test_bad_keypoint_file_is_one_line(monkeypatch, capsys, no_pose_model, hand_poses, bad_files, tmp_path,
+def test_bad_keypoint_file_is_one_line(monkeypatch, capsys, no_work, hand_poses, bad_files, tmp_path,
                                        case, command):
     data, _ = hand_poses
     _, file, extra, needles = next(c for c in bad_files if c[0] == case)
@@ -203,7 +190,7 @@ def test_bad_keypoint_file_is_one_line(monkeypatch, capsys, no_pose_model, hand_
     assert not out.exists()
 
 
-def test_described_skeleton_needs_a_keypoint_file(monkeypatch, capsys, no_pose_model, hand_poses, tmp_path):
+def test_described_skeleton_needs_a_keypoint_file(monkeypatch, capsys, no_work, hand_poses, tmp_path):
     data, _ = hand_poses
     (tmp_path / "s.yaml").write_text("keypoints: [a, b]\nedges: [[a, b]]\n")
     one_line_error(*cli(monkeypatch, capsys, "fit", data, "--out", tmp_path / "run", "--skeleton", tmp_path / "s.yaml",
@@ -218,7 +205,7 @@ def test_described_skeleton_needs_a_keypoint_file(monkeypatch, capsys, no_pose_m
     ("keypoints: [a, b\n", "not valid YAML"),
     ("name: body\nkeypoints: [a, b]\n", "built-in"),
 ])
-def test_bad_skeleton_description_is_one_line(monkeypatch, capsys, no_pose_model, hand_poses, tmp_path, text, needle):
+def test_bad_skeleton_description_is_one_line(monkeypatch, capsys, no_work, hand_poses, tmp_path, text, needle):
     data, table = hand_poses
     (tmp_path / "s.yaml").write_text(text)
     (tmp_path / "kp.json").write_text(json.dumps({table["path"].iloc[1]: [[1, 2], [3, 4]]}))

@@ -134,14 +134,13 @@ class Predictor:
 
     def __init__(self, run: str, rules: str | None, use_rules: bool, cache_dir: str | None, partial: bool,
                  threads: int, engine: str | None = None) -> None:
-        import torch
-
         from ..classifier import HybridPoseClassifier
 
-        if threads:
-            torch.set_num_threads(threads)
         check_visible(run)
-        self.clf = HybridPoseClassifier.load(run, rules=rules, use_rules=use_rules, partial=partial, engine=engine)
+        self.clf = HybridPoseClassifier.load(run, rules=rules, use_rules=use_rules, partial=partial, engine=engine,
+                                             threads=threads)
+        if threads:  # the engine's own threads (PyTorch's are process-wide: this actor's process)
+            self.clf.image_branch.set_threads(threads)
         self.clf.cache_dir = Path(cache_dir) if cache_dir else None
 
     def __call__(self, batch):
