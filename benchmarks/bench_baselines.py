@@ -11,7 +11,10 @@ the held-out fold, on two inputs:
   features  the skeleton's named features (what the keypoint branch uses).
 Models: logistic regression (standardised inputs), k-NN (k=5, standardised), XGBoost (200 trees, depth 4).
 Photos without keypoints count as wrong ("top-1 all", as the run's fused figure does) and are left out of
-"top-1 found". With --run the table also shows the run's own out-of-fold numbers (oof_predictions.csv) beside.
+"top-1 found". With --run the table also shows the run's own out-of-fold numbers (oof_predictions.csv) beside,
+and pairs each baseline with the run's fused labels on the same photos: how many photos only the fused model
+gets right, how many only the baseline, and the exact McNemar p of that split (a top-1 difference of a few
+photos with p well above 0.05 is chance).
 """
 from __future__ import annotations
 
@@ -88,6 +91,29 @@ def load(args, tmp: Path) -> tuple[pd.DataFrame, pd.DataFrame, str, Path | None]
     return poses, folds, args.skeleton, None
 
 
+def run_fused(run: Path, paths: pd.Series) -> np.ndarray:
+    """The run's out-of-fold fused leaf label per photo, in the order of ``paths``."""
+    from hybridpose.predtable import argmax_labels, read_probs
+    from hybridpose.hierarchy import Hierarchy
+    from hybridpose.runfolder import RunFolder
+
+    folder = RunFolder(run)
+    h = Hierarchy.from_dict(folder.read_config()["hierarchy"])
+    oof = pd.read_csv(folder.oof, keep_default_na=False, na_values=[""])
+    pred = pd.Series(argmax_labels(read_probs(oof, "fused", h.leaf_level, h.leaves), h.leaves), index=oof["path"])
+    return pred.reindex(paths.to_numpy()).to_numpy(dtype=object)
+
+
+def paired(fused_right: np.ndarray, base_right: np.ndarray) -> dict:
+    """Photos only the fused model gets right, only the baseline gets right, and the two-sided exact McNemar p
+    (sign test on those discordant photos): how much of a top-1 difference is more than chance."""
+    from scipy.stats import binomtest
+
+    wins, losses = int(np.sum(fused_right & ~base_right)), int(np.sum(~fused_right & base_right))
+    p = binomtest(wins, wins + losses, 0.5).pvalue if wins + losses else 1.0
+    return {"fused_only": wins, "baseline_only": losses, "mcnemar_p": round(float(p), 4)}
+
+
 def run_numbers(run: Path) -> dict[str, float]:
     from hybridpose.predtable import argmax_labels, read_probs, rules_column, true_column
     from hybridpose.hierarchy import Hierarchy
@@ -140,20 +166,26 @@ def main(argv: list[str] | None = None) -> dict:
     inputs = {"coords": np.nan_to_num(coords(kp)), "features": np.nan_to_num(sk.features(kp).to_numpy(np.float64))}
     print(f"{len(y)} photos, {len(classes)} classes, {len(np.unique(fold))} folds, skeleton {sk.name}; "
           f"keypoints found in {found.sum()} ({found.mean():.1%})\n")
+    has_run = run is not None and (run / "oof_predictions.csv").exists()
+    fused_right = run_fused(run, folds["path"]) == y if has_run else None
     rows, results = [], {}
     for input_name, X in inputs.items():
         for name, make in models(args.seed).items():
             pred = out_of_fold(X, yi, fold, found, make)
             all_ = float(np.mean(pred == yi))
             on_found = float(np.mean(pred[found] == yi[found])) if found.any() else float("nan")
-            results[f"{name} on {input_name}"] = {"top1_all": all_, "top1_found": on_found}
-            rows.append([f"{name} on {input_name}", round(all_, 4), round(on_found, 4)])
-    if run is not None and (run / "oof_predictions.csv").exists():
+            results[f"{name} on {input_name}"] = r = {"top1_all": all_, "top1_found": on_found}
+            if has_run:
+                r["vs_fused"] = paired(fused_right, pred == yi)
+            rows.append([f"{name} on {input_name}", round(all_, 4), round(on_found, 4),
+                         *((f"{r['vs_fused']['fused_only']} / {r['vs_fused']['baseline_only']}",
+                            r["vs_fused"]["mcnemar_p"]) if has_run else ())])
+    if has_run:
         for name, value in run_numbers(run).items():
             results[name] = {"top1_all": value}
-            rows.append([name, round(value, 4), ""])
-    _common.print_table("Out-of-fold top-1 (leaf level), same keypoints and folds", ["model", "top-1 all",
-                                                                                     "top-1 found"], rows)
+            rows.append([name, round(value, 4), "", "", ""])
+    head = ["model", "top-1 all", "top-1 found", *(["only fused / only it right", "McNemar p"] if has_run else [])]
+    _common.print_table("Out-of-fold top-1 (leaf level), same keypoints and folds", head, rows)
     if args.smoke:
         _common.smoke_check(all(0.0 <= r["top1_all"] <= 1.0 for r in results.values()), "a top-1 outside [0, 1]")
         _common.smoke_check(len(results) == 2 * len(models(0)), f"{len(results)} results")

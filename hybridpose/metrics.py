@@ -25,6 +25,7 @@ from .predtable import branch_names, pred_column, prob_column, rules_column, tru
 COMBINED = ("fused", "rules")  # the pipeline's outputs, listed after the run's branches
 DISPLAY_NAMES = {
     "keypoint": "keypoint branch",
+    "keypoint_linear": "linear keypoint branch",
     "image": "image branch",
     "fused": "fused",
     "rules": "fused + rules",

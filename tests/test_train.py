@@ -308,8 +308,8 @@ def test_bank_size_covers_the_eval_framing():
 
 
 def test_run_directory_layout(tiny_run):
-    for name in ("config.json", "poses.csv", "folds.csv", "keypoint_model.json", "fusion.json",
-                 "oof_predictions.csv", "training_curves.png"):
+    for name in ("config.json", "poses.csv", "folds.csv", "keypoint_model.json", "keypoint_linear_model.json",
+                 "fusion.json", "oof_predictions.csv", "training_curves.png"):
         assert (tiny_run / name).is_file(), name
     for k in (1, 2):
         fold = tiny_run / f"fold_{k}"
@@ -359,11 +359,11 @@ def test_run_oof_predictions_complete(tiny_run, sample_dataset):
     assert list(oof["fold"]) == list(folds["fold"])
     for lv in h.levels:
         assert list(oof[f"true_{lv}"]) == sample_dataset.level_labels(lv)
-        for branch in ("image", "keypoint", "fused"):
+        for branch in ("image", "keypoint", "keypoint_linear", "fused"):
             cols = [f"{branch}:{lv}:{c}" for c in h.classes(lv)]
             p = oof[cols].to_numpy(float)
             answered = np.isfinite(p).all(1)
-            if branch == "keypoint":
+            if branch.startswith("keypoint"):
                 assert (answered == (oof["status"] == "ok")).all()  # abstains where no person was found
             else:
                 assert answered.all()
@@ -373,7 +373,7 @@ def test_run_oof_predictions_complete(tiny_run, sample_dataset):
     fusion = json.loads((tiny_run / "fusion.json").read_text())
     assert set(fusion["levels"]) == set(h.levels)
     for lf in fusion["levels"].values():
-        assert set(lf["weights"]) == set(lf["temperatures"]) == {"image", "keypoint"}
+        assert set(lf["weights"]) == set(lf["temperatures"]) == {"image", "keypoint", "keypoint_linear"}
         assert abs(sum(lf["weights"].values()) - 1) < 1e-6 and min(lf["weights"].values()) >= 0
         assert min(lf["temperatures"].values()) > 0
 

@@ -36,7 +36,7 @@ class Branch(Protocol):
 
 
 BRANCHES: dict[str, type] = {}
-DEFAULT_BRANCHES = ("image", "keypoint")
+DEFAULT_BRANCHES = ("image", "keypoint", "keypoint_linear")
 
 
 def register(cls: type) -> type:
@@ -59,4 +59,4 @@ def leaf_to_levels(leaf: np.ndarray, hierarchy: Hierarchy) -> dict[str, np.ndarr
 
 
 def _load_builtin() -> None:
-    from . import clip_keypoint, image, keypoint  # noqa: F401  (register themselves)
+    from . import clip_keypoint, image, keypoint, keypoint_linear  # noqa: F401  (register themselves)

@@ -8,13 +8,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from .. import atomic
-from ..errors import RunError
-
-
-def model_path(where, filename: str) -> Path:
-    """A file path, or the branch's file ``filename`` in a run folder."""
-    return where.file(filename) if hasattr(where, "file") else Path(where)
+from ._files import read_model_file, write_model_file
 
 
 def fit_softprob(feats: np.ndarray, labels: np.ndarray, n_classes: int, params: dict):
@@ -42,23 +36,21 @@ def predict_found(model, ok: np.ndarray, n_classes: int, features: Callable[[], 
 def save_model(path: Path, fmt: str, model, fields: dict) -> None:
     """``{"format", "version", **fields, "booster"}`` (the booster as XGBoost's JSON text), written atomically."""
     booster = model.get_booster().save_raw(raw_format="json").decode()
-    atomic.write_json(path, {"format": fmt, "version": 1, **fields, "booster": booster})
+    write_model_file(path, fmt, {**fields, "booster": booster})
 
 
 def load_model(path: Path, fmt: str, required: Sequence[str], what: str) -> tuple[dict, object]:
-    """The saved fields and the XGBClassifier of a file written by ``save_model``; a RunError naming ``what`` when
-    the file is missing, not JSON, of another format, lacks a ``required`` field, or its booster is damaged."""
+    """The saved fields and the XGBClassifier of a file written by ``save_model`` (a RunError naming ``what``
+    when it cannot be read, see ``read_model_file``)."""
+    return read_model_file(path, fmt, required, what, _booster)
+
+
+def _booster(d: dict):
     from xgboost import XGBClassifier
 
-    try:
-        d = atomic.read_json(path)
-        if not isinstance(d, dict) or d.get("format") != fmt or any(k not in d for k in required):
-            raise ValueError
-        model = XGBClassifier()
-        model.load_model(bytearray(d["booster"].encode()))
-    except Exception:  # one answer for every way the file can be wrong
-        raise RunError(f"{path}: not a hybridpose {what} (missing or corrupt); run `hybridpose fit` again.") from None
-    return d, model
+    model = XGBClassifier()
+    model.load_model(bytearray(d["booster"].encode()))
+    return model
 
 
 def _pad_classes(feats: np.ndarray, labels: np.ndarray, n_classes: int):

@@ -14,7 +14,8 @@ import pandas as pd
 from ..hierarchy import Hierarchy
 from ..temporal import FOUND, statistic_names
 from . import leaf_to_levels, register
-from ._xgb import fit_softprob, load_model, model_path, predict_found, save_model
+from ._files import model_path
+from ._xgb import fit_softprob, load_model, predict_found, save_model
 
 if TYPE_CHECKING:
     from ..runfolder import RunFolder

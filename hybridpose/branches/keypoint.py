@@ -9,17 +9,36 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
+import pandas as pd
 
 from ..hierarchy import Hierarchy
 from ..skeletons import Skeleton, get_skeleton
 from . import leaf_to_levels, register
-from ._xgb import fit_softprob, load_model, model_path, predict_found, save_model
+from ._files import model_path
+from ._xgb import fit_softprob, load_model, predict_found, save_model
 
 if TYPE_CHECKING:
     from ..runfolder import RunFolder
 
 FILENAME = "keypoint_model.json"
 FORMAT = "hybridpose-keypoint-model"
+
+
+def training_set(sk: Skeleton, X: np.ndarray, y: Sequence[str], classes: Sequence[str], mirror: bool,
+                 flip_pairs: dict[str, str]) -> tuple[pd.DataFrame, np.ndarray]:
+    """The named features of the rows where keypoints were found and their class indices; with ``mirror``, each
+    row's mirror image too, labelled with the class itself or its declared left/right partner."""
+    index = {c: i for i, c in enumerate(classes)}
+    X = np.asarray(X, dtype=np.float64)
+    ok = sk.found(X)
+    feats = sk.features(X[ok])
+    labels = np.array([index[c] for c in np.asarray(y)[ok]], dtype=np.int64)
+    if mirror:
+        width = np.nanmax(X[ok][..., 0], axis=1, keepdims=True) + 1
+        mirrored = sk.features(sk.mirror_keypoints(X[ok], width))[feats.columns]
+        flipped = np.array([index[flip_pairs.get(classes[i], classes[i])] for i in labels], dtype=np.int64)
+        feats, labels = pd.concat([feats, mirrored], ignore_index=True), np.concatenate([labels, flipped])
+    return feats, labels
 
 
 @register
@@ -46,20 +65,9 @@ class KeypointClassifier:
         return get_skeleton(self.skeleton)
 
     def fit(self, X: np.ndarray, y: Sequence[str], classes: Sequence[str] | None = None) -> "KeypointClassifier":
-        sk = self.skeleton_
         self.classes_ = sorted(classes if classes is not None else set(y))
-        index = {c: i for i, c in enumerate(self.classes_)}
-        X = np.asarray(X, dtype=np.float64)
-        ok = sk.found(X)
-        feats = sk.features(X[ok])
-        labels = np.array([index[c] for c in np.asarray(y)[ok]])
-        if self.mirror_augment:
-            # a mirrored photo is the same pose (or its declared left/right partner)
-            width = np.nanmax(X[ok][..., 0], axis=1, keepdims=True) + 1
-            mirrored = sk.features(sk.mirror_keypoints(X[ok], width))
-            flipped = np.array([index[self.flip_pairs.get(self.classes_[i], self.classes_[i])] for i in labels])
-            feats, labels = np.concatenate([feats, mirrored[feats.columns]]), np.concatenate([labels, flipped])
-        self.feature_names_ = sk.feature_names()
+        feats, labels = training_set(self.skeleton_, X, y, self.classes_, self.mirror_augment, self.flip_pairs)
+        self.feature_names_ = self.skeleton_.feature_names()
         self.model_ = fit_softprob(feats, labels, len(self.classes_), self.params)
         return self
 
