@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 from dataclasses import dataclass, field
+import re
 from pathlib import Path
 
 from .errors import DatasetError
@@ -161,6 +162,18 @@ def parse_flip_pairs(spec: str | None, ds: Dataset) -> dict[str, str]:
                 raise DatasetError(f"{where}: class {c!r} is in two flip pairs ({c}:{out[c]} and {a}:{b}); "
                                    "a class mirrors into one class.")
         out[a], out[b] = b, a
+    return out
+
+
+def undeclared_mirror_pairs(classes: list[str], flip_pairs: dict[str, str]) -> list[tuple[str, str]]:
+    """Pairs of classes whose names turn into each other when "left" and "right" swap (``left``/``right``,
+    ``turn_left``/``turn_right``) and that are not declared flip pairs: a mirrored photo of one is probably the
+    other, which flip augmentation cannot know unless told."""
+    known, out = set(classes), []
+    for c in sorted(known):
+        other = re.sub(r"left|right", lambda m: "right" if m.group(0) == "left" else "left", c)
+        if other != c and other in known and c < other and flip_pairs.get(c) != other:
+            out.append((c, other))
     return out
 
 

@@ -267,3 +267,26 @@ def test_hierarchy_option_with_a_yoga82_list_is_refused(tmp_path):
 def test_images_option_with_an_image_folder_is_refused(lr_folder, tmp_path):
     with pytest.raises(DatasetError, match="--images"):
         load_dataset(lr_folder, images=tmp_path)
+
+
+def test_undeclared_mirror_pairs_are_found_by_name():
+    from hybridpose.datasets import undeclared_mirror_pairs
+
+    assert undeclared_mirror_pairs(["down", "left", "right", "up"], {}) == [("left", "right")]
+    assert undeclared_mirror_pairs(["turn_left", "turn_right", "leftover"], {}) == [("turn_left", "turn_right")]
+    assert undeclared_mirror_pairs(["left", "right"], {"left": "right", "right": "left"}) == []
+    assert undeclared_mirror_pairs(["left_arm_up", "up"], {}) == []  # no partner class
+
+
+def test_fit_warns_about_undeclared_mirror_classes(tmp_path, capsys):
+    from types import SimpleNamespace
+
+    from hybridpose.hierarchy import Hierarchy
+    from hybridpose.train.fit import _warn_undeclared_mirrors
+
+    _warn_undeclared_mirrors(SimpleNamespace(hierarchy=Hierarchy.flat(["left", "palm", "right"]), flip_pairs={}))
+    err = " ".join((capsys.readouterr().err).split())
+    assert "'left'/'right'" in err and "--flip-pairs left:right" in err
+    _warn_undeclared_mirrors(SimpleNamespace(hierarchy=Hierarchy.flat(["left", "right"]),
+                                             flip_pairs={"left": "right", "right": "left"}))
+    assert "flip" not in capsys.readouterr().err

@@ -30,7 +30,7 @@ from .. import atomic
 from ..branches import DEFAULT_BRANCHES, branch_class
 from ..branches.image import Preprocessing
 from ..crossfit import cross_fitted as cross_fit
-from ..datasets import Dataset, load_dataset
+from ..datasets import Dataset, load_dataset, undeclared_mirror_pairs
 from ..errors import RunError
 from ..executors import Executor, Resources, get_executor, warm_pose_cache
 from ..folds import check_fold_counts, make_folds
@@ -192,6 +192,7 @@ def prepare(data: str | Path, out: str | Path, *, folds: int = 5, preset: str = 
                                  poses, bank_size(cfg), cfg.train_margin[1], sk, run.crops(bank_size(cfg)), show_progress))
     ds = load_dataset(data, hierarchy=hierarchy, images=images, flip_pairs=flip_pairs)
     check_fold_counts(ds.labels, folds, "photos")  # before anything is written
+    _warn_undeclared_mirrors(ds)
     user_groups = _user_groups(ds, (clips or {}).get("groups"))
     source = keypoint_source(keypoints, sk, keypoint_units, ds.paths, data)
     config = _config_dict(ds, cfg, folds, data, sk)
@@ -210,6 +211,15 @@ def prepare(data: str | Path, out: str | Path, *, folds: int = 5, preset: str = 
     _write_folds(run, ds, folds, cfg.seed, user_groups)
     build_crop_bank(poses, bank_size(cfg), cfg.train_margin[1], sk, run.crops(bank_size(cfg)), show_progress)
     return run
+
+
+def _warn_undeclared_mirrors(ds: Dataset) -> None:
+    pairs = undeclared_mirror_pairs(ds.hierarchy.leaves, ds.flip_pairs)
+    if pairs:
+        spec = ",".join(f"{a}:{b}" for a, b in pairs)
+        log(f"[yellow]warning: classes {', '.join(f'{a!r}/{b!r}' for a, b in pairs)} look like mirror images of each "
+            f"other, but are not declared flip pairs: flip augmentation will train a mirrored photo of one as "
+            f"itself. If a mirrored photo of one is the other, stop and add --flip-pairs {spec}.[/yellow]")
 
 
 def _is_clip_data(data, images, clips: dict | None) -> bool:
