@@ -192,9 +192,9 @@ def prepare(data: str | Path, out: str | Path, *, folds: int = 5, preset: str = 
                                  poses, bank_size(cfg), cfg.train_margin[1], sk, run.crops(bank_size(cfg)), show_progress))
     ds = load_dataset(data, hierarchy=hierarchy, images=images, flip_pairs=flip_pairs)
     check_fold_counts(ds.labels, folds, "photos")  # before anything is written
-    _warn_undeclared_mirrors(ds)
     user_groups = _user_groups(ds, (clips or {}).get("groups"))
     source = keypoint_source(keypoints, sk, keypoint_units, ds.paths, data)
+    _warn_undeclared_mirrors(ds)  # after every check: an error stays the only line
     config = _config_dict(ds, cfg, folds, data, sk)
     if source is not None:
         config["keypoints"] = source.describe()
