@@ -114,7 +114,8 @@ def photo_list(data: Path, limit: int | None, repeat: int, tmp: Path) -> tuple[l
 
 
 def in_child(script: str, mode: str, paths_file: Path, cache: Path | None = None, *extra: str) -> dict:
-    """Run one measurement (``script --child MODE``) in a fresh interpreter and return the JSON it prints.
+    """Run one measurement (``script --child MODE``) in a fresh interpreter and return the JSON it prints
+    (with ``stderr_alerts``: malloc or traceback lines it printed on stderr, if any).
 
     Each measurement gets a clean process: MediaPipe graphs created earlier in a process corrupt the heap
     of fork()ed pool workers (they abort with "malloc(): unaligned tcache chunk detected"), and a clean
@@ -129,7 +130,11 @@ def in_child(script: str, mode: str, paths_file: Path, cache: Path | None = None
     if proc.returncode != 0 or not lines:
         sys.stderr.write(proc.stderr[-4000:])
         sys.exit(f"measurement {mode} {' '.join(extra)} failed with exit code {proc.returncode}")
-    return json.loads(lines[-1])
+    result = json.loads(lines[-1])
+    noise = [ln for ln in proc.stderr.splitlines() if "malloc()" in ln or "Traceback" in ln]
+    if noise:  # a run that succeeded but whose workers crashed or retried says so
+        result["stderr_alerts"] = noise
+    return result
 
 
 def subset_folder(data: Path, per_class: int, dest: Path) -> Path:

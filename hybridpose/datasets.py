@@ -5,8 +5,8 @@ Everything is validated up front so a long run never dies half way on a data pro
 from __future__ import annotations
 
 import csv
-from dataclasses import dataclass, field
 import re
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import DatasetError

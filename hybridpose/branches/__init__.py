@@ -58,5 +58,10 @@ def leaf_to_levels(leaf: np.ndarray, hierarchy: Hierarchy) -> dict[str, np.ndarr
     return {lv: leaf @ hierarchy.leaf_to_level(lv) for lv in hierarchy.levels}
 
 
+def predicted_labels(p: np.ndarray, classes: list[str]) -> list[str | None]:
+    """The most probable class per row of leaf probabilities; None where the branch abstained (a NaN row)."""
+    return [classes[i] if np.isfinite(row).all() else None for i, row in zip(np.nan_to_num(p).argmax(1), p)]
+
+
 def _load_builtin() -> None:
     from . import clip_keypoint, image, keypoint, keypoint_linear  # noqa: F401  (register themselves)

@@ -13,7 +13,7 @@ import pandas as pd
 
 from ..hierarchy import Hierarchy
 from ..skeletons import Skeleton, get_skeleton
-from . import leaf_to_levels, register
+from . import leaf_to_levels, predicted_labels, register
 from ._files import model_path
 from ._xgb import fit_softprob, load_model, predict_found, save_model
 
@@ -81,8 +81,7 @@ class KeypointClassifier:
         return leaf_to_levels(self.predict_proba(X), hierarchy)
 
     def predict(self, X: np.ndarray) -> list[str | None]:
-        p = self.predict_proba(X)
-        return [self.classes_[i] if np.isfinite(row).all() else None for i, row in zip(np.nan_to_num(p).argmax(1), p)]
+        return predicted_labels(self.predict_proba(X), self.classes_)
 
     def feature_importances(self) -> dict[str, float]:
         return dict(zip(self.feature_names_, map(float, self.model_.feature_importances_)))

@@ -16,7 +16,7 @@ import numpy as np
 
 from ..hierarchy import Hierarchy
 from ..skeletons import Skeleton, get_skeleton
-from . import leaf_to_levels, register
+from . import leaf_to_levels, predicted_labels, register
 from ._files import model_path, read_model_file, write_model_file
 from .keypoint import training_set
 
@@ -88,8 +88,7 @@ class KeypointLinearClassifier:
         return leaf_to_levels(self.predict_proba(X), hierarchy)
 
     def predict(self, X: np.ndarray) -> list[str | None]:
-        p = self.predict_proba(X)
-        return [self.classes_[i] if np.isfinite(row).all() else None for i, row in zip(np.nan_to_num(p).argmax(1), p)]
+        return predicted_labels(self.predict_proba(X), self.classes_)
 
     def save(self, path: "str | Path | RunFolder") -> None:
         write_model_file(model_path(path, FILENAME), FORMAT, {
