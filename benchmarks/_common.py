@@ -83,6 +83,18 @@ def resolve_data(data: str | None, smoke: bool = False) -> Path:
     return path
 
 
+def smoke_clips(tmp: Path) -> Path:
+    """The tests' tiny clips (tests/clipdata.py), cut from ../shared/data/exercise_clips into ``tmp``; the
+    repository holds no clip of that unlicensed set, so a smoke run without it stops with a line saying so."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    from clipdata import SHARED, make_clips
+
+    folder = make_clips(tmp / "clips")
+    if folder is None:
+        sys.exit(f"--smoke needs {SHARED} (clips are not kept in the repository)")
+    return folder
+
+
 def spread(items: Sequence, n: int | None) -> list:
     """``n`` items evenly spaced over ``items`` (all of them when n is None or too big).
 
@@ -100,7 +112,7 @@ def spread(items: Sequence, n: int | None) -> list:
 def photo_list(data: Path, limit: int | None, repeat: int, tmp: Path) -> tuple[list[str], Path, float | None]:
     """(photos, a file listing them for child processes, the CPU busy share at start) for ``limit`` photos
     spread over ``data``; prints what is measured and warns if the machine is busy. Exits on no photos."""
-    from hybridpose.datasets import list_images
+    from hybridpose.data.datasets import list_images
 
     paths = [str(p) for p in spread(list_images(data), limit)]
     if not paths:
@@ -142,7 +154,7 @@ def subset_folder(data: Path, per_class: int, dest: Path) -> Path:
     (spread over each class folder), with its ``hierarchy.csv`` and ``flip_pairs.csv``."""
     import shutil
 
-    from hybridpose.datasets import list_images
+    from hybridpose.data.datasets import list_images
 
     dest.mkdir(parents=True)
     for folder in sorted(d for d in data.iterdir() if d.is_dir() and not d.name.startswith(".")):

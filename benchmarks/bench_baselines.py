@@ -74,16 +74,16 @@ def load(args, tmp: Path) -> tuple[pd.DataFrame, pd.DataFrame, str, Path | None]
 
     if args.run:
         run = Path(args.run)
-        from hybridpose.runfolder import RunFolder
+        from hybridpose.run.folder import RunFolder
 
         folder = RunFolder(run)
         config = folder.read_config()
         poses = pd.read_csv(folder.poses, keep_default_na=False, na_values=[""])
         folds = pd.read_csv(folder.folds, keep_default_na=False, na_values=[""])
         return poses, folds, get_skeleton(config.get("skeleton")).name, run
-    from hybridpose.datasets import load_dataset
-    from hybridpose.folds import make_folds
-    from hybridpose.pose import extract
+    from hybridpose.data.datasets import load_dataset
+    from hybridpose.data.folds import make_folds
+    from hybridpose.pose.frontend import extract
 
     ds = load_dataset(args.data)
     poses = extract(ds.paths, cache_dir=tmp / "cache", show_progress=False, skeleton=args.skeleton)
@@ -93,9 +93,9 @@ def load(args, tmp: Path) -> tuple[pd.DataFrame, pd.DataFrame, str, Path | None]
 
 def run_fused(run: Path, paths: pd.Series) -> np.ndarray:
     """The run's out-of-fold fused leaf label per photo, in the order of ``paths``."""
-    from hybridpose.predtable import argmax_labels, read_probs
-    from hybridpose.hierarchy import Hierarchy
-    from hybridpose.runfolder import RunFolder
+    from hybridpose.run.predtable import argmax_labels, read_probs
+    from hybridpose.data.hierarchy import Hierarchy
+    from hybridpose.run.folder import RunFolder
 
     folder = RunFolder(run)
     h = Hierarchy.from_dict(folder.read_config()["hierarchy"])
@@ -115,9 +115,9 @@ def paired(fused_right: np.ndarray, base_right: np.ndarray) -> dict:
 
 
 def run_numbers(run: Path) -> dict[str, float]:
-    from hybridpose.predtable import argmax_labels, read_probs, rules_column, true_column
-    from hybridpose.hierarchy import Hierarchy
-    from hybridpose.runfolder import RunFolder
+    from hybridpose.run.predtable import argmax_labels, read_probs, rules_column, true_column
+    from hybridpose.data.hierarchy import Hierarchy
+    from hybridpose.run.folder import RunFolder
 
     folder = RunFolder(run)
     config = folder.read_config()
@@ -151,7 +151,7 @@ def main(argv: list[str] | None = None) -> dict:
         _common.apply_smoke(args, data=str(_common.REPO / "tests" / "data" / "hands"), run=None, folds=2)
     if not args.run and not args.data:
         ap.error("give --run RUN or --data DIR")
-    from hybridpose.pose import keypoints_array
+    from hybridpose.pose.frontend import keypoints_array
     from hybridpose.skeletons import get_skeleton
 
     poses, folds, skeleton, run = load(args, Path(tmp.name))

@@ -1,11 +1,11 @@
 """Keypoint-only clip baseline: temporal statistics + logistic regression, out of fold, per clip.
 
     .venv/bin/python benchmarks/bench_clip_baseline.py [--data DIR] [--folds K] [--fps F] [--json PATH]
-    .venv/bin/python benchmarks/bench_clip_baseline.py --smoke     # tests/data/clips, 2 folds: does it run?
+    .venv/bin/python benchmarks/bench_clip_baseline.py --smoke     # the tests' clips (tests/clipdata.py), 2 folds: does it run?
 
 The clips are read, sampled and their poses found exactly as `hybridpose fit` does (frame cache, pose cache),
 with the same folds (``clipfit.clip_folds``, seed 0: classes with one clip are training-only, never scored).
-Per clip, the statistics of ``hybridpose.temporal`` (min, max, range, mean, std, speed of every keypoint feature,
+Per clip, the statistics of ``hybridpose.pose.temporal`` (min, max, range, mean, std, speed of every keypoint feature,
 and the share of frames with a skeleton) go into
   logreg         median imputation + standardisation + logistic regression (C=1): the baseline;
   clip_keypoint  the run's clip keypoint branch (XGBoost), fitted the same way, for comparison.
@@ -33,11 +33,11 @@ def run(data: Path, k: int, fps: float, seed: int = 0) -> dict:
     from sklearn.preprocessing import StandardScaler
 
     from hybridpose.branches.clip_keypoint import ClipKeypointClassifier
-    from hybridpose.clips import FrameCache, clip_frames, load_clip_dataset
-    from hybridpose.pose import extract, keypoints_array
-    from hybridpose.temporal import clip_table
-    from hybridpose.train.clipfit import clip_folds, group_ids
-    from hybridpose.video import Sampling
+    from hybridpose.data.clips import FrameCache, clip_frames, load_clip_dataset
+    from hybridpose.pose.frontend import extract, keypoints_array
+    from hybridpose.pose.temporal import clip_table
+    from hybridpose.train.clips import clip_folds, group_ids
+    from hybridpose.data.video import Sampling
 
     t0 = time.perf_counter()
     ds = load_clip_dataset(data)
@@ -79,9 +79,9 @@ def main() -> int:
     ap.add_argument("--json", type=Path)
     ap.add_argument("--smoke", action="store_true")
     a = ap.parse_args()
-    keep = _common.setup_env()  # a throwaway pose and frame cache unless HYBRIDPOSE_CACHE is set  # noqa: F841
+    keep = _common.setup_env()  # a throwaway pose and frame cache unless HYBRIDPOSE_CACHE is set
     if a.smoke:
-        a.data, a.folds = ROOT / "tests" / "data" / "clips", 2
+        a.data, a.folds = _common.smoke_clips(Path(keep.name)), 2
     res = run(a.data, a.folds, a.fps)
     print(json.dumps(res, indent=1))
     if a.json:

@@ -1,4 +1,4 @@
-"""Pose extraction speed: `hybridpose.pose.extract` against a bare MediaPipe loop on the same photos.
+"""Pose extraction speed: `hybridpose.pose.frontend.extract` against a bare MediaPipe loop on the same photos.
 
     .venv/bin/python benchmarks/bench_extract.py [--data DIR] [--limit N] [--repeat R] [--json PATH]
     .venv/bin/python benchmarks/bench_extract.py --smoke     # 8 photos of data/sample, 1 repeat: does it run?
@@ -76,7 +76,7 @@ def bare_loop(paths: list[str], go_file: Path | None = None) -> dict:
 
 
 def run_extract(paths: list[str], cache_dir: Path, workers: int) -> dict:
-    from hybridpose.pose import extract, summarize
+    from hybridpose.pose.frontend import extract, summarize
 
     c0, t0 = _common.cpu_seconds(), time.perf_counter()
     table = extract(paths, cache_dir=cache_dir, workers=workers, show_progress=False)

@@ -1,4 +1,4 @@
-"""Hand-keypoint extraction speed: `hybridpose.pose.extract(skeleton="hand")` against a bare MediaPipe Hands loop.
+"""Hand-keypoint extraction speed: `hybridpose.pose.frontend.extract(skeleton="hand")` against a bare MediaPipe Hands loop.
 
     .venv/bin/python benchmarks/bench_hands.py [--data DIR] [--limit N] [--repeat R] [--json PATH]
     .venv/bin/python benchmarks/bench_hands.py --smoke     # 8 photos of tests/data/hands, 1 repeat: does it run?
@@ -58,7 +58,7 @@ def bare_loop(paths: list[str]) -> dict:
 
 
 def run_extract(paths: list[str], cache_dir: Path) -> dict:
-    from hybridpose.pose import extract, summarize
+    from hybridpose.pose.frontend import extract, summarize
 
     c0, t0 = _common.cpu_seconds(), time.perf_counter()
     table = extract(paths, cache_dir=cache_dir, workers=1, show_progress=False, skeleton="hand")

@@ -118,7 +118,7 @@ def bare_cnn(branch, crops) -> float:
     """The K fold networks on one batch, normalised (and moved to the device) before the clock starts."""
     import torch
 
-    from hybridpose.network import level_probs
+    from hybridpose.nets.network import level_probs
 
     x = branch.normalise(crops)
     with torch.inference_mode():
@@ -140,9 +140,9 @@ def speed(args, tmp: Path, data: Path) -> dict:
     import numpy as np
     import torch
 
-    from hybridpose.classifier import HybridPoseClassifier
-    from hybridpose.datasets import list_images
-    from hybridpose.pose import keypoints_array
+    from hybridpose.inference.classifier import HybridPoseClassifier
+    from hybridpose.data.datasets import list_images
+    from hybridpose.pose.frontend import keypoints_array
 
     everything = [str(p) for p in list_images(data)]
     paths = _common.spread(everything, args.n)
@@ -258,8 +258,8 @@ def memory(args, tmp: Path, data: Path) -> dict:
     import numpy as np
 
     from hybridpose import jobs
-    from hybridpose.classifier import HybridPoseClassifier
-    from hybridpose.datasets import list_images
+    from hybridpose.inference.classifier import HybridPoseClassifier
+    from hybridpose.data.datasets import list_images
 
     m = args.memory
     sources = list_images(data)
@@ -364,8 +364,8 @@ def cli(args, tmp: Path, data: Path) -> dict:
     parts run concurrently, all on the same photos, alternating, median of --repeat rounds."""
     import numpy as np
 
-    from hybridpose.classifier import HybridPoseClassifier
-    from hybridpose.datasets import list_images
+    from hybridpose.inference.classifier import HybridPoseClassifier
+    from hybridpose.data.datasets import list_images
     from hybridpose.export import export
 
     photos = tmp / "cli-photos"
@@ -441,7 +441,7 @@ def bare(args) -> None:
 
     import numpy as np
 
-    from hybridpose.datasets import list_images
+    from hybridpose.data.datasets import list_images
     from hybridpose.engines.ort import _session
 
     paths = [str(p) for p in list_images(Path(args.data))]

@@ -65,7 +65,7 @@ def main() -> None:
 
     import ray
 
-    from hybridpose.datasets import list_images
+    from hybridpose.data.datasets import list_images
 
     run = Path(args.model) if args.model else fit_run(data, work, args)
     photos = _common.spread(sorted(list_images(data)), args.n)
@@ -151,7 +151,7 @@ def _predict_once(run: Path, photos: list, w: int, work: Path, tag: str) -> floa
 
 
 def measure_fit(run: Path, workers: list[int], work: Path, args) -> dict:
-    from hybridpose.runfolder import RunFolder
+    from hybridpose.run.folder import RunFolder
 
     most = max(workers)
     k = int(RunFolder(run).read_config()["folds"])
@@ -166,7 +166,7 @@ def measure_fit(run: Path, workers: list[int], work: Path, args) -> dict:
 def _fit_once(run: Path, w: int, most: int, work: Path, tag: str) -> float:
     """Seconds to train every fold of a copy of ``run`` (its folds removed), ``w`` folds at a time."""
     from hybridpose.executors import Resources, get_executor
-    from hybridpose.runfolder import RunFolder
+    from hybridpose.run.folder import RunFolder
     from hybridpose.train.fit import train_folds
 
     k = int(RunFolder(run).read_config()["folds"])

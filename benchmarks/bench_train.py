@@ -159,8 +159,8 @@ def main(argv: list[str] | None = None) -> dict:
     import torch.nn.functional as F
 
     from hybridpose.branches.image import Preprocessing
-    from hybridpose.network import autocast, build_model, pick_device
-    from hybridpose.pose import summarize
+    from hybridpose.nets.network import autocast, build_model, pick_device
+    from hybridpose.pose.frontend import summarize
     from hybridpose.train.config import make_config
     from hybridpose.train.data import Augmenter, build_crop_bank
     from hybridpose.train.fit import bank_size, load_prepared, prepare

@@ -14,7 +14,7 @@ Speed mode, in one process, on the same video and sampling (default 4 frames per
 Memory mode: a long video made by looping a clip (320 px, 10 frames per second, H.264) to each of --minutes,
 predicted (--memory-fps, default 2 frames per second sampled) in a fresh process each; peak RSS of that process (ru_maxrss) per length.
 Flat memory: the peak at 10 minutes is close to the one at 1 minute (frames are decoded, analysed, dropped).
---smoke: without --model, fits a tiny clip run on tests/data/clips first (preset tiny, 2 folds, 3 frames a clip);
+--smoke: without --model, fits a tiny clip run on the tests' clips (tests/clipdata.py) first (preset tiny, 2 folds, 3 frames a clip);
 one repeat on a test clip; memory at 0.2 and 0.4 minutes. Numbers meaningless.
 """
 from __future__ import annotations
@@ -31,12 +31,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-TEST_CLIPS = REPO / "tests" / "data" / "clips"
 
 
 def bare_loop(video: Path, fps: float) -> tuple[int, float]:
-    from hybridpose.pose import estimator_class
-    from hybridpose.video import Sampling, iter_frames
+    from hybridpose.pose.frontend import estimator_class
+    from hybridpose.data.video import Sampling, iter_frames
 
     est = estimator_class("body")()
     first = next(iter(iter_frames(video, Sampling(fps=fps))))
@@ -50,9 +49,9 @@ def bare_loop(video: Path, fps: float) -> tuple[int, float]:
 
 
 def predict_loop(run: Path, video: Path, fps: float, cache: Path) -> tuple[int, float, str]:
-    from hybridpose.clippredict import ClipPredictor
-    from hybridpose.clips import Sample
-    from hybridpose.video import Sampling
+    from hybridpose.inference.clips import ClipPredictor
+    from hybridpose.data.clips import Sample
+    from hybridpose.data.video import Sampling
 
     pred = ClipPredictor(run, sampling=Sampling(fps=fps), cache_dir=cache / "warm")
     pred.predict_clip(Sample(video, "video"))  # warm-up: models created, first calls made
@@ -64,7 +63,7 @@ def predict_loop(run: Path, video: Path, fps: float, cache: Path) -> tuple[int, 
 
 def make_long_video(src: Path, minutes: float, out: Path) -> Path:
     """``src`` looped to ``minutes`` at 320 px and 10 frames per second."""
-    from hybridpose.video import Sampling, VideoWriter, iter_frames
+    from hybridpose.data.video import Sampling, VideoWriter, iter_frames
 
     frames = [f.rgb for f in iter_frames(src, Sampling(fps=10), max_side=320)]
     n = int(minutes * 60 * 10)
@@ -77,9 +76,9 @@ def make_long_video(src: Path, minutes: float, out: Path) -> Path:
 MEMORY_CHILD = """
 import json, resource, sys, time
 from pathlib import Path
-from hybridpose.clippredict import ClipPredictor
-from hybridpose.clips import Sample
-from hybridpose.video import Sampling
+from hybridpose.inference.clips import ClipPredictor
+from hybridpose.data.clips import Sample
+from hybridpose.data.video import Sampling
 run, video, cache = sys.argv[1:4]
 p = ClipPredictor(run, sampling=Sampling(fps=float(sys.argv[4])), cache_dir=cache)
 t0 = time.perf_counter()
@@ -103,7 +102,7 @@ def smoke_run(tmp: Path) -> Path:
     from hybridpose.train.fit import fit
 
     run = tmp / "smoke_run"
-    fit(TEST_CLIPS, run, folds=2, preset="tiny", show_progress=False, clips={"frames": 3}, cache_dir=tmp / "fitcache")
+    fit(_common.smoke_clips(tmp), run, folds=2, preset="tiny", show_progress=False, clips={"frames": 3}, cache_dir=tmp / "fitcache")
     return run
 
 
@@ -119,9 +118,11 @@ def main() -> int:
     ap.add_argument("--json")
     _common.add_smoke_arg(ap, "a test clip, memory at 12 and 24 s")
     a = ap.parse_args()
-    _common.apply_smoke(a, video=TEST_CLIPS / "squat" / "squat_correct_003.mp4", repeat=1, minutes="0.2,0.4")
     keep = _common.setup_env()
     tmp = Path(tempfile.mkdtemp(prefix="bench-video-", dir=keep.name))
+    if a.smoke:
+        _common.apply_smoke(a, video=_common.smoke_clips(tmp) / "squat" / "squat_correct_003.mp4", repeat=1,
+                            minutes="0.2,0.4")
     run = a.model or (smoke_run(tmp) if a.smoke else None)
     if run is None:
         sys.exit("--model RUN: a run fitted on clips (or --smoke)")

@@ -10,7 +10,16 @@ import typer
 
 from hybridpose.errors import HybridPoseError
 from hybridpose.progress import console
-from hybridpose.train.config import MIN_BATCH_SIZE, MIN_INPUT_SIZE, CamMethod, Device, FitOptions, Preset, TrainConfig
+from hybridpose.train.config import (
+    MIN_BATCH_SIZE,
+    MIN_INPUT_SIZE,
+    CamMethod,
+    Device,
+    FitOptions,
+    Preset,
+    TrainConfig,
+)
+from hybridpose.defaults import DEFAULTS
 
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -69,8 +78,8 @@ class Format(str, Enum):
 
 PREDICTIONS_FILE = {Format.csv: Path("predictions.csv"), Format.json: Path("predictions.jsonl")}
 
-WorkersOpt = typer.Option(1, "--workers", "-j", min=1, help="Processes running the pose model.")
-SkeletonOpt = typer.Option("body", "--skeleton", callback=_skeleton_name,
+WorkersOpt = typer.Option(DEFAULTS.pose_workers, "--workers", "-j", min=1, help="Processes running the pose model.")
+SkeletonOpt = typer.Option(DEFAULTS.skeleton, "--skeleton", callback=_skeleton_name,
                            help="Which keypoints the front end finds (hybridpose.skeletons): body, hand, two_hands, "
                                 "or a skeleton description FILE.yaml (with --keypoints).")
 HandsOpt = typer.Option(1, "--hands", min=1, max=2, help="With --skeleton hand: 1 (the larger hand) or 2 (both).")
@@ -92,7 +101,7 @@ def extract(
     keypoint_units: str = UnitsOpt,
 ) -> None:
     """Find the person and their keypoints in every image: one row per file in OUT/poses.csv."""
-    from hybridpose.api import extract_folder
+    from hybridpose.pose.extraction import extract_folder
 
     _writable(out, "folder")
     _writable(cache, "folder", "--cache")
@@ -115,7 +124,7 @@ def fit(
     ctx: typer.Context,
     data: Path = typer.Argument(..., help="Image folder (one sub-folder per class) or a Yoga-82 list file."),
     out: Path = typer.Option(Path("runs/latest"), "--out", "-o", help="Run directory (rerun the same command to resume)."),
-    folds: int = typer.Option(5, "--folds", "-k", min=2, help="Cross-validation folds (one image model each)."),
+    folds: int = typer.Option(DEFAULTS.folds, "--folds", "-k", min=2, help="Cross-validation folds (one image model each)."),
     preset: Preset = typer.Option(TrainConfig.preset, "--preset", help="quick (CPU, minutes), full (GPU, long schedule) or tiny (tests)."),
     backbone: Optional[str] = typer.Option(None, "--backbone", help="Any timm model name (default efficientnet_lite0)."),
     weights: Optional[Path] = typer.Option(None, "--weights", help="State dict to start the backbone from."),
@@ -253,9 +262,9 @@ def _csv(text: Optional[str]) -> list[str]:
 def calibrate(
     run: Path = typer.Argument(..., help="Run directory written by `hybridpose fit`."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Also write the rules here (a .yaml file or a folder, e.g. rules/)."),
-    min_gain: float = typer.Option(0.02, "--min-gain", min=0.0, max=1.0, help="Keep a rule only if it improves its pair's out-of-fold accuracy by this much."),
-    min_fired: int = typer.Option(3, "--min-fired", min=1, help="... and decides at least this many photos."),
-    alpha: float = typer.Option(0.05, "--alpha", min=0.0, max=1.0,
+    min_gain: float = typer.Option(DEFAULTS.min_gain, "--min-gain", min=0.0, max=1.0, help="Keep a rule only if it improves its pair's out-of-fold accuracy by this much."),
+    min_fired: int = typer.Option(DEFAULTS.min_fired, "--min-fired", min=1, help="... and decides at least this many photos."),
+    alpha: float = typer.Option(DEFAULTS.alpha, "--alpha", min=0.0, max=1.0,
                                 help="... and passes a one-sided sign test at this level, Bonferroni-corrected over "
                                      "the statistics scanned (fixes significantly more photos than it breaks)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Show what would be found; write nothing."),
@@ -301,7 +310,7 @@ def predict(
     rules: Optional[Path] = typer.Option(None, "--rules", help="Rules file (default RUN/rules.yaml when present)."),
     no_rules: bool = typer.Option(False, "--no-rules", help="Fused prediction without rules."),
     fmt: Format = typer.Option("csv", "--format", help="csv, or json (one JSON object per line)."),
-    batch_size: int = typer.Option(32, "--batch-size", min=1, help="Photos per batch."),
+    batch_size: int = typer.Option(DEFAULTS.batch_size, "--batch-size", min=1, help="Photos per batch."),
     cache: Optional[Path] = CacheOpt,
     partial: bool = typer.Option(False, "--partial", help="Predict with the finished folds of an incomplete run (noted in every row)."),
     engine: Optional[str] = typer.Option(None, "--engine", help="What runs the image networks: torch (a run's checkpoints) or onnxruntime (an exported bundle); default: onnxruntime for a bundle when installed, else torch."),
@@ -321,75 +330,44 @@ def predict(
     keypoint_units: str = UnitsOpt,
 ) -> None:
     """Label every photo at every hierarchy level: one row per file, whatever the file holds."""
-    from hybridpose.jobs import predict as run_predict
+    from hybridpose.inference.api import predict as run_predict
 
-    if rules is not None and no_rules:
-        raise typer.BadParameter("give --rules FILE or --no-rules, not both.", param_hint="'--no-rules'")
     _writable(cache, "folder", "--cache")
-    if camera is not None or per_frame or annotate or fps or frames or _is_clip_run(model):
-        if executor is ExecutorName.ray:
-            raise typer.BadParameter("clips and --camera are predicted locally; leave out --executor ray.", param_hint="'--executor'")
-        return _predict_clips(inputs, model, out, rules, no_rules, cache, partial, per_frame, annotate, fps, frames,
-                              camera, max_frames, show)
-    if inputs is None:
-        raise typer.BadParameter("give an image or a folder (or --camera N).", param_hint="'INPUTS'")
-    if executor is ExecutorName.ray:
-        from hybridpose.executors.ray import predict_inputs
 
-        if fmt is not Format.csv:
-            raise typer.BadParameter("--executor ray writes Parquet shards and a CSV; leave out --format.", param_hint="'--format'")
-        res = predict_inputs(inputs, model, out or Path("predictions"), address=address, workers=max(1, workers or 1),
-                             cpus_per_worker=cpus_per_worker, gpus_per_worker=gpus_per_worker, rules=rules,
-                             no_rules=no_rules, batch_size=batch_size, cache_dir=cache, partial=partial, engine=engine)
-        counts = ", ".join(f"{k}: {v}" for k, v in res["status"].items())
+    def on_frame(f: dict) -> None:
+        console.print(f"frame {f['frame']}: {f['label']} {f['confidence']:.2f} ({f['fps']:.1f} frames/s)")
+
+    res = run_predict(inputs, model, out, rules=rules, no_rules=no_rules, fmt=fmt.value, batch_size=batch_size,
+                      cache_dir=cache, partial=partial, engine=engine, workers=workers, executor=executor.value,
+                      address=address, cpus_per_worker=cpus_per_worker, gpus_per_worker=gpus_per_worker,
+                      per_frame=per_frame, annotate=annotate, fps=fps, frames=frames, camera=camera,
+                      max_frames=max_frames, show=show, on_frame=on_frame, keypoints=keypoints,
+                      keypoint_units=keypoint_units)
+    _print_predict(res, camera)
+
+
+def _print_predict(res: dict, camera: Optional[str]) -> None:
+    if res["kind"] == "camera":
+        if not res["frames"]:
+            console.print(f"--camera {camera}: no frame read.")
+        return
+    counts = ", ".join(f"{k}: {v}" for k, v in res["status"].items())
+    if res["kind"] == "ray":
         console.print(f"{res['images']} files ({counts}) -> {res['out']} ({res['shards']} Parquet shard(s)"
                       + (f", {res['csv']})" if res["csv"] else ")"))
         return
-    res = run_predict(inputs, model, out or PREDICTIONS_FILE[fmt], rules=rules, no_rules=no_rules, fmt=fmt.value,
-                      batch_size=batch_size, cache_dir=cache, partial=partial, engine=engine, workers=workers,
-                      keypoints=keypoints, keypoint_units=keypoint_units)
+    rules = f" (rules: {res['rules']})" if res["rules"] else ""
+    if res["kind"] == "clips":
+        console.print(f"{res['clips']} clips ({counts}) -> {res['out']}{rules}")
+        if res.get("per_frame"):
+            console.print(f"per frame: {res['per_frame']}, segments: {res['segments']} ({res['smoothing']})")
+        if res["annotated"]:
+            console.print(f"annotated video: {res['annotated']}")
+        return
     if res["missing_folds"]:
         console.print(f"[yellow]warning:[/] folds {res['missing_folds']} of the run have no model; "
                       "predicted with the others (column `ensemble`).")
-    counts = ", ".join(f"{k}: {v}" for k, v in res["status"].items())
-    console.print(f"{res['images']} files ({counts}) -> {res['out']}" + (f" (rules: {res['rules']})" if res["rules"] else ""))
-
-
-def _is_clip_run(model: Path) -> bool:
-    from hybridpose.runfolder import RunFolder
-
-    folder = RunFolder(model)
-    return folder.config.exists() and bool(folder.read_config().get("clips"))
-
-
-def _predict_clips(inputs, model, out, rules, no_rules, cache, partial, per_frame, annotate, fps, frames, camera,
-                   max_frames, show) -> None:
-    from hybridpose.clippredict import ClipPredictor, live, predict_clips
-    from hybridpose.video import Sampling
-
-    sampling = Sampling(fps=fps or 4.0, n=frames or 0) if (fps or frames) else None
-    if camera is not None:
-        pred = ClipPredictor(model, rules=rules, use_rules=not no_rules, sampling=sampling, cache_dir=cache, partial=partial)
-        source = int(camera) if camera.isdigit() else camera
-        last = None
-        for last in live(pred, source, show=show, max_frames=max_frames):
-            console.print(f"frame {last['frame']}: {last['label']} {last['confidence']:.2f} ({last['fps']:.1f} frames/s)")
-        if last is None:
-            console.print(f"--camera {camera}: no frame read.")
-        return
-    if inputs is None:
-        raise typer.BadParameter("give a video, a frame folder or a folder of clips (or --camera N).", param_hint="'INPUTS'")
-    for path, what in ((out, "--out"), (per_frame, "--per-frame"), (annotate, "--annotate")):
-        if path is not None:
-            _writable(path, "file", what)
-    res = predict_clips(inputs, model, out or PREDICTIONS_FILE[Format.csv], rules=rules, no_rules=no_rules,
-                        per_frame=per_frame, annotate=annotate, sampling=sampling, cache_dir=cache, partial=partial)
-    counts = ", ".join(f"{k}: {v}" for k, v in res["status"].items())
-    console.print(f"{res['clips']} clips ({counts}) -> {res['out']}" + (f" (rules: {res['rules']})" if res["rules"] else ""))
-    if per_frame:
-        console.print(f"per frame: {res['per_frame']}, segments: {res['segments']} ({res['smoothing']})")
-    if res["annotated"]:
-        console.print(f"annotated video: {res['annotated']}")
+    console.print(f"{res['images']} files ({counts}) -> {res['out']}{rules}")
 
 
 @app.command()
@@ -440,14 +418,14 @@ def explain(
     out: Path = typer.Option(Path("explain"), "--out", "-o", help="Output folder for the PNGs."),
     method: CamMethod = typer.Option(TrainConfig.cam_method, "--method", help="Class activation map."),
     tsne: Optional[Path] = typer.Option(None, "--tsne", help="Also plot a t-SNE of the embeddings of this labelled folder."),
-    limit: int = typer.Option(48, "--limit", min=1, help="At most this many photos."),
+    limit: int = typer.Option(DEFAULTS.explain_limit, "--limit", min=1, help="At most this many photos."),
 ) -> None:
     """Per photo: crop with keypoints, CAM overlay of the predicted class, top-5 and the rule that fired."""
-    from hybridpose.explain import explain as run_explain
+    from hybridpose.explanation import explain as run_explain
 
     _writable(out, "folder")
     if tsne is not None:  # checked now, not after every explanation was drawn
-        from hybridpose.datasets import load_dataset
+        from hybridpose.data.datasets import load_dataset
 
         load_dataset(tsne)
     res = run_explain(inputs, model, out, method=method.value, tsne=tsne, limit=limit)

@@ -7,14 +7,15 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 _LAZY = {
-    "HybridPoseClassifier": "hybridpose.classifier",
+    "HybridPoseClassifier": "hybridpose.inference.classifier",
     "KeypointClassifier": "hybridpose.branches.keypoint",
-    "Hierarchy": "hybridpose.hierarchy",
-    "load_dataset": "hybridpose.datasets",
-    "extract": "hybridpose.pose",
+    "Hierarchy": "hybridpose.data.hierarchy",
+    "load_dataset": "hybridpose.data.datasets",
+    "extract": "hybridpose.pose.frontend",
     "fit": "hybridpose.train.fit",
     "calibrate": "hybridpose.jobs",
-    "predict": "hybridpose.jobs",
+    "predict": "hybridpose.inference.api",
+    "explain": "hybridpose.explanation",
     "evaluate": "hybridpose.jobs",
     "RuleSet": "hybridpose.rules",
 }

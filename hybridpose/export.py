@@ -26,9 +26,9 @@ from .branches.image import ImageBranch
 from .engines import BUNDLE_FORMAT, IMAGE_MODEL, MANIFEST, is_bundle
 from .engines.ort import EMBEDDING
 from .errors import RunError
-from .hierarchy import Hierarchy
+from .data.hierarchy import Hierarchy
 from .outputs import check_writable
-from .runfolder import RunFolder
+from .run.folder import RunFolder
 from .skeletons import get_skeleton
 
 OPSET = 17
@@ -144,7 +144,7 @@ def make_manifest(run: RunFolder, config: dict, image: ImageBranch, h: Hierarchy
                       "mean": list(prep.mean), "std": list(prep.std),
                       "normalisation": "inside the graph: (crops / 255 - mean) / std",
                       "crop": "square around the skeleton's keypoint box, widened by eval_margin of its longer "
-                              "side on every side, padded with the photo's mean colour (hybridpose.crops)"},
+                              "side on every side, padded with the photo's mean colour (hybridpose.data.crops)"},
             "levels": h.levels,
             "outputs": {**{lv: {"shape": ["batch", len(h.classes(lv))], "classes": h.classes(lv),
                                 "meaning": "mean softmax of the fold networks"} for lv in h.levels},

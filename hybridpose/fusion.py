@@ -17,8 +17,8 @@ from typing import Mapping
 import numpy as np
 from scipy.optimize import minimize_scalar
 
-from .crossfit import cross_fitted as _cross_fitted
-from .hierarchy import Hierarchy
+from .run.crossfit import cross_fitted as _cross_fitted
+from .data.hierarchy import Hierarchy
 
 WEIGHT_STEP = 0.05
 EPS = 1e-9

@@ -1,7 +1,6 @@
 """The jobs behind `calibrate`, `predict` and `evaluate`, callable from Python."""
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
@@ -9,18 +8,17 @@ import numpy as np
 import pandas as pd
 
 from . import atomic
-from .datasets import load_dataset
+from .data.datasets import load_dataset
 from .errors import DatasetError, RunError
-from .hierarchy import Hierarchy
-from .keypoint_file import keypoint_source
-from .outputs import OutputError, check_writable
-from .pose import keypoints_array
-from .predtable import read_probs, rules_column, true_column
-from .runfolder import RunFolder
+from .data.hierarchy import Hierarchy
+from .outputs import check_writable
+from .pose.frontend import keypoints_array
+from .run.predtable import read_probs, rules_column, true_column
+from .run.folder import RunFolder
 from .skeletons import get_skeleton
-from .sources import open_inputs
 from .rules import calibrate_rules, crossval_rules, write_rules
 from .rules.io import backup_if_edited
+from .defaults import DEFAULTS
 
 
 def load_oof(run: Path) -> tuple[pd.DataFrame, Hierarchy, dict]:
@@ -49,8 +47,8 @@ def run_features(run: Path, oof: pd.DataFrame) -> pd.DataFrame:
     return skeleton.features(keypoints_array(poses, skeleton))
 
 
-def calibrate(run: str | Path, *, out: str | Path | None = None, dry_run: bool = False, min_gain: float = 0.02,
-              min_fired: int = 3, alpha: float = 0.05) -> dict:
+def calibrate(run: str | Path, *, out: str | Path | None = None, dry_run: bool = False, min_gain: float = DEFAULTS.min_gain,
+              min_fired: int = DEFAULTS.min_fired, alpha: float = DEFAULTS.alpha) -> dict:
     """Find rules for confused sibling pairs from the run's out-of-fold predictions; see rules/calibrate.py.
 
     A rules file about to be replaced that was edited by hand is first copied to ``NAME.bak``
@@ -97,71 +95,6 @@ def _rules_file(out: Path) -> Path:
     return out if out.suffix in (".yaml", ".yml") else out / "rules.yaml"
 
 
-def predict(inputs: str | Path, run: str | Path, out: str | Path, *, rules: str | Path | None = None,
-            no_rules: bool = False, fmt: str = "csv", batch_size: int = 32, show_progress: bool = True,
-            cache_dir: str | Path | None = None, partial: bool = False, engine: str | None = None,
-            workers: int | None = 0, keypoints: str | Path | None = None, keypoint_units: str = "pixels") -> dict:
-    """Stream predictions for every image under ``inputs`` into ``out`` (CSV or JSON lines), atomically.
-
-    ``engine``: what runs the image networks (hybridpose.engines; default torch for a run, onnxruntime for an
-    exported bundle); ``workers``: processes that decode, pose and crop while this one runs the networks (None: one
-    per CPU core); with ``keypoints``, the keypoints come from that file instead of the run's pose model (and
-    photos are read in this process: no pose model to spread)."""
-    inputs, out = Path(inputs), Path(out)
-    if fmt not in ("csv", "json"):
-        raise OutputError(f"--format {fmt!r}: choose one of csv, json.")
-    check_writable(out, "file", file_name="predictions.jsonl" if fmt == "json" else "predictions.csv")
-    paths = [e.path for e in open_inputs(inputs)]
-    config = RunFolder(run).read_config()
-    skeleton = get_skeleton(config.get("skeleton"))
-    source = keypoint_source(keypoints, skeleton, keypoint_units, paths, inputs)  # checked before any work
-    workers = 0 if source is not None else (os.cpu_count() or 1) if workers is None else workers
-    cache_dir = Path(cache_dir) if cache_dir else None
-    if workers > 0 and paths:  # the workers start posing while this process loads the networks (below)
-        _start_posing(paths, workers, skeleton, config, batch_size, cache_dir)
-    from .classifier import HybridPoseClassifier
-    from .pipeline import network_threads
-
-    clf = HybridPoseClassifier.load(run, rules=rules, use_rules=not no_rules, partial=partial, engine=engine,
-                                    threads=network_threads(workers) if workers > 0 else 0)
-    clf.cache_dir = cache_dir
-    clf.keypoint_source = source
-    counts: dict[str, int] = {}
-    with atomic.atomic_open(out, "w", encoding="utf-8", newline="") as fh:
-        for i, frame in enumerate(clf.iter_predict(paths, batch_size, show_progress, workers=workers)):
-            for s, n in frame["status"].value_counts().items():
-                counts[s] = counts.get(s, 0) + int(n)
-            if fmt == "json":
-                for rec in frame.to_dict(orient="records"):
-                    fh.write(json.dumps({k: _plain(v) for k, v in rec.items()}) + "\n")
-            else:
-                frame.to_csv(fh, header=(i == 0), index=False)
-    return {"images": len(paths), "status": counts, "out": str(out), "missing_folds": clf.missing_folds,
-            "rules": str(clf.rules.path) if clf.rules is not None and clf.rules.path else None}
-
-
-def _start_posing(paths: list, workers: int, skeleton, config: dict, batch_size: int, cache_dir: Path | None) -> None:
-    """Fork the pose workers and hand them the first photos before PyTorch or the networks load; the
-    classifier takes the stream if its networks crop the same way (the run's recorded input size and margin)."""
-    from .pipeline import Producer, prestart
-    from .pose import estimator_class
-
-    estimator, train = estimator_class(skeleton), config.get("train") or {}
-    spec = None
-    if "input_size" in train and "eval_margin" in train:  # the stream the classifier's Producer will ask for
-        producer = Producer(estimator, int(train["input_size"]), float(train["eval_margin"]), skeleton.n, workers, cache_dir)
-        spec = producer.spec(paths, batch_size)
-    prestart(workers, estimator, spec)
-
-
-def _plain(v):
-    if isinstance(v, (np.floating, float)):
-        return None if not np.isfinite(v) else float(v)
-    if isinstance(v, np.integer):
-        return int(v)
-    return v
-
-
 def _skeleton_note(config: dict) -> str:
     sk = get_skeleton(config.get("skeleton"))
     source = (config.get("keypoints") or {}).get("file")
@@ -172,9 +105,9 @@ def evaluate(target: str | Path, *, model: str | Path | None = None, out: str | 
              data: str | Path | None = None, images: str | Path | None = None, show_progress: bool = True) -> dict:
     """Metrics, plots, label review and report.html for a run's out-of-fold predictions (``evaluate RUN``),
     a labelled data set with ``model``, or a predictions CSV with its labelled ``data``."""
-    from .metrics import evaluate_frame
-    from .report import write_report
-    from .review import write_review
+    from .evaluation.metrics import evaluate_frame
+    from .evaluation.report import write_report
+    from .evaluation.review import write_review
 
     target = Path(target)
     folds = None
@@ -228,16 +161,16 @@ def _what_to_evaluate(target: Path) -> str:
 
 
 def _holds_photos(folder: Path) -> bool:
-    from .images import IMAGE_EXTENSIONS
+    from .data.images import IMAGE_EXTENSIONS
 
     return any(p.suffix.lower() in IMAGE_EXTENSIONS for p in folder.rglob("*"))
 
 
 def _frame_from_dataset(data: Path, run: Path, images, show_progress: bool) -> tuple[pd.DataFrame, Hierarchy]:
-    from .classifier import HybridPoseClassifier
+    from .inference.classifier import HybridPoseClassifier
 
     if RunFolder(run).read_config().get("clips"):  # a clip run: one row per clip (docs/CLIPS.md)
-        from .clippredict import evaluation_frame
+        from .inference.clips import evaluation_frame
 
         if images is not None:
             raise DatasetError(f"--images {images}: a clip run reads the clips of {data} itself; leave --images out.")

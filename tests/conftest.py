@@ -4,7 +4,6 @@ tests/ is not a package: helpers live in corpus.py (``from corpus import ...``) 
 """
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
@@ -37,7 +36,7 @@ def pose_cache_dir(_isolated_env) -> Path:
 
 @pytest.fixture(scope="session")
 def sample_dataset():
-    from hybridpose.datasets import load_dataset
+    from hybridpose.data.datasets import load_dataset
 
     return load_dataset(SAMPLE)
 
@@ -45,9 +44,20 @@ def sample_dataset():
 @pytest.fixture(scope="session")
 def sample_poses(sample_dataset):
     """The poses table of the 80 photos of data/sample (MediaPipe runs once per session)."""
-    from hybridpose.pose import extract
+    from hybridpose.pose.frontend import extract
 
     return extract(sample_dataset.paths, show_progress=False)
+
+
+@pytest.fixture(scope="session")
+def clip_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Tiny clips cut from ../shared/data/exercise_clips (tests/clipdata.py); skips where that is absent."""
+    from clipdata import make_clips
+
+    folder = make_clips(tmp_path_factory.mktemp("clips"))
+    if folder is None:
+        pytest.skip("../shared/data/exercise_clips is not here (the repository holds none of its clips)")
+    return folder
 
 
 @pytest.fixture(scope="session")
@@ -119,19 +129,19 @@ def standing():
 @pytest.fixture
 def no_work(monkeypatch):
     """Pose extraction, model loading, calibration and evaluation fail the test if they start."""
-    import hybridpose.api
-    import hybridpose.classifier
-    import hybridpose.explain
+    import hybridpose.pose.extraction
+    import hybridpose.inference.classifier
+    import hybridpose.explanation.photos
     import hybridpose.jobs
-    import hybridpose.metrics
+    import hybridpose.evaluation.metrics
     import hybridpose.train.fit
 
     def forbidden(*args, **kwargs):
         raise AssertionError("the work started before the error")
 
-    monkeypatch.setattr(hybridpose.api, "extract", forbidden)
+    monkeypatch.setattr(hybridpose.pose.extraction, "extract", forbidden)
     monkeypatch.setattr(hybridpose.train.fit, "extract", forbidden)
-    monkeypatch.setattr(hybridpose.classifier.HybridPoseClassifier, "load", forbidden)
-    monkeypatch.setattr(hybridpose.explain.HybridPoseClassifier, "load", forbidden)
+    monkeypatch.setattr(hybridpose.inference.classifier.HybridPoseClassifier, "load", forbidden)
+    monkeypatch.setattr(hybridpose.explanation.photos.HybridPoseClassifier, "load", forbidden)
     monkeypatch.setattr(hybridpose.jobs, "calibrate_rules", forbidden)
-    monkeypatch.setattr(hybridpose.metrics, "evaluate_frame", forbidden)
+    monkeypatch.setattr(hybridpose.evaluation.metrics, "evaluate_frame", forbidden)

@@ -105,7 +105,7 @@ def _write_huge(path: Path) -> None:
 
 def heif_available() -> bool:
     """Whether pillow-heif is installed (hybridpose then reads .heic / .heif)."""
-    from hybridpose.images import HEIF_SUPPORTED
+    from hybridpose.data.images import HEIF_SUPPORTED
 
     return HEIF_SUPPORTED
 

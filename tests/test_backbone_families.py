@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 import torch
 
-from hybridpose import backbones
-from hybridpose.network import build_model
+from hybridpose.nets import backbones
+from hybridpose.nets.network import build_model
 
 SAMPLE = Path(__file__).resolve().parents[1] / "data" / "sample"
 
@@ -98,7 +98,7 @@ def _fake_classifier(model):
 
 @pytest.mark.parametrize("name", list(FAMILIES))
 def test_explain_cam_maps_work_for_every_family(built, name):
-    from hybridpose.explain import cam_maps
+    from hybridpose.explanation.photos import cam_maps
 
     model, _ = built[name]
     crops = torch.randint(0, 256, (2, 3, 64, 64), generator=torch.Generator().manual_seed(5), dtype=torch.uint8)
@@ -178,8 +178,8 @@ def _small_dataset(root: Path) -> Path:
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["test_efficientnet", "test_convnext", "test_vit"])
 def test_fit_predict_explain_end_to_end(tmp_path, name):
-    from hybridpose.classifier import HybridPoseClassifier
-    from hybridpose.explain import cam_maps, explain
+    from hybridpose.inference.classifier import HybridPoseClassifier
+    from hybridpose.explanation.photos import cam_maps, explain
     from hybridpose.train.fit import fit
 
     data = _small_dataset(tmp_path)

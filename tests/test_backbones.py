@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from hybridpose.backbones import create_backbone, freeze_early, spec_for
+from hybridpose.nets.backbones import create_backbone, freeze_early, spec_for
 from hybridpose.errors import WeightsError
 
 
@@ -67,7 +67,7 @@ def test_normalisation_comes_from_timms_pretrained_config():
 
 
 def test_size_free_models_are_built_with_dynamic_image_size():
-    from hybridpose.backbones import timm_kwargs_of
+    from hybridpose.nets.backbones import timm_kwargs_of
 
     vit, _, _ = create_backbone("test_vit", load_weights=False)
     cnn, _, _ = create_backbone("resnet10t", load_weights=False)

@@ -28,7 +28,8 @@ import pytest
 from PIL import Image
 
 import hybridpose.atomic as atomic
-import hybridpose.pose as pose_mod
+import hybridpose.pose.frontend as pose_mod
+from hybridpose.pose.estimators.mediapipe_pose import POSE_VERSION
 import hybridpose_cli.main as cli_main
 from corpus import PHOTO, SECOND_PHOTO, heif_available, make_entry_corpus, running_as_root
 
@@ -277,7 +278,7 @@ def two_photos(tmp_path) -> Path:
 class _NoModel:
     """Stands in for the pose model where the result must come from the cache."""
 
-    name, version, skeleton_name = "mediapipe_pose", pose_mod.POSE_VERSION, "body"
+    name, version, skeleton_name = "mediapipe_pose", POSE_VERSION, "body"
 
     def __init__(self, *a, **k):
         raise AssertionError("the pose model ran although the result should come from the cache")

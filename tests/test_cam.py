@@ -8,7 +8,7 @@ from pytorch_grad_cam import GradCAM, HiResCAM, XGradCAM
 from pytorch_grad_cam.utils.image import scale_cam_image
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
-from hybridpose.network import build_model
+from hybridpose.nets.network import build_model
 from hybridpose.skeletons.body import BODY, EDGES as BODY_SEGMENTS, K
 from hybridpose.train.cam import body_coverage, cam_in_graph, energy_inside
 from conftest import standing_keypoints

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -11,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from hybridpose.hierarchy import Hierarchy
+from hybridpose.data.hierarchy import Hierarchy
 import hybridpose_cli.main as cli_main
 
 ROOT = Path(__file__).resolve().parents[1]

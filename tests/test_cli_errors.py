@@ -379,6 +379,10 @@ def test_choices_have_one_source():
 
     assert [p.value for p in Preset] == list(PRESETS)
     assert {m.value for m in CamMethod} == set(CAM_METHODS)
+    from hybridpose.defaults import CAM_METHODS as NAMED
+    from hybridpose.explanation.cam import grad_cam_class
+
+    assert set(NAMED) == set(CAM_METHODS) and all(grad_cam_class(m) for m in NAMED)  # explain draws every one
     assert "body" in available()
 
 

@@ -1,5 +1,6 @@
 """Clips and video: decoding and sampling, the frame cache, clip listing, temporal statistics, folds by clip,
-and (slow) fit + predict on the tiny clips of tests/data/clips."""
+and (slow) fit + predict on tiny clips cut from ../shared/data/exercise_clips (tests/clipdata.py; skipped where
+that is absent: the repository holds no clip of that unlicensed set)."""
 from __future__ import annotations
 
 import shutil
@@ -9,18 +10,25 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from hybridpose.clips import FrameCache, Sample, clip_frames, list_samples, load_clip_dataset
+from hybridpose.data.clips import FrameCache, Sample, clip_frames, list_samples, load_clip_dataset
 from hybridpose.errors import DatasetError
 from hybridpose.skeletons import get_skeleton
-from hybridpose.temporal import clip_statistics, statistic_names
-from hybridpose.train.clipfit import clip_folds
-from hybridpose.video import Sampling, VideoError, iter_frames, probe
-
-CLIPS = Path(__file__).parent / "data" / "clips"
-VIDEO = CLIPS / "squat" / "squat_correct_003.mp4"   # 12 frames at 10 fps, 320 px
+from hybridpose.pose.temporal import clip_statistics, statistic_names
+from hybridpose.train.clips import clip_folds
+from hybridpose.data.video import Sampling, VideoError, iter_frames, probe
 
 
-def test_sampling_by_fps_and_by_count():
+@pytest.fixture(scope="session")
+def CLIPS(clip_data):
+    return clip_data
+
+
+@pytest.fixture(scope="session")
+def VIDEO(clip_data):
+    return clip_data / "squat" / "squat_correct_003.mp4"   # 12 frames at 10 fps, 320 px
+
+
+def test_sampling_by_fps_and_by_count(VIDEO):
     info = probe(VIDEO)
     assert info.rate == pytest.approx(10) and info.frames == 12
     by_fps = list(iter_frames(VIDEO, Sampling(fps=5)))
@@ -33,7 +41,7 @@ def test_sampling_by_fps_and_by_count():
     assert max(by_fps[0].rgb.shape) == 320
 
 
-def test_corrupt_and_cut_videos_get_a_reason(tmp_path):
+def test_corrupt_and_cut_videos_get_a_reason(tmp_path, VIDEO):
     data = VIDEO.read_bytes()
     (tmp_path / "cut.mp4").write_bytes(data[: len(data) // 3])
     (tmp_path / "noise.mp4").write_bytes(b"\x00\x01junk" * 500)
@@ -43,11 +51,11 @@ def test_corrupt_and_cut_videos_get_a_reason(tmp_path):
         assert e.value.status == "unreadable" and e.value.reason
 
 
-def test_frame_cache_decodes_once(tmp_path, monkeypatch):
+def test_frame_cache_decodes_once(tmp_path, monkeypatch, VIDEO):
     cache = FrameCache(tmp_path)
     first = cache.frames(VIDEO, Sampling(fps=5))
     assert first.status == "ok" and len(first.paths) == 6 and all(Path(p).exists() for p in first.paths)
-    import hybridpose.clips as clips
+    import hybridpose.data.clips as clips
 
     monkeypatch.setattr(clips, "iter_frames", lambda *a, **k: (_ for _ in ()).throw(AssertionError("decoded again")))
     again = cache.frames(VIDEO, Sampling(fps=5))
@@ -61,7 +69,7 @@ def test_bad_video_in_cache_gives_status(tmp_path):
     assert cf.status == "unreadable" and not cf.paths and "video" in cf.reason
 
 
-def test_listing_and_dataset():
+def test_listing_and_dataset(CLIPS):
     kinds = {s.path.name: s.kind for s in list_samples(CLIPS)}
     assert kinds == {"jj_frames": "frames", "jumpingjack_correct_001.mp4": "video",
                      "jumpingjack_correct_003.mp4": "video", "squat_correct_003.mp4": "video",
@@ -117,7 +125,7 @@ rules:
 
 
 @pytest.fixture(scope="module")
-def clip_run(tmp_path_factory):
+def clip_run(tmp_path_factory, CLIPS):
     from hybridpose.train.fit import fit
 
     run = tmp_path_factory.mktemp("clip_run") / "run"
@@ -126,7 +134,7 @@ def clip_run(tmp_path_factory):
 
 
 @pytest.mark.slow
-def test_fit_on_clips_scores_per_clip(clip_run):
+def test_fit_on_clips_scores_per_clip(clip_run, CLIPS):
     run, summary = clip_run
     oof = pd.read_csv(run / "oof_predictions.csv")
     assert len(oof) == 5 and set(oof["path"]) == {str(s.path) for s in list_samples(CLIPS)}
@@ -140,8 +148,8 @@ def test_fit_on_clips_scores_per_clip(clip_run):
 
 
 @pytest.mark.slow
-def test_predict_clips_rule_per_frame_annotate_and_live(clip_run, tmp_path):
-    from hybridpose.clippredict import ClipPredictor, live, predict_clips
+def test_predict_clips_rule_per_frame_annotate_and_live(clip_run, tmp_path, CLIPS, VIDEO):
+    from hybridpose.inference.clips import ClipPredictor, live, predict_clips
 
     src, _ = clip_run
     run = tmp_path / "run"
@@ -169,7 +177,7 @@ def test_predict_clips_rule_per_frame_annotate_and_live(clip_run, tmp_path):
 
 
 @pytest.mark.slow
-def test_clip_cli(clip_run, tmp_path):
+def test_clip_cli(clip_run, tmp_path, VIDEO):
     from typer.testing import CliRunner
 
     from hybridpose_cli.main import app
@@ -182,8 +190,8 @@ def test_clip_cli(clip_run, tmp_path):
 
 
 def test_groups_file_for_photos(tmp_path):
-    from hybridpose.datasets import load_dataset
-    from hybridpose.runfolder import RunFolder
+    from hybridpose.data.datasets import load_dataset
+    from hybridpose.run.folder import RunFolder
     from hybridpose.train.fit import _user_groups, _write_folds
 
     data = Path(__file__).parents[1] / "data" / "sample"
@@ -204,7 +212,7 @@ def test_groups_file_for_photos(tmp_path):
 
 
 def test_smoothing_and_segments():
-    from hybridpose.clippredict import segments, smooth, window_frames
+    from hybridpose.inference.clips import segments, smooth, window_frames
 
     p = np.array([[0.9, 0.1], [0.8, 0.2], [0.4, 0.6], [0.9, 0.1], [0.2, 0.8], [0.1, 0.9], [0.2, 0.8]])
     s = smooth(p, 3)
@@ -219,8 +227,8 @@ def test_smoothing_and_segments():
 
 
 @pytest.mark.slow
-def test_predict_bad_and_cut_videos(clip_run, tmp_path):
-    from hybridpose.clippredict import predict_clips
+def test_predict_bad_and_cut_videos(clip_run, tmp_path, VIDEO):
+    from hybridpose.inference.clips import predict_clips
 
     run, _ = clip_run
     folder = tmp_path / "in"
@@ -237,8 +245,8 @@ def test_predict_bad_and_cut_videos(clip_run, tmp_path):
 
 
 @pytest.mark.slow
-def test_evaluate_clip_run_on_a_labelled_clip_folder(clip_run, tmp_path):
-    from hybridpose.clippredict import predict_clips
+def test_evaluate_clip_run_on_a_labelled_clip_folder(clip_run, tmp_path, CLIPS):
+    from hybridpose.inference.clips import predict_clips
     from hybridpose.jobs import evaluate
 
     src, _ = clip_run
@@ -309,11 +317,11 @@ def test_clip_keypoint_branch_abstains_saves_and_loads(tmp_path):
             ClipKeypointClassifier.load(bad)
 
 
-def test_review_sheet_shows_a_clip_by_its_first_frame(tmp_path):
+def test_review_sheet_shows_a_clip_by_its_first_frame(tmp_path, CLIPS, VIDEO):
     from PIL import Image
 
-    from hybridpose.clips import preview
-    from hybridpose.review import _shown
+    from hybridpose.data.clips import preview
+    from hybridpose.evaluation.review import _shown
 
     first = preview(str(VIDEO))
     assert isinstance(first, Image.Image) and max(first.size) == 320

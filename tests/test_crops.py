@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from hybridpose.crops import DEFAULT_MARGIN, Square, crop_person, crop_square, cut, random_margin
+from hybridpose.data.crops import DEFAULT_MARGIN, Square, crop_person, crop_square, cut, random_margin
 
 
 @pytest.mark.parametrize("margin", [0.0, 0.15, 0.35])

@@ -7,13 +7,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from hybridpose.datasets import (
-    YOGA82_CLASS6,
-    YOGA82_LEVELS,
-    list_images,
-    load_dataset,
-    parse_flip_pairs,
-)
+from hybridpose.data.datasets import YOGA82_CLASS6, YOGA82_LEVELS, list_images, load_dataset, parse_flip_pairs
 from hybridpose.errors import DatasetError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -270,7 +264,7 @@ def test_images_option_with_an_image_folder_is_refused(lr_folder, tmp_path):
 
 
 def test_undeclared_mirror_pairs_are_found_by_name():
-    from hybridpose.datasets import undeclared_mirror_pairs
+    from hybridpose.data.datasets import undeclared_mirror_pairs
 
     assert undeclared_mirror_pairs(["down", "left", "right", "up"], {}) == [("left", "right")]
     assert undeclared_mirror_pairs(["turn_left", "turn_right", "leftover"], {}) == [("turn_left", "turn_right")]
@@ -281,7 +275,7 @@ def test_undeclared_mirror_pairs_are_found_by_name():
 def test_fit_warns_about_undeclared_mirror_classes(tmp_path, capsys):
     from types import SimpleNamespace
 
-    from hybridpose.hierarchy import Hierarchy
+    from hybridpose.data.hierarchy import Hierarchy
     from hybridpose.train.fit import _warn_undeclared_mirrors
 
     _warn_undeclared_mirrors(SimpleNamespace(hierarchy=Hierarchy.flat(["left", "palm", "right"]), flip_pairs={}))

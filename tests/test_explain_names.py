@@ -1,7 +1,7 @@
 """explain writes one PNG per photo, also when two photos share a file name."""
 from pathlib import Path
 
-from hybridpose.explain import output_names
+from hybridpose.explanation.photos import output_names
 
 
 def test_distinct_names_when_stems_repeat(tmp_path):

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from hybridpose.classifier import HybridPoseClassifier
+from hybridpose.inference.classifier import HybridPoseClassifier
 from hybridpose.errors import RunError
 from hybridpose.export import export, max_difference
 
@@ -139,8 +139,8 @@ def test_cli_predict_workers_and_engines_agree(bundle, tiny_run, bad_corpus, tmp
 
 def test_producer_keeps_order_and_a_bounded_window(tmp_path, monkeypatch):
     """At most two batches of photos are in flight however many photos there are; batches come out in order."""
-    from hybridpose import pipeline
-    from hybridpose.pose import PoseResult
+    from hybridpose.inference import pipeline
+    from hybridpose.pose.result import PoseResult
 
     photos = []
     for i in range(23):
@@ -182,8 +182,8 @@ def test_producer_keeps_order_and_a_bounded_window(tmp_path, monkeypatch):
 def test_a_prestarted_stream_poses_before_it_is_asked_and_only_serves_the_same_photos(tmp_path, monkeypatch):
     """predict hands the workers the first photos before the networks load; the producer takes that stream
     only for the same photos cut the same way, else it ends it and starts afresh."""
-    from hybridpose import pipeline
-    from hybridpose.pose import PoseResult
+    from hybridpose.inference import pipeline
+    from hybridpose.pose.result import PoseResult
 
     photos = []
     for i in range(6):
@@ -208,8 +208,8 @@ def test_a_prestarted_stream_poses_before_it_is_asked_and_only_serves_the_same_p
     class Estimator:
         version = "test"
 
-    monkeypatch.setattr(pipeline, "_forkable", lambda: True)
-    monkeypatch.setattr(pipeline, "_pool", lambda workers, estimator: Pool())
+    monkeypatch.setattr(pipeline, "forkable", lambda: True)
+    monkeypatch.setattr(pipeline, "start_pool", lambda workers, estimator, niceness=0: Pool())
     monkeypatch.setattr(pipeline, "_PRESTARTED", {})
     cache = str(tmp_path / "cache")
     pipeline.prestart(1, Estimator, pipeline.StreamSpec(tuple(photos), 8, 0.15, 5, 2, cache))
@@ -230,7 +230,7 @@ def test_predict_with_workers_gives_back_the_callers_threads(tiny_run):
     """predict with worker processes lends the networks the cores the workers leave, and gives the
     caller's PyTorch thread count back afterwards (a fresh process: workers fork only before MediaPipe)."""
     code = ("import sys, torch; torch.set_num_threads(2); "
-            "from hybridpose.classifier import HybridPoseClassifier; "
+            "from hybridpose.inference.classifier import HybridPoseClassifier; "
             "clf = HybridPoseClassifier.load(sys.argv[1]); "
             "rows = clf.predict(sys.argv[2:], workers=1); "
             "print(len(rows), torch.get_num_threads())")
@@ -250,7 +250,7 @@ def test_a_bundle_predicts_where_pytorch_cannot_be_imported(bundle, tmp_path):
             "    def find_spec(self, name, path=None, target=None):\n"
             "        if name.split('.')[0] in ('torch', 'timm'): raise ImportError('no ' + name + ' here')\n"
             "sys.meta_path.insert(0, NoTorch())\n"
-            "from hybridpose.jobs import predict; "
+            "from hybridpose.inference.api import predict; "
             "r = predict(sys.argv[2], sys.argv[1], sys.argv[3], show_progress=False, workers=1); "
             "print(r['status'], 'torch' in sys.modules)")
     folder = tmp_path / "photos"

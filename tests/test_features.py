@@ -16,7 +16,7 @@ from hybridpose.skeletons.body import (
     mirror_keypoints,
     normalise,
 )
-from hybridpose.pose import extract, keypoints_array
+from hybridpose.pose.frontend import extract, keypoints_array
 from hybridpose.skeletons.body import KEYPOINT_NAMES
 from conftest import standing_keypoints
 

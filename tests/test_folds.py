@@ -1,7 +1,6 @@
 """Cross-validation folds: near-duplicates stay together, classes are stratified, seeds reproduce."""
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -9,7 +8,7 @@ import pytest
 from PIL import Image, ImageEnhance
 
 from hybridpose.errors import DatasetError
-from hybridpose.folds import HASH_DISTANCE, duplicate_groups, make_folds, phash
+from hybridpose.data.folds import HASH_DISTANCE, duplicate_groups, make_folds, phash
 
 
 def _distance(a, b) -> int:

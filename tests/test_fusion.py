@@ -2,15 +2,22 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
 
 from hybridpose.branches import leaf_to_levels
-from hybridpose.fusion import Fusion, LevelFusion, cross_fitted, fit_temperature, pool, tempered, to_level, weight_grid
-from hybridpose.hierarchy import Hierarchy
+from hybridpose.fusion import (
+    Fusion,
+    LevelFusion,
+    cross_fitted,
+    fit_temperature,
+    pool,
+    tempered,
+    to_level,
+    weight_grid,
+)
+from hybridpose.data.hierarchy import Hierarchy
 
 H = Hierarchy(["class", "group"], {"A": ["g1"], "B": ["g1"], "C": ["g2"], "D": ["g2"]})
 H3 = Hierarchy(["class", "subgroup", "group"], {
@@ -223,7 +230,7 @@ def test_consistent_handles_zero_probabilities():
 
 def test_oof_predictions_fused_levels_agree_with_the_fused_leaf():
     """oof_predictions.csv: `pred_fused_<level>` must be the ancestors of the fused leaf (docs/FORMATS.md)."""
-    from hybridpose.predtable import table
+    from hybridpose.run.predtable import table
 
     # image heads: the leaf head spreads over g2's two leaves; fused leaf argmax A (in g1),
     # while the summed leaf distribution puts more mass on g2

@@ -17,13 +17,13 @@ PHOTOS = sorted(HANDS.rglob("*.jpg"))
 
 @pytest.fixture(scope="module")
 def hand_table() -> pd.DataFrame:
-    from hybridpose.pose import extract
+    from hybridpose.pose.frontend import extract
 
     return extract(PHOTOS, use_cache=False, show_progress=False, skeleton="hand")
 
 
 def _kp(table: pd.DataFrame, skeleton: str = "hand") -> np.ndarray:
-    from hybridpose.pose import keypoints_array
+    from hybridpose.pose.frontend import keypoints_array
 
     return keypoints_array(table, skeleton)
 

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from hybridpose.datasets import load_dataset
+from hybridpose.data.datasets import load_dataset
 from hybridpose.errors import DatasetError
-from hybridpose.hierarchy import Hierarchy, read_hierarchy_csv
+from hybridpose.data.hierarchy import Hierarchy, read_hierarchy_csv
 
 H = Hierarchy(["class", "subgroup", "group"], {
     "Tree": ["upright", "standing"], "Chair": ["upright", "standing"],

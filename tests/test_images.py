@@ -1,4 +1,4 @@
-"""Tests of hybridpose.images: statuses, orientation, modes and downscaling."""
+"""Tests of hybridpose.data.images: statuses, orientation, modes and downscaling."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from hybridpose.images import (
+from hybridpose.data.images import (
     HEIF_EXTENSIONS,
     HEIF_SUPPORTED,
     IMAGE_EXTENSIONS,
@@ -21,7 +21,7 @@ from hybridpose.images import (
     load_image,
     open_rgb,
 )
-from corpus import PHOTO, make_bad_corpus, rgba_version
+from corpus import PHOTO, make_bad_corpus
 
 LOADER_STATUSES = {"unreadable", "too_small", "too_large"}
 
@@ -343,8 +343,8 @@ def test_broken_heic_is_unreadable(tmp_path, photo):
 def test_predict_sees_a_photo_as_extract_does(tmp_path, size, fmt):
     """predict decodes a photo once at full size (for its crop) and derives the pose model's input from it:
     exactly the pixels extract's reduced decode gives, so a cold and a warm pose cache give the same keypoints."""
-    from hybridpose.images import open_rgb
-    from hybridpose.pose import analyse, analyse_loaded
+    from hybridpose.data.images import open_rgb
+    from hybridpose.pose.result import analyse, analyse_loaded
 
     class Seen:  # a pose model that records what it is shown
         def __init__(self):

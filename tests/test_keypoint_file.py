@@ -20,7 +20,7 @@ HANDS = ROOT / "tests" / "data" / "hands"
 @pytest.fixture(scope="module")
 def hand_poses(tmp_path_factory) -> tuple[Path, pd.DataFrame]:
     """extract's own output (MediaPipe Hands) on a copy of tests/data/hands."""
-    from hybridpose.api import extract_folder
+    from hybridpose.pose.extraction import extract_folder
 
     root = tmp_path_factory.mktemp("kp")
     data = root / "hands"
@@ -42,7 +42,7 @@ def _long_csv(table: pd.DataFrame, names, path: Path) -> Path:
 
 def test_every_format_gives_the_poses_table_back(hand_poses, tmp_path):
     """poses.csv itself (wide CSV), the long CSV, JSON and normalised JSON all give extract's table."""
-    from hybridpose.keypoint_file import keypoint_source
+    from hybridpose.pose.keypoint_file import keypoint_source
     from hybridpose.skeletons import get_skeleton
 
     data, table = hand_poses
@@ -71,7 +71,7 @@ def test_every_format_gives_the_poses_table_back(hand_poses, tmp_path):
 
 
 def test_photos_missing_from_the_file_get_no_keypoints(hand_poses, tmp_path):
-    from hybridpose.keypoint_file import keypoint_source
+    from hybridpose.pose.keypoint_file import keypoint_source
     from hybridpose.skeletons import get_skeleton
 
     data, table = hand_poses

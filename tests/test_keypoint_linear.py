@@ -10,7 +10,7 @@ import pytest
 from hybridpose.branches import DEFAULT_BRANCHES, branch_class
 from hybridpose.branches.keypoint_linear import KeypointLinearClassifier
 from hybridpose.errors import RunError
-from hybridpose.hierarchy import Hierarchy
+from hybridpose.data.hierarchy import Hierarchy
 from test_keypoint_model import KINDS, _data
 
 

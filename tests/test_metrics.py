@@ -14,8 +14,8 @@ from sklearn.metrics import (
     top_k_accuracy_score,
 )
 
-from hybridpose.hierarchy import Hierarchy
-from hybridpose.metrics import (
+from hybridpose.data.hierarchy import Hierarchy
+from hybridpose.evaluation.metrics import (
     ablation_table,
     frame_branches,
     confusion,

@@ -12,15 +12,11 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-import hybridpose.pose as pose_mod
-from hybridpose.pose import (
-    BOX_COLUMNS,
-    HEAD_COLUMNS,
-    extract,
-    keypoints_array,
-    boxes_array,
-    summarize,
-)
+import hybridpose.pose.frontend as pose_mod
+import hybridpose.pose.workers as pose_workers
+from hybridpose.data.content import default_cache_dir
+from hybridpose.pose.estimators.mediapipe_pose import POSE_VERSION
+from hybridpose.pose.frontend import BOX_COLUMNS, HEAD_COLUMNS, extract, keypoints_array, boxes_array, summarize
 from hybridpose.skeletons.body import BODY, person_box
 from hybridpose.skeletons.geometry import MIN_VISIBILITY
 from corpus import EXIF_ORIENTATION, PHOTO
@@ -34,7 +30,7 @@ STATUSES = {"ok", "no_person", "unreadable", "too_small", "too_large"}
 class _NoModel:
     """Stands in for PoseEstimator where the test says the pose model must not run."""
 
-    name, version, skeleton_name = "mediapipe_pose", pose_mod.POSE_VERSION, "body"
+    name, version, skeleton_name = "mediapipe_pose", POSE_VERSION, "body"
 
     def __init__(self, *a, **k):
         raise AssertionError("the pose model ran although the result should come from the cache")
@@ -143,13 +139,13 @@ def test_duplicates_in_one_call_run_the_model_once(tmp_path, monkeypatch):
         shutil.copyfile(PHOTO, p)
         copies.append(p)
     calls = []
-    real = pose_mod.analyse
+    real = pose_workers.analyse
 
     def counting(path, estimator):
         calls.append(path)
         return real(path, estimator)
 
-    monkeypatch.setattr(pose_mod, "analyse", counting)
+    monkeypatch.setattr(pose_workers, "analyse", counting)
     table = extract(copies, show_progress=False, use_cache=False)
     assert len(calls) == 1
     assert list(table["status"]) == ["ok"] * 3
@@ -271,15 +267,16 @@ def test_sample_keypoints_lie_in_the_photo(sample_poses):
 WORKERS_SCRIPT = """
 import os, sys
 from pathlib import Path
-import hybridpose.pose as pose
+import hybridpose.pose.frontend as pose
+import hybridpose.pose.workers as workers
 
 def recording_init(*args):
     Path(os.environ["HYBRIDPOSE_TEST_WORKER_DIR"], str(os.getpid())).touch()
     real_init(*args)
 
 if __name__ == "__main__":
-    real_init = pose._worker_init
-    pose._worker_init = recording_init
+    real_init = workers._init
+    workers._init = recording_init
     paths = Path(sys.argv[1]).read_text().splitlines()
     pose.extract(paths, workers=2, show_progress=False, use_cache=False).to_pickle(sys.argv[2])
 """
@@ -318,7 +315,9 @@ import json  # noqa: E402
 import sqlite3  # noqa: E402
 import threading  # noqa: E402
 
-from hybridpose.pose import PoseCache, PoseResult, file_sha256  # noqa: E402
+from hybridpose.data.content import file_sha256  # noqa: E402
+from hybridpose.pose.cache import PoseCache  # noqa: E402
+from hybridpose.pose.result import PoseResult
 
 GOOD = PoseResult("ok", "", 10, 20, (1.0, 2.0, 3.0, 4.0), [[1.0, 2.0, 0.5, 0.9]] * 33)
 
@@ -441,7 +440,7 @@ def test_hashing_never_opens_a_fifo(tmp_path):
 
 def test_empty_cache_variable_means_the_default(monkeypatch):
     monkeypatch.setenv("HYBRIDPOSE_CACHE", "")
-    assert pose_mod.default_cache_dir() == Path.home() / ".cache" / "hybridpose"
+    assert default_cache_dir() == Path.home() / ".cache" / "hybridpose"
 
 
 def _within(seconds: float, action, release: Path):

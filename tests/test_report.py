@@ -12,10 +12,10 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from hybridpose.metrics import evaluate_frame
-from hybridpose.plots import contact_sheet
-from hybridpose.report import write_report
-from hybridpose.review import duplicate_groups, top_losses, write_review
+from hybridpose.evaluation.metrics import evaluate_frame
+from hybridpose.viz.plots import contact_sheet
+from hybridpose.evaluation.report import write_report
+from hybridpose.evaluation.review import duplicate_groups, top_losses, write_review
 
 try:
     from test_metrics import make_oof_frame
@@ -130,7 +130,7 @@ def test_review_files(evaluated):
 
 
 def test_report_is_self_contained(evaluated):
-    h, out, report = evaluated[1], evaluated[2], evaluated[5]
+    h, report = evaluated[1], evaluated[5]
     html = report.read_text(encoding="utf-8")
     assert 'src="http' not in html and "href=\"http" not in html
     assert "<link" not in html and "<script src" not in html

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from hybridpose.errors import RulesError
-from hybridpose.hierarchy import Hierarchy
+from hybridpose.data.hierarchy import Hierarchy
 from hybridpose.rules import Rule, RuleSet, calibrate_rules, crossval_rules, read_rules, write_rules
 from hybridpose.rules.io import backup_if_edited, is_edited
 from hybridpose.rules.model import RULE_KINDS

@@ -4,7 +4,7 @@ from pathlib import Path
 import numpy as np
 
 from hybridpose.skeletons.body import feature_names, features
-from hybridpose.pose import keypoints_array
+from hybridpose.pose.frontend import keypoints_array
 from hybridpose.rules import read_rules
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "rules" / "example.yaml"

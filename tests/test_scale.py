@@ -196,7 +196,7 @@ def small_run(small_data, tmp_path_factory) -> Path:
 
 def test_predict_on_ray_data_matches_local_predict_and_keeps_bad_files(ray_session, small_data, small_run, tmp_path):
     from hybridpose.executors.ray import predict_inputs
-    from hybridpose.jobs import predict
+    from hybridpose.inference.api import predict
 
     inputs = tmp_path / "in"
     shutil.copytree(small_data, inputs)

@@ -10,7 +10,7 @@ import torch
 
 from hybridpose.branches.image import Preprocessing
 from hybridpose.errors import RunError
-from hybridpose.network import build_model, load_checkpoint, save_checkpoint
+from hybridpose.nets.network import build_model, load_checkpoint, save_checkpoint
 from hybridpose.skeletons.body import BODY, KEYPOINT_NAMES, MIRROR_INDEX
 from hybridpose.train.config import PRESETS, StageConfig, TrainConfig, make_config
 from hybridpose.train.data import Augmenter, CropBank, build_crop_bank, crop_one

@@ -19,10 +19,12 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-from ..hierarchy import Hierarchy
+from ..data.hierarchy import Hierarchy
+from ..errors import RunError
+from ..registry import Registry
 
 if TYPE_CHECKING:
-    from ..runfolder import RunFolder
+    from ..run.folder import RunFolder
 
 
 class Branch(Protocol):
@@ -35,22 +37,15 @@ class Branch(Protocol):
     def save(self, run: "RunFolder") -> None: ...
 
 
-BRANCHES: dict[str, type] = {}
+BRANCHES: Registry[type] = Registry(
+    "branch", [f"hybridpose.branches.{m}" for m in ("image", "keypoint", "keypoint_linear", "clip_keypoint")],
+    error=RunError, unknown="unknown branch {name!r}; known branches are {known}.")
 DEFAULT_BRANCHES = ("image", "keypoint", "keypoint_linear")
-
-
-def register(cls: type) -> type:
-    BRANCHES[cls.name] = cls
-    return cls
+register = BRANCHES.register
 
 
 def branch_class(name: str) -> type:
-    _load_builtin()
-    if name not in BRANCHES:
-        from ..errors import RunError
-
-        raise RunError(f"unknown branch {name!r}; known branches are {', '.join(sorted(BRANCHES))}.")
-    return BRANCHES[name]
+    return BRANCHES.get(name)
 
 
 def leaf_to_levels(leaf: np.ndarray, hierarchy: Hierarchy) -> dict[str, np.ndarray]:
@@ -62,6 +57,3 @@ def predicted_labels(p: np.ndarray, classes: list[str]) -> list[str | None]:
     """The most probable class per row of leaf probabilities; None where the branch abstained (a NaN row)."""
     return [classes[i] if np.isfinite(row).all() else None for i, row in zip(np.nan_to_num(p).argmax(1), p)]
 
-
-def _load_builtin() -> None:
-    from . import clip_keypoint, image, keypoint, keypoint_linear  # noqa: F401  (register themselves)

@@ -11,14 +11,14 @@ from typing import TYPE_CHECKING, Sequence
 import numpy as np
 import pandas as pd
 
-from ..hierarchy import Hierarchy
-from ..temporal import FOUND, statistic_names
+from ..data.hierarchy import Hierarchy
+from ..pose.temporal import FOUND, statistic_names
 from . import leaf_to_levels, register
 from ._files import model_path
 from ._xgb import fit_softprob, load_model, predict_found, save_model
 
 if TYPE_CHECKING:
-    from ..runfolder import RunFolder
+    from ..run.folder import RunFolder
 
 FILENAME = "clip_keypoint_model.json"
 FORMAT = "hybridpose-clip-keypoint-model"

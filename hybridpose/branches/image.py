@@ -12,14 +12,14 @@ from typing import TYPE_CHECKING, Sequence
 import numpy as np
 
 from ..errors import RunError
-from ..hierarchy import Hierarchy
-from ..runfolder import RunFolder
+from ..data.hierarchy import Hierarchy
+from ..run.folder import RunFolder
 from . import register
 
 if TYPE_CHECKING:  # PyTorch is imported when a network is loaded: a bundle predicts without it
     import torch
 
-    from ..network import PoseNet
+    from ..nets.network import PoseNet
 
 FINAL_STAGE = 3
 
@@ -65,7 +65,7 @@ class ImageBranch:
         """The final-stage network of every fold; a fold missing is an error unless ``partial``."""
         import torch
 
-        from ..network import build_model, load_checkpoint, pick_device
+        from ..nets.network import build_model, load_checkpoint, pick_device
 
         sizes = Hierarchy.from_dict(config["hierarchy"]).level_sizes()
         dev = pick_device(device)
@@ -112,7 +112,7 @@ class ImageBranch:
         """Mean softmax of the fold networks, per level."""
         import torch
 
-        from ..network import level_probs
+        from ..nets.network import level_probs
 
         x = self.normalise(crops)
         sums: dict[str, np.ndarray] = {}

@@ -14,14 +14,14 @@ from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
-from ..hierarchy import Hierarchy
+from ..data.hierarchy import Hierarchy
 from ..skeletons import Skeleton, get_skeleton
 from . import leaf_to_levels, predicted_labels, register
 from ._files import model_path, read_model_file, write_model_file
 from .keypoint import training_set
 
 if TYPE_CHECKING:
-    from ..runfolder import RunFolder
+    from ..run.folder import RunFolder
 
 FILENAME = "keypoint_linear_model.json"
 FORMAT = "hybridpose-keypoint-linear-model"

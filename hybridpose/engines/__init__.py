@@ -13,9 +13,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
 from ..errors import RunError
+from ..registry import Registry
 
 if TYPE_CHECKING:
-    from ..runfolder import RunFolder
+    from ..run.folder import RunFolder
 
 MANIFEST = "manifest.json"          # present in an exported bundle, never in a run folder
 IMAGE_MODEL = "image_model.onnx"    # the bundle's K fold networks in one graph
@@ -30,17 +31,13 @@ class Engine:
     reads: str  # what it needs, for messages: "run" (fold checkpoints) or "bundle"
 
 
-ENGINES: dict[str, Engine] = {}
-
-
-def register(engine: Engine) -> Engine:
-    ENGINES[engine.name] = engine
-    return engine
+ENGINES: Registry[Engine] = Registry("engine", ("hybridpose.engines.ort", "hybridpose.engines.pytorch"), error=RunError,
+                                    unknown="--engine {name}: unknown engine; choose one of {known}.")
+register = ENGINES.register
 
 
 def available() -> list[str]:
-    _load_builtin()
-    return sorted(ENGINES)
+    return ENGINES.names()
 
 
 def is_bundle(run: "RunFolder") -> bool:
@@ -50,13 +47,10 @@ def is_bundle(run: "RunFolder") -> bool:
 def pick_engine(run: "RunFolder", name: str | None = None) -> Engine:
     """The engine asked for, checked against what ``run`` holds; by default onnxruntime for a bundle and
     torch for a run. An engine whose runtime is not installed is an error that says how to install it."""
-    _load_builtin()
     bundle = is_bundle(run)
     if name is None:
         name = "onnxruntime" if bundle else "torch"
-    if name not in ENGINES:
-        raise RunError(f"--engine {name}: unknown engine; choose one of {', '.join(sorted(ENGINES))}.")
-    engine = ENGINES[name]
+    engine = ENGINES.get(name)
     if not engine.available():
         raise RunError(f"--engine {name}: its runtime is not installed; run `pip install {name}` "
                        f"(or `pip install 'hybridpose[onnx]'`), or choose another engine.")
@@ -68,6 +62,3 @@ def pick_engine(run: "RunFolder", name: str | None = None) -> Engine:
                        f"needs the run folder it was exported from; use --engine onnxruntime with a bundle.")
     return engine
 
-
-def _load_builtin() -> None:
-    from . import ort, pytorch  # noqa: F401  (register themselves)

@@ -9,7 +9,7 @@ import numpy as np
 
 from .. import atomic
 from ..errors import RunError
-from . import BUNDLE_FORMAT, IMAGE_MODEL, MANIFEST, Engine, register
+from . import BUNDLE_FORMAT, MANIFEST, Engine, register
 
 EMBEDDING = "embedding"
 

@@ -13,11 +13,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Sequence
 
-from ..errors import ConfigError
-from ..pose import PoseCache, analyse, estimator_class, first_look
+from ..registry import Registry
+from ..pose.cache import PoseCache, look_up
+from ..pose.result import analyse
+from ..pose.frontend import estimator_class
 from ..skeletons import Skeleton
 
-EXECUTORS: dict[str, type] = {}
+EXECUTORS: Registry[type] = Registry("executor", ("hybridpose.executors.local", "hybridpose.executors.ray"),
+                                   unknown="--executor {name!r}: choose one of {known}.")
 
 
 @dataclass
@@ -54,29 +57,19 @@ class Executor:
         self.close()
 
 
-def register(cls: type) -> type:
-    EXECUTORS[cls.name] = cls
-    return cls
+register = EXECUTORS.register
 
 
 def available() -> list[str]:
-    _load_builtin()
-    return sorted(EXECUTORS)
+    return EXECUTORS.names()
 
 
 def get_executor(name: str | Executor = "local", **options: object) -> Executor:
     """An executor by name (``options``: its settings, e.g. ``address`` for ray); an instance passes through."""
     if isinstance(name, Executor):
         return name
-    _load_builtin()
-    name = getattr(name, "value", name)
-    if name not in EXECUTORS:
-        raise ConfigError(f"--executor {name!r}: choose one of {', '.join(sorted(EXECUTORS))}.")
-    return EXECUTORS[name](**{k: v for k, v in options.items() if v is not None})
-
-
-def _load_builtin() -> None:
-    from . import local, ray  # noqa: F401  (ray is imported by the executor only when used)
+    cls = EXECUTORS.get(getattr(name, "value", name))
+    return cls(**{k: v for k, v in options.items() if v is not None})
 
 
 # --------------------------------------------------------------------------- pose extraction
@@ -97,15 +90,10 @@ def warm_pose_cache(executor: Executor, paths: Iterable[str | Path], *, skeleton
 
     estimator = estimator_class(skeleton)
     paths = [str(p) for p in paths]
-    known, shas = first_look(paths)
     cache = PoseCache(cache_dir, estimator.version)
     try:
-        hits = cache.get_many(sorted({s for s in shas if s}))
-        todo, seen = [], set()
-        for p, sha, k in zip(paths, shas, known):
-            if k is None and sha and sha not in hits and sha not in seen:
-                seen.add(sha)
-                todo.append((p, sha))
+        lookup = look_up(paths, cache)
+        todo = [(paths[i], lookup.shas[i]) for i in lookup.todo()]
         chunk = max(1, min(chunk, -(-len(todo) // max(1, executor.slots))))
         pieces = [todo[i : i + chunk] for i in range(0, len(todo), chunk)]
         sha_of = {p: s for p, s in todo}

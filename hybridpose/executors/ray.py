@@ -19,6 +19,7 @@ from typing import Callable, Iterator, Sequence
 from ..errors import ConfigError, HybridPoseError, RunError
 from ..progress import progress_bar
 from . import Executor, Resources, register
+from ..defaults import DEFAULTS
 
 MERGED_CSV_MAX_ROWS = 200_000   # predict: also one predictions.csv when the output is at most this long
 SHARD_ROWS = 10_000             # predict: rows per Parquet file
@@ -134,7 +135,7 @@ class Predictor:
 
     def __init__(self, run: str, rules: str | None, use_rules: bool, cache_dir: str | None, partial: bool,
                  threads: int, engine: str | None = None) -> None:
-        from ..classifier import HybridPoseClassifier
+        from ..inference.classifier import HybridPoseClassifier
 
         check_visible(run)
         self.clf = HybridPoseClassifier.load(run, rules=rules, use_rules=use_rules, partial=partial, engine=engine,
@@ -153,7 +154,7 @@ class Predictor:
 
 def predict(paths: Sequence[str], run: str | Path, out: str | Path, *, workers: int = 1, cpus_per_worker: float = 1,
             gpus_per_worker: float = 0, rules: str | Path | None = None, no_rules: bool = False,
-            batch_size: int = 32, cache_dir: str | Path | None = None, partial: bool = False,
+            batch_size: int = DEFAULTS.batch_size, cache_dir: str | Path | None = None, partial: bool = False,
             threads: int | None = None, show_progress: bool = True, engine: str | None = None) -> dict:
     """``OUT/part-NNNNN.parquet`` (prediction rows in input order) and, when short, ``OUT/predictions.csv``.
 
@@ -232,8 +233,8 @@ def _replace(tmp: Path, out: Path) -> None:
 def predict_inputs(inputs: str | Path, run: str | Path, out: str | Path, *, address: str | None = None,
                    **options) -> dict:
     """`predict --executor ray`: the files under ``inputs`` (one row each, bad files too) into ``out``."""
-    from ..runfolder import RunFolder
-    from ..sources import open_inputs
+    from ..run.folder import RunFolder
+    from ..data.sources import open_inputs
 
     RunFolder(run).read_config()  # a wrong --model fails here, before Ray starts
     check_out(Path(out))

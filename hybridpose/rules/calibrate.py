@@ -52,9 +52,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..crossfit import cross_fitted
-from ..hierarchy import Hierarchy
-from .model import Rule, RuleSet, _as_float, _tidy, top2
+from ..run.crossfit import cross_fitted
+from ..data.hierarchy import Hierarchy
+from .model import Rule, RuleSet, as_float, tidy, top2
+from ..defaults import DEFAULTS
 
 MARGIN_IQR_FRACTION = 0.25
 
@@ -98,12 +99,12 @@ def calibrate_rules(
     hierarchy: Hierarchy,
     *,
     statistics: list[str] | None = None,
-    min_gain: float = 0.02,
-    min_fired: int = 3,
+    min_gain: float = DEFAULTS.min_gain,
+    min_fired: int = DEFAULTS.min_fired,
     margin_quantile: float = 0.05,
     top_k: int = 10,
     inner_folds: int = 5,
-    alpha: float = 0.05,
+    alpha: float = DEFAULTS.alpha,
     seed: int = 0,
 ) -> tuple[RuleSet, pd.DataFrame]:
     """Fit one rule per confusable sibling pair; keep those that help out of fold.
@@ -116,7 +117,7 @@ def calibrate_rules(
     probs = np.asarray(leaf_probs, dtype=float)
     _check_inputs(features, y, probs, leaves)
     stats = _statistic_names(features, statistics)
-    X = np.column_stack([_as_float(features[s]) for s in stats]) if stats else np.zeros((len(y), 0))
+    X = np.column_stack([as_float(features[s]) for s in stats]) if stats else np.zeros((len(y), 0))
     first, second = top2(probs) if len(leaves) >= 2 else (np.zeros(len(y), int), np.zeros(len(y), int))
     pred = np.asarray(leaves, dtype=object)[first]
     top_pair = [frozenset((leaves[a], leaves[b])) for a, b in zip(first, second)]
@@ -222,9 +223,9 @@ def _calibrate_pair(
     high, low = (a, b) if fit.a_high else (b, a)
     rule = Rule(
         name=f"{high}_vs_{low}", pair=(high, low), statistic=stats[j],
-        threshold=_tidy(fit.threshold), margin=_tidy(fit.margin), support=fit.support,
-        gain=_tidy(ev.gain), accuracy_before=_tidy(ev.accuracy_before),
-        accuracy_after=_tidy(ev.accuracy_after), n_fired=ev.n_fired,
+        threshold=tidy(fit.threshold), margin=tidy(fit.margin), support=fit.support,
+        gain=tidy(ev.gain), accuracy_before=tidy(ev.accuracy_before),
+        accuracy_after=tidy(ev.accuracy_after), n_fired=ev.n_fired,
     )
     decided_by, why = _why_not(ev, s["min_gain"], s["min_fired"], s["alpha"] / len(fits))
     row.update(

@@ -18,7 +18,7 @@ import yaml
 
 from ..atomic import write_text
 from ..errors import RulesError
-from .model import README_HINT, RULE_KINDS, Rule, RuleSet, _tidy
+from .model import README_HINT, RULE_KINDS, Rule, RuleSet, tidy
 
 CHECKSUM_TAG = "# checksum:"
 
@@ -129,7 +129,7 @@ def _plain(obj: Any) -> Any:
     if isinstance(obj, np.generic):
         obj = obj.item()
     if isinstance(obj, float):
-        return _tidy(obj)
+        return tidy(obj)
     if isinstance(obj, (str, int, bool)) or obj is None:
         return obj
     return str(obj)

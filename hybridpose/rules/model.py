@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import RulesError
+from ..registry import Registry
 
 README_HINT = "see rules/README.md for the format"
 
@@ -70,12 +71,12 @@ class Rule:
             "if_high": self.if_high,
             "if_low": self.if_low,
             "statistic": self.statistic,
-            "threshold": _tidy(self.threshold),
-            "margin": _tidy(self.margin),
+            "threshold": tidy(self.threshold),
+            "margin": tidy(self.margin),
             "support": int(self.support),
-            "gain": _tidy(self.gain),
-            "accuracy_before": _tidy(self.accuracy_before),
-            "accuracy_after": _tidy(self.accuracy_after),
+            "gain": tidy(self.gain),
+            "accuracy_before": tidy(self.accuracy_before),
+            "accuracy_after": tidy(self.accuracy_after),
             "n_fired": int(self.n_fired),
             "description": self.description,
         }
@@ -118,7 +119,8 @@ class Rule:
         )
 
 
-RULE_KINDS: dict[str, type[Rule]] = {"threshold": Rule}
+RULE_KINDS: Registry[type[Rule]] = Registry("rule kind", error=RulesError)
+RULE_KINDS.register(Rule, name="threshold")
 
 
 def describe(rule: Rule) -> str:
@@ -197,7 +199,7 @@ class RuleSet:
                     f"{self.path or 'rules'}: rule {rule.name!r} uses statistic {rule.statistic!r}, "
                     "which the features table does not have; fix the rule or re-run calibrate."
                 )
-            out[rule.statistic] = _as_float(features[rule.statistic])
+            out[rule.statistic] = as_float(features[rule.statistic])
         return out
 
 
@@ -207,11 +209,11 @@ def top2(probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return order[:, 0], order[:, 1]
 
 
-def _as_float(column: pd.Series) -> np.ndarray:
+def as_float(column: pd.Series) -> np.ndarray:
     return pd.to_numeric(column, errors="coerce").to_numpy(dtype=float, na_value=np.nan)
 
 
-def _tidy(x: float) -> float:
+def tidy(x: float) -> float:
     """Round to 4 decimals so the file reads like hand-written; keep 4 significant digits for tiny values."""
     x = float(x)
     if not math.isfinite(x) or x == 0:
@@ -221,7 +223,7 @@ def _tidy(x: float) -> float:
 
 
 def _fmt(x: float) -> str:
-    return f"{_tidy(x):g}"
+    return f"{tidy(x):g}"
 
 
 def _close_names(name: str, options: set[str]) -> list[str]:

@@ -15,7 +15,14 @@ import numpy as np
 import pandas as pd
 
 from . import Skeleton, register
-from .geometry import MIN_VISIBILITY, angle as _angle, mirror_feature_name, mirror_pairs_by_name, tilt as _tilt, visible_box
+from .geometry import (
+    MIN_VISIBILITY,
+    angle as _angle,
+    mirror_feature_name,
+    mirror_pairs_by_name,
+    tilt as _tilt,
+    visible_box,
+)
 
 KEYPOINT_NAMES = (
     "nose", "left_eye_inner", "left_eye", "left_eye_outer", "right_eye_inner", "right_eye",

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import HybridPoseError
-from . import Skeleton
+from .base import Skeleton
 from .geometry import angle as _angle
 
 

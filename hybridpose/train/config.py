@@ -10,15 +10,14 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from enum import Enum
 from pathlib import Path
 
-from ..crops import DEFAULT_MARGIN, TRAIN_MARGIN_RANGE
+from ..data.crops import DEFAULT_MARGIN, TRAIN_MARGIN_RANGE
 from ..errors import ConfigError
+from ..defaults import CAM_METHODS, DEFAULTS
+from ..run.folder import RUN_FORMAT
 
 
-class CamMethod(str, Enum):
-    """CAMs (train/cam.py CAM_METHODS for stage 3, pytorch-grad-cam for `explain`)."""
-    hirescam = "hirescam"
-    xgradcam = "xgradcam"
-    gradcam = "gradcam"
+# CAMs of stage 3 (train/cam.py) and of `explain` (pytorch-grad-cam), named once in defaults.py
+CamMethod = Enum("CamMethod", {m: m for m in CAM_METHODS}, type=str)
 
 
 class Device(str, Enum):
@@ -46,7 +45,7 @@ class TrainConfig:
     weights: str | None = None
     pretrained: bool = False
     input_size: int = 160
-    batch_size: int = 32
+    batch_size: int = 32  # training batch (a preset's); prediction batches: DEFAULTS.batch_size
     freeze_fraction: float = 0.43       # share of the backbone's blocks kept frozen
     stage1: StageConfig = field(default_factory=lambda: StageConfig(8, 2e-3))
     stage2: StageConfig = field(default_factory=lambda: StageConfig(6, 1e-3))
@@ -56,7 +55,7 @@ class TrainConfig:
     supcon_weight: float = 0.5
     supcon_temperature: float = 0.1
     coarse_level_weight: float = 0.5     # weight of each coarser level's loss (leaf level: 1)
-    cam_method: str = "hirescam"
+    cam_method: str = DEFAULTS.cam_method
     cam_weight: float = 1.0
     train_margin: tuple[float, float] = TRAIN_MARGIN_RANGE
     eval_margin: float = DEFAULT_MARGIN
@@ -178,7 +177,7 @@ def _check_device(device: str) -> None:
 def _check_backbone(name: str) -> None:
     import timm
 
-    from .. import backbones
+    from ..nets import backbones
 
     if not timm.is_model(name) and name not in getattr(backbones, "BACKBONES", {}):
         raise ConfigError(f"--backbone {name!r}: not a timm model name (see timm.list_models()); "
@@ -191,13 +190,13 @@ def _check_backbone(name: str) -> None:
 @dataclass
 class FitOptions:
     """The `fit` options that are not training settings, with their defaults (the CLI shows these)."""
-    folds: int = 5
+    folds: int = DEFAULTS.folds
     executor: str = "local"
     address: str | None = None
     cpus_per_fold: float = 1.0
     gpus_per_fold: float = 0.0
     retries: int = 2            # times Ray reruns a fold whose worker died
-    workers: int = 1
+    workers: int = DEFAULTS.pose_workers
     skeleton: str = "body"
     hierarchy: str | None = None
     images: str | None = None
@@ -224,6 +223,8 @@ def read_fit_config(path: str | Path) -> dict:
         raise ConfigError(f"{path}: not valid YAML ({str(e).splitlines()[0]}).") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: give a mapping of fit options (key: value per line).")
+    if raw.get("format") == RUN_FORMAT:
+        raw = run_settings(raw)
     allowed = {f.name for f in fields(FitOptions)} | {f.name for f in fields(TrainConfig)} | {"epochs"}
     values = {}
     for key, value in raw.items():
@@ -234,6 +235,20 @@ def read_fit_config(path: str | Path) -> dict:
             if not isinstance(value, dict) or not set(value) <= STAGE_KEYS:
                 raise ConfigError(f"{path}: {key} must be a mapping of {', '.join(sorted(STAGE_KEYS))}.")
         values[name] = value
+    return values
+
+
+def run_settings(config: dict) -> dict:
+    """A run's config.json as `fit --config` values: its training settings, folds, skeleton and flip pairs,
+    so that `fit --config RUN/config.json` refits or resumes that very run (``RunFolder.fit_command``)."""
+    train = config.get("train") if isinstance(config.get("train"), dict) else {}
+    values = {k: v for k, v in train.items() if k not in ("device", "num_threads")}
+    for key in ("folds", "skeleton"):
+        if key in config:
+            values[key] = config[key]
+    pairs = sorted({tuple(sorted(p)) for p in (config.get("flip_pairs") or {}).items()})
+    if pairs:
+        values["flip_pairs"] = ",".join(f"{a}:{b}" for a, b in pairs)
     return values
 
 

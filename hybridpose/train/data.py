@@ -18,9 +18,9 @@ import torch.nn.functional as F
 
 from .. import atomic
 from ..branches.image import Preprocessing
-from ..crops import crop_photo
-from ..images import ImageLoadError, open_rgb
-from ..pose import boxes_array, keypoints_array
+from ..data.crops import crop_photo
+from ..data.images import ImageLoadError, open_rgb
+from ..pose.frontend import boxes_array, keypoints_array
 from ..progress import progress_bar
 from ..skeletons import Skeleton
 

@@ -29,23 +29,24 @@ import torch
 from .. import atomic
 from ..branches import DEFAULT_BRANCHES, branch_class
 from ..branches.image import Preprocessing
-from ..crossfit import cross_fitted as cross_fit
-from ..datasets import Dataset, load_dataset, undeclared_mirror_pairs
+from ..run.crossfit import cross_fitted as cross_fit
+from ..data.datasets import Dataset, load_dataset, undeclared_mirror_pairs
 from ..errors import RunError
 from ..executors import Executor, Resources, get_executor, warm_pose_cache
-from ..folds import check_fold_counts, make_folds
+from ..data.folds import check_fold_counts, make_folds
 from ..fusion import select
-from ..hierarchy import Hierarchy
-from ..keypoint_file import keypoint_source
-from ..network import build_model, load_checkpoint, pick_device, save_checkpoint
-from ..pose import extract, keypoints_array
-from ..predtable import table as prediction_table
+from ..data.hierarchy import Hierarchy
+from ..pose.keypoint_file import keypoint_source
+from ..nets.network import build_model, load_checkpoint, pick_device, save_checkpoint
+from ..pose.frontend import extract, keypoints_array
+from ..run.predtable import table as prediction_table
 from ..progress import log, progress_bar
-from ..runfolder import RUN_FORMAT, RunFolder
+from ..run.folder import RUN_FORMAT, RunFolder
 from ..skeletons import Skeleton, get_skeleton
 from .config import TrainConfig, make_config
 from .data import Augmenter, build_crop_bank
 from .stages import Labels, evaluate, predict_bank, train_stage
+from ..defaults import DEFAULTS
 
 
 def _keeps_threads(fn):
@@ -101,9 +102,9 @@ class Prepared:
         return np.array([index[self.flip_pairs.get(c, c)] for c in self.hierarchy.leaves])
 
 
-def fit(data: str | Path, out: str | Path, *, folds: int = 5, preset: str = "quick", hierarchy: str | Path | None = None,
-        images: str | Path | None = None, flip_pairs: str | None = None, workers: int = 1,
-        cache_dir: str | Path | None = None, show_progress: bool = True, skeleton: str = "body",
+def fit(data: str | Path, out: str | Path, *, folds: int = DEFAULTS.folds, preset: str = DEFAULTS.preset, hierarchy: str | Path | None = None,
+        images: str | Path | None = None, flip_pairs: str | None = None, workers: int = DEFAULTS.pose_workers,
+        cache_dir: str | Path | None = None, show_progress: bool = True, skeleton: str = DEFAULTS.skeleton,
         executor: str | Executor = "local", address: str | None = None, cpus_per_fold: float = 1,
         gpus_per_fold: float = 0, retries: int = 2, on_epoch: Callable[[dict], None] | None = None,
         clips: dict | None = None, keypoints: str | Path | None = None, keypoint_units: str = "pixels",
@@ -169,10 +170,10 @@ def fold_finished(run: RunFolder, k: int) -> bool:
 # --------------------------------------------------------------------------- prepare
 
 
-def prepare(data: str | Path, out: str | Path, *, folds: int = 5, preset: str = "quick",
+def prepare(data: str | Path, out: str | Path, *, folds: int = DEFAULTS.folds, preset: str = DEFAULTS.preset,
             hierarchy: str | Path | None = None, images: str | Path | None = None, flip_pairs: str | None = None,
-            workers: int = 1, cache_dir: str | Path | None = None, show_progress: bool = True,
-            skeleton: str = "body", executor: Executor | None = None, clips: dict | None = None,
+            workers: int = DEFAULTS.pose_workers, cache_dir: str | Path | None = None, show_progress: bool = True,
+            skeleton: str = DEFAULTS.skeleton, executor: Executor | None = None, clips: dict | None = None,
             keypoints: str | Path | None = None, keypoint_units: str = "pixels", **overrides) -> RunFolder:
     """Check everything, then write config.json, poses.csv, folds.csv and the crop cache.
 
@@ -181,12 +182,12 @@ def prepare(data: str | Path, out: str | Path, *, folds: int = 5, preset: str = 
     cfg = make_config(preset, **overrides)  # options first, then the data, all before anything is written
     sk = get_skeleton(skeleton)
     if _is_clip_data(data, images, clips):
-        from ..video import Sampling
-        from .clipfit import prepare_clips
+        from ..data.video import Sampling
+        from .clips import prepare_clips
 
         c = clips or {}
         return prepare_clips(data, out, folds=folds, cfg=cfg, skeleton=sk, hierarchy=hierarchy, groups=c.get("groups"),
-                             sampling=Sampling(fps=c.get("fps") or 4.0, n=c.get("frames") or 0), workers=workers,
+                             sampling=Sampling(fps=c.get("fps") or DEFAULTS.fps, n=c.get("frames") or 0), workers=workers,
                              cache_dir=cache_dir, show_progress=show_progress, write_config=_write_config,
                              config_dict=_config_dict, crop_bank=lambda poses: build_crop_bank(
                                  poses, bank_size(cfg), cfg.train_margin[1], sk, run.crops(bank_size(cfg)), show_progress))
@@ -225,7 +226,7 @@ def _warn_undeclared_mirrors(ds: Dataset) -> None:
 def _is_clip_data(data, images, clips: dict | None) -> bool:
     if images or Path(data).is_file():
         return False
-    from ..clips import has_videos
+    from ..data.clips import has_videos
 
     return bool(clips and clips.get("force")) or has_videos(data)
 
@@ -264,7 +265,7 @@ def _user_groups(ds: Dataset, groups_file) -> dict[str, str] | None:
     """``--groups FILE`` for photos: read (and checked) before any work."""
     if not groups_file:
         return None
-    from .clipfit import read_groups
+    from .clips import read_groups
 
     return read_groups(groups_file, ds.root)
 
@@ -278,7 +279,7 @@ def _write_folds(run: RunFolder, ds: Dataset, k: int, seed: int, user_groups: di
         raise RunError(f"{run.folds}: lists other photos than {ds.root}; use another --out.")
     groups = None
     if user_groups:  # the user's group where given, else the near-duplicate group
-        from ..folds import duplicate_groups, phash
+        from ..data.folds import duplicate_groups, phash
 
         dup = duplicate_groups([phash(p) for p in ds.paths])
         names = [user_groups.get(str(Path(p).resolve()), f"dup{g}") for p, g in zip(ds.paths, dup)]
@@ -393,7 +394,7 @@ def _read_history(path: Path) -> list[dict]:
 
 
 def _write_oof_image(path: Path, p: Prepared, idx: np.ndarray, res) -> None:
-    from ..predtable import prob_columns
+    from ..run.predtable import prob_columns
 
     cols = {"path": list(p.folds["path"].iloc[idx]), "cam_inside": res.cam_inside,
             **prob_columns(p.hierarchy, {"image": res.probs})}
@@ -414,7 +415,7 @@ def finish(run: RunFolder | str | Path) -> dict:
     if missing:
         raise RunError(f"{run.root}: folds {missing} are not finished; run `{run.fit_command(p.config)}`.")
     if p.config.get("clips"):
-        from .clipfit import finish_clips
+        from .clips import finish_clips
 
         _plot_curves(run.root)
         return finish_clips(p, select, prediction_table, _top1, lambda name: _new_branch(p, name))
@@ -442,7 +443,7 @@ def _plot_curves(root: Path) -> None:
 
 
 def _top1(frame: pd.DataFrame, h: Hierarchy) -> dict:
-    from ..predtable import branch_names, pred_column, true_column
+    from ..run.predtable import branch_names, pred_column, true_column
 
     return {name: {lv: round(float((frame[pred_column(name, lv)] == frame[true_column(lv)]).mean()), 4)
                    for lv in h.levels} for name in branch_names(frame)}
@@ -482,7 +483,7 @@ def branch_oof(p: Prepared, name: str) -> dict[str, np.ndarray]:
 
 
 def _read_oof_image(p: Prepared) -> dict[str, np.ndarray]:
-    from ..predtable import read_probs
+    from ..run.predtable import read_probs
 
     h = p.hierarchy
     parts = pd.concat([pd.read_csv(p.run.fold_oof(k)) for k in range(1, p.k + 1)])
@@ -497,7 +498,7 @@ def oof_frame(p: Prepared, branches: dict[str, dict[str, np.ndarray]]) -> pd.Dat
 
 
 def summarize_oof(frame: pd.DataFrame, p: Prepared) -> dict:
-    from ..predtable import branch_names, pred_column, true_column
+    from ..run.predtable import branch_names, pred_column, true_column
 
     h = p.hierarchy
     top1 = {name: {lv: round(float((frame[pred_column(name, lv)] == frame[true_column(lv)]).mean()), 4)  # abstentions count as wrong

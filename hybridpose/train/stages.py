@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from sklearn.metrics import f1_score
 
-from ..network import PoseNet, autocast, level_probs
+from ..nets.network import PoseNet, autocast, level_probs
 from .cam import body_coverage
 from .config import TrainConfig
 from .data import Augmenter

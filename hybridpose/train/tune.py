@@ -74,9 +74,9 @@ def tune(data: str | Path, out: str | Path, *, storage: str, trials: int = 20, f
     """Run the study until it holds ``trials`` finished (complete or pruned) trials; write OUT/best.yaml
     and OUT/trials.csv. Returns a summary (best value and settings, trial counts)."""
     optuna = _optuna()
-    from ..datasets import load_dataset
-    from ..folds import check_fold_counts
-    from ..pose import extract
+    from ..data.datasets import load_dataset
+    from ..data.folds import check_fold_counts
+    from ..pose.frontend import extract
 
     out = Path(out)
     space = space or SearchSpace()
@@ -167,9 +167,9 @@ def leaf_macro_f1(run: str | Path) -> float:
     import pandas as pd
     from sklearn.metrics import f1_score
 
-    from ..hierarchy import Hierarchy
-    from ..predtable import pred_column, true_column
-    from ..runfolder import RunFolder
+    from ..data.hierarchy import Hierarchy
+    from ..run.predtable import pred_column, true_column
+    from ..run.folder import RunFolder
 
     folder = RunFolder(run)
     leaf = Hierarchy.from_dict(folder.read_config()["hierarchy"]).leaf_level

@@ -1,0 +1,199 @@
+"""Video decoding: the sampled frames of a video file, as RGB arrays, with a status when it cannot be read.
+
+Decoding uses PyAV (FFmpeg). Frames are sampled while decoding (never all held in memory), either at
+``fps`` frames per second of video time or ``n`` frames spread evenly over the video, and scaled so
+that their longer side is at most ``FRAME_MAX_SIDE`` (the pose model works at 256 px and the image
+branch on a crop of ~250 px; larger frames only cost time and disk).
+
+A video that cannot be opened, has no video stream or no decodable frame raises ``VideoError``
+(status ``unreadable``, a reason in words). A video whose decoding stops half way keeps the frames read
+so far; ``Sampling.truncated`` then says where it stopped.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from ..defaults import DEFAULTS
+
+VIDEO_EXTENSIONS = frozenset({".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v"})
+DEFAULT_FPS = DEFAULTS.fps
+FRAME_MAX_SIDE = 720
+
+
+class VideoError(Exception):
+    def __init__(self, status: str, reason: str) -> None:
+        super().__init__(reason)
+        self.status, self.reason = status, reason
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """How frames are picked from a clip: ``fps`` per second of video, or ``n`` evenly (n wins when set)."""
+    fps: float = DEFAULT_FPS
+    n: int = 0
+
+    def __post_init__(self) -> None:
+        if self.n < 0 or (not self.n and not self.fps > 0):
+            raise ValueError("sampling needs fps > 0 or frames >= 1")
+
+    @property
+    def key(self) -> str:
+        return f"n{self.n}" if self.n else f"fps{self.fps:g}"
+
+
+@dataclass
+class Frame:
+    index: int      # position among the video's decoded frames (0 = first)
+    time: float     # seconds from the start
+    rgb: np.ndarray
+    sampled: bool = True
+
+
+@dataclass
+class VideoInfo:
+    rate: float
+    frames: int           # decoded frame count estimate (0 when unknown)
+    width: int
+    height: int
+    truncated: str = ""   # reason, when decoding stopped before the end
+    warnings: list[str] = field(default_factory=list)
+
+
+def is_video(path: str | Path) -> bool:
+    return Path(path).suffix.lower() in VIDEO_EXTENSIONS
+
+
+def probe(path: str | Path) -> VideoInfo:
+    """Frame rate, frame count and size without decoding; VideoError when it is not a readable video."""
+    container = _open(path)
+    try:
+        stream = _stream(container, path)
+        rate = float(stream.average_rate or stream.guessed_rate or 25.0)
+        n = int(stream.frames or 0)
+        if not n:
+            if stream.duration and stream.time_base:
+                n = int(round(float(stream.duration * stream.time_base) * rate))
+            elif container.duration:
+                n = int(round(container.duration / 1_000_000 * rate))
+        return VideoInfo(rate, n, stream.codec_context.width, stream.codec_context.height)
+    finally:
+        container.close()
+
+
+def wanted_indices(sampling: Sampling, info: VideoInfo) -> set[int] | None:
+    """Frame indices to keep for ``n`` evenly spread frames; None for fps sampling (decided while decoding)."""
+    if not sampling.n:
+        return None
+    total = max(info.frames, 1)
+    return set(np.unique(np.linspace(0, total - 1, min(sampling.n, total)).round().astype(int)).tolist())
+
+
+def iter_frames(path: str | Path, sampling: Sampling = Sampling(), info: VideoInfo | None = None,
+                max_side: int = FRAME_MAX_SIDE, every: bool = False) -> Iterator[Frame]:
+    """The sampled frames of a video, in order, one at a time (memory stays flat over any length).
+
+    ``every``: yield every decoded frame (for drawing an annotated copy); ``Frame.sampled`` marks the sampled."""
+    info = info or probe(path)
+    keep = wanted_indices(sampling, info)
+    step = 1.0 / sampling.fps if not sampling.n else 0.0
+    next_t = 0.0
+    container = _open(path)
+    got = 0
+    try:
+        stream = _stream(container, path)
+        stream.thread_type = "AUTO"
+        index = -1
+        try:
+            for frame in container.decode(stream):
+                index += 1
+                t = float(frame.time) if frame.time is not None else index / info.rate
+                if keep is not None:
+                    take = index in keep
+                else:
+                    take = t + 1e-6 >= next_t
+                    if take:
+                        next_t += step * max(1, int((t + 1e-6 - next_t) // step) + 1)
+                if not take and not every:
+                    continue
+                got += take
+                yield Frame(index, round(t, 4), _rgb(frame, max_side), take)
+        except Exception as e:  # av.error.*: a damaged packet or a cut-off file
+            if not got:
+                raise VideoError("unreadable", f"no decodable video frame ({_why(e)})") from None
+            info.truncated = f"decoding stopped after frame {index} ({_why(e)}); the frames before it are used"
+    finally:
+        container.close()
+    if not got:
+        raise VideoError("unreadable", "the video holds no decodable frame")
+
+
+def _rgb(frame, max_side: int) -> np.ndarray:
+    w, h = frame.width, frame.height
+    scale = min(1.0, max_side / max(w, h))
+    if scale < 1.0:
+        w2, h2 = max(2, int(round(w * scale / 2)) * 2), max(2, int(round(h * scale / 2)) * 2)
+        return frame.to_ndarray(format="rgb24", width=w2, height=h2)
+    return frame.to_ndarray(format="rgb24")
+
+
+def _open(path: str | Path):
+    import av
+
+    try:
+        return av.open(str(path), mode="r")
+    except Exception as e:  # av.error.InvalidDataError, FileNotFoundError, PermissionError, ...
+        raise VideoError("unreadable", f"not a readable video ({_why(e)})") from None
+
+
+def _stream(container, path):
+    if not container.streams.video:
+        container.close()
+        raise VideoError("unreadable", "the file holds no video stream")
+    return container.streams.video[0]
+
+
+def _why(e: BaseException) -> str:
+    text = str(e).strip() or type(e).__name__
+    return text.split(": '")[0][:160]
+
+
+# --------------------------------------------------------------------------- writing
+
+
+class VideoWriter:
+    """An H.264 (or MPEG-4 where libx264 is missing) .mp4 written frame by frame; yuv420p, so any player opens it."""
+
+    def __init__(self, path: str | Path, rate: float, width: int, height: int) -> None:
+        import av
+        from fractions import Fraction
+
+        self.path = Path(path)
+        self.container = av.open(str(self.path), mode="w")
+        codec = "libx264" if "libx264" in av.codecs_available else "mpeg4"
+        self.stream = self.container.add_stream(codec, rate=Fraction(rate).limit_denominator(1000))
+        self.stream.width, self.stream.height = width - width % 2, height - height % 2
+        self.stream.pix_fmt = "yuv420p"
+        if codec == "libx264":
+            self.stream.options = {"crf": "26", "preset": "veryfast"}
+
+    def write(self, rgb: np.ndarray) -> None:
+        import av
+
+        rgb = np.ascontiguousarray(rgb[: self.stream.height, : self.stream.width])
+        for packet in self.stream.encode(av.VideoFrame.from_ndarray(rgb, format="rgb24")):
+            self.container.mux(packet)
+
+    def close(self) -> None:
+        for packet in self.stream.encode():
+            self.container.mux(packet)
+        self.container.close()
+
+    def __enter__(self) -> "VideoWriter":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -1,0 +1,28 @@
+"""Every default in one place: the CLI's options and the library's signatures both read them here."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Defaults:
+    folds: int = 5                 # cross-validation folds (one image network each)
+    preset: str = "quick"          # training preset (train/config.py PRESETS)
+    skeleton: str = "body"
+    batch_size: int = 32           # photos per prediction batch
+    fps: float = 4.0               # frames per second sampled from a video: a squat (~2 s) gets ~8 frames
+    pose_workers: int = 1          # fit / extract: processes running the pose model
+    predict_workers: int | None = None  # predict: processes that decode, pose and crop; None: one per CPU core
+    min_gain: float = 0.02         # calibrate: a rule must improve its pair's out-of-fold accuracy by this much,
+    min_fired: int = 3             # ... decide at least this many photos,
+    alpha: float = 0.05            # ... and pass a sign test at alpha / statistics scanned
+    cam_method: str = "hirescam"
+    explain_limit: int = 48        # explain: at most this many photos or clips
+    top_k: int = 5                 # top-k columns of the prediction table
+
+
+DEFAULTS = Defaults()
+
+# CAM methods, by name: stage 3 of training computes them in-graph (train/cam.py); `explain` draws them
+# with pytorch-grad-cam's classes, named here.
+CAM_METHODS = {"hirescam": "HiResCAM", "xgradcam": "XGradCAM", "gradcam": "GradCAM"}

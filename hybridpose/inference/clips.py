@@ -1,0 +1,362 @@
+"""Prediction on clips: videos, folders of frames, a camera.
+
+A clip run (``fit`` on clips) predicts a clip from its sampled frames: the image branch (the fold
+networks) on each frame's crop, averaged over the clip; the clip keypoint branch on the clip's temporal
+statistics; the fusion; then the rules, which read the temporal statistics (``range_nose_y``, ...).
+
+Per frame (``--per-frame``) the label is the image branch's frame probabilities smoothed over time with a
+centred moving average over about one second of sampled frames (``smooth``). Why a moving average and not
+an HMM: it has one parameter that a user can read (the window), needs no transition probabilities that
+the training clips (one movement each) cannot give, and keeps a label change within half a window of where
+the probabilities cross. The live loop (camera) cannot see the future, so it averages the last window.
+Segments are the runs of one smoothed label.
+
+Frames are decoded, analysed and dropped one by one: memory stays flat over any length of video.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+import pandas as pd
+
+from .. import atomic
+from .classifier import TOP_K, HybridPoseClassifier, channels_first
+from ..data.clips import Sample, frame_files, list_samples, load_frame, select_frames
+from ..data.crops import crop_photo
+from ..errors import DatasetError, RunError
+from ..data.hierarchy import Hierarchy
+from ..data.images import ImageLoadError
+from ..data.content import file_sha256
+from ..pose.cache import PoseCache
+from ..pose.result import PoseResult, analyse_array
+from ..pose.frontend import estimator_class
+from ..run.predtable import prediction_columns
+from ..pose.temporal import clip_statistics
+from ..data.video import FRAME_MAX_SIDE, Frame, Sampling, VideoError, iter_frames, probe
+from ..defaults import DEFAULTS
+
+BATCH = 16
+
+
+@dataclass
+class FrameResult:
+    index: int
+    time: float
+    status: str
+    keypoints: np.ndarray          # (n, 4), NaN without a skeleton
+    image: np.ndarray              # leaf probabilities of the image branch
+
+
+@dataclass
+class ClipResult:
+    sample: Sample
+    status: str
+    reason: str
+    frames: list[FrameResult] = field(default_factory=list)
+    row: dict = field(default_factory=dict)
+    probs: dict = field(default_factory=dict)  # branch (and "fused") -> level -> (1, classes) probabilities
+
+
+class ClipPredictor:
+    """A clip run's branches, fusion and rules, applied to clips."""
+
+    def __init__(self, run: str | Path, *, rules: str | Path | None = None, use_rules: bool = True,
+                 sampling: Sampling | None = None, cache_dir: str | Path | None = None, partial: bool = False):
+        self.clf = HybridPoseClassifier.load(run, rules=rules, use_rules=use_rules, partial=partial)
+        cfg = self.clf.config.get("clips") or {}
+        self.sampling = sampling or Sampling(fps=cfg.get("fps") or DEFAULTS.fps, n=cfg.get("frames") or 0)
+        self.h, self.sk = self.clf.hierarchy, self.clf.skeleton
+        self.cache_dir = cache_dir
+        self.rules = self.clf.rules
+        self.last_info = None  # the last video's VideoInfo (its ``truncated`` reason)
+
+    @property
+    def is_clip_run(self) -> bool:
+        return self.clf.run.is_clip_run()
+
+    # ------------------------------------------------------------------ frames
+    def frames(self, sample: Sample, every: bool = False) -> Iterator[Frame]:
+        if sample.kind == "video":
+            self.last_info = probe(sample.path)
+            yield from iter_frames(sample.path, self.sampling, self.last_info, every=every)
+            return
+        files = [sample.path] if sample.kind == "photo" else frame_files(sample.path)
+        if not files:
+            raise VideoError("unreadable", "the folder holds no photos")
+        pick = set(select_frames(len(files), self.sampling, self.sampling.fps)) if sample.kind == "frames" else {0}
+        for i, f in enumerate(files):
+            if i in pick or every:
+                try:
+                    rgb = load_frame(f)
+                except ImageLoadError as e:
+                    if sample.kind == "photo":
+                        raise VideoError(e.status, e.reason) from None
+                    continue
+                yield Frame(i, i / self.sampling.fps, rgb, i in pick)
+
+    def analyse_frames(self, sample: Sample, frames: Iterator[Frame]) -> Iterator[FrameResult]:
+        """Pose (cached by the file's content hash and the frame index) and image probabilities, frame by frame."""
+        sha = file_sha256(sample.path) if sample.path.is_file() else None
+        version = estimator_class(self.sk).version
+        cache = PoseCache(self.cache_dir, version)
+        prep = self.clf.image_branch.preprocessing_
+        pending: list[tuple[Frame, PoseResult, np.ndarray]] = []
+        try:
+            for fr in frames:
+                if not fr.sampled:
+                    continue
+                key = f"{sha}:{fr.index}:{FRAME_MAX_SIDE}" if sha else None
+                h, w = fr.rgb.shape[:2]
+                result = cache.fetch(key, lambda: analyse_array(fr.rgb, w, h, self.clf.estimator))
+                from PIL import Image
+
+                crop, _ = crop_photo(Image.fromarray(fr.rgb), result.box, None, prep.eval_margin, prep.input_size, self.sk.n)
+                pending.append((fr, result, crop))
+                if len(pending) >= BATCH:
+                    yield from self._flush(pending)
+            yield from self._flush(pending)
+        finally:
+            cache.close()
+
+    def _flush(self, pending: list) -> Iterator[FrameResult]:
+        if not pending:
+            return
+        crops = channels_first(np.stack([c for _, _, c in pending]))
+        leaf = self.clf.image_branch.predict_level_proba(crops, self.h)[self.h.leaf_level]
+        for (fr, result, _), p in zip(pending, leaf):
+            kp = np.asarray(result.keypoints, float).reshape(self.sk.n, 4) if result.keypoints is not None \
+                else self.sk.empty(1)[0]
+            yield FrameResult(fr.index, fr.time, result.status, kp, p)
+        pending.clear()
+
+    # ------------------------------------------------------------------ clips
+    def predict_clip(self, sample: Sample) -> ClipResult:
+        if sample.status:
+            return ClipResult(sample, sample.status, sample.reason)
+        reason = ""
+        try:
+            frames = list(self.analyse_frames(sample, self.frames(sample)))
+            if sample.kind == "video":
+                reason = self.last_info.truncated  # decoding stopped early: the frames before it were used
+        except VideoError as e:
+            return ClipResult(sample, e.status, e.reason)
+        if not frames:
+            return ClipResult(sample, "unreadable", "no readable frame")
+        found = any(f.status == "ok" for f in frames)
+        res = ClipResult(sample, "ok" if found else "no_person",
+                         reason if found else "no person found in any sampled frame", frames)
+        res.row, res.probs = self._decide(frames)
+        return res
+
+    def _decide(self, frames: list[FrameResult]) -> tuple[dict, dict]:
+        h, leaves = self.h, self.h.leaves
+        kp = np.stack([f.keypoints for f in frames])
+        stats = pd.DataFrame([clip_statistics(kp, [f.time for f in frames], self.sk)])
+        image_leaf = np.mean([f.image for f in frames], axis=0)[None]
+        probs = {"image": {lv: image_leaf @ h.leaf_to_level(lv) for lv in h.levels}}
+        for name, b in self.clf.branches.items():
+            if name != "image":
+                probs[name] = b.predict_level_proba(stats, h)
+        fused_levels = self.clf.fusion.predict_proba(probs)
+        fused = fused_levels[h.leaf_level]
+        leaf, rule = leaves[int(fused[0].argmax())], ""
+        if self.rules is not None and self.rules.rules:
+            decided, names = self.rules.apply(fused, leaves, stats)
+            if decided[0] is not None:
+                leaf, rule = decided[0], names[0]
+        columns = prediction_columns([leaf], fused, h, [rule], {name: p[h.leaf_level] for name, p in probs.items()}, TOP_K)
+        row: dict = {}
+        for col, values in columns.items():
+            row[col] = values[0]
+            if col == "rule" and rule:  # the statistic that decided, beside the rule's name
+                stat = next(r.statistic for r in self.rules.rules if r.name == rule)
+                row["rule_statistic"] = f"{stat}={float(stats[stat].iloc[0]):.4g}"
+        row["frames"] = len(frames)
+        row["found"] = round(float(stats["found"].iloc[0]), 3)
+        return row, {**probs, "fused": fused_levels}
+
+
+def smooth(probs: np.ndarray, window: int, causal: bool = False) -> np.ndarray:
+    """Moving average of per-frame probabilities over ``window`` frames (centred, or the last ones)."""
+    probs = np.asarray(probs, float)
+    out = np.empty_like(probs)
+    half = window // 2
+    for i in range(len(probs)):
+        lo, hi = (max(0, i - window + 1), i + 1) if causal else (max(0, i - half), min(len(probs), i + half + 1))
+        out[i] = probs[lo:hi].mean(0)
+    return out
+
+
+def window_frames(sampling: Sampling, rate: float | None = None) -> int:
+    """About one second of sampled frames, odd, at least 1."""
+    per_s = rate or sampling.fps
+    w = max(1, int(round(per_s)))
+    return w if w % 2 else w + 1
+
+
+def per_frame_table(res: ClipResult, leaves: Sequence[str], window: int) -> pd.DataFrame:
+    if not res.frames:
+        return pd.DataFrame()
+    p = np.stack([f.image for f in res.frames])
+    s = smooth(p, window)
+    raw, sm = p.argmax(1), s.argmax(1)
+    return pd.DataFrame({"clip": str(res.sample.path), "frame": [f.index for f in res.frames],
+                         "time": [f.time for f in res.frames], "status": [f.status for f in res.frames],
+                         "label": [leaves[i] for i in raw], "confidence": p[np.arange(len(p)), raw].round(4),
+                         "smoothed_label": [leaves[i] for i in sm],
+                         "smoothed_confidence": s[np.arange(len(s)), sm].round(4)})
+
+
+def segments(table: pd.DataFrame) -> pd.DataFrame:
+    """Runs of one smoothed label: clip, label, start, end (seconds), frames."""
+    rows = []
+    for clip, t in table.groupby("clip", sort=False):
+        labels, times = t["smoothed_label"].tolist(), t["time"].tolist()
+        start = 0
+        for i in range(1, len(labels) + 1):
+            if i == len(labels) or labels[i] != labels[start]:
+                rows.append({"clip": clip, "label": labels[start], "start": times[start],
+                             "end": times[i] if i < len(labels) else times[-1], "frames": i - start})
+                start = i
+    return pd.DataFrame(rows, columns=["clip", "label", "start", "end", "frames"])
+
+
+# --------------------------------------------------------------------------- the job
+
+
+def predict_clips(inputs: str | Path, run: str | Path, out: str | Path, *, rules=None, no_rules: bool = False,
+                  per_frame: str | Path | None = None, annotate: str | Path | None = None,
+                  sampling: Sampling | None = None, cache_dir=None, show_progress: bool = True,
+                  partial: bool = False) -> dict:
+    """predictions.csv with one row per clip (photos: a clip of one frame); ``per_frame``: the frame table
+    (and ``<stem>_segments.csv`` beside it); ``annotate``: the first clip drawn as an .mp4."""
+    from ..progress import progress_bar
+
+    pred = ClipPredictor(run, rules=rules, use_rules=not no_rules, sampling=sampling, cache_dir=cache_dir,
+                         partial=partial)
+    if not pred.is_clip_run:
+        raise RunError(f"{run}: not a clip run (fitted on photos); fit on clips (videos or frame folders) to "
+                       "predict clips.")
+    samples = list_samples(inputs, frames_folder=True)
+    leaves, rows, tables, counts = pred.h.leaves, [], [], {}
+    window = window_frames(pred.sampling)
+    annotated = None
+    with progress_bar("clips", total=len(samples), enabled=show_progress) as advance:
+        for s in samples:
+            res = pred.predict_clip(s)
+            rows.append(_clip_row(res))
+            counts[res.status] = counts.get(res.status, 0) + 1
+            if per_frame or annotate:
+                t = per_frame_table(res, leaves, window)
+                if per_frame and len(t):
+                    tables.append(t)
+                if annotate and annotated is None and len(t) and s.kind != "photo":
+                    from ..viz.annotate import annotate_clip
+
+                    annotate_clip(pred, s, res, t, annotate)
+                    annotated = str(annotate)
+            advance()
+    frame = pd.DataFrame(rows)
+    if pred.clf.missing_folds:
+        frame["ensemble"] = f"partial: folds {pred.clf.missing_folds} missing"
+    atomic.write_csv(out, frame)
+    result = {"clips": len(samples), "status": counts, "out": str(out), "annotated": annotated,
+              "rules": str(pred.rules.path) if pred.rules is not None and pred.rules.path else None}
+    if per_frame:
+        table = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
+        atomic.write_csv(per_frame, table)
+        seg = Path(per_frame).with_name(Path(per_frame).stem + "_segments.csv")
+        atomic.write_csv(seg, segments(table) if len(table) else pd.DataFrame())
+        result.update(per_frame=str(per_frame), segments=str(seg), smoothing=f"centred moving average, {window} frames")
+    return result
+
+
+def _clip_row(res: ClipResult) -> dict:
+    """A clip's row of predictions.csv."""
+    s = res.sample
+    return {"path": str(s.path), "kind": s.kind, "status": res.status, "reason": res.reason, **res.row}
+
+
+def evaluation_frame(data: str | Path, run: str | Path, *, show_progress: bool = True) -> tuple[pd.DataFrame, Hierarchy]:
+    """``evaluate DATA --model RUN`` for a clip run: one row per clip of the labelled clip folder ``data``, with
+    predictions.csv's columns (rules included), ``true_<level>``, and every branch's probabilities and labels in
+    the oof_predictions.csv layout (``<branch>:<level>:<class>``, ``pred_*``, ``rules_<level>``)."""
+    from ..data.clips import load_clip_dataset
+    from ..run.predtable import rules_column, table
+    from ..progress import progress_bar
+
+    pred = ClipPredictor(run)
+    ds = load_clip_dataset(data)
+    h = pred.h
+    unknown = sorted(set(ds.labels) - set(h.leaves))
+    if unknown:
+        raise DatasetError(f"{data}: classes {unknown} are not classes of the model {run}.")
+    rows, probs = [], []
+    with progress_bar("clips", total=len(ds), enabled=show_progress) as advance:
+        for s in ds.samples:
+            res = pred.predict_clip(s)
+            rows.append(_clip_row(res))
+            probs.append(res.probs)
+            advance()
+    names = [*pred.clf.branches, "fused"]
+    nan = {lv: np.full((1, len(h.classes(lv))), np.nan) for lv in h.levels}  # a clip that could not be read
+    branches = {n: {lv: np.concatenate([(p or {n: nan})[n][lv] for p in probs]) for lv in h.levels} for n in names}
+    truth = {lv: [h.ancestor(y, lv) for y in ds.labels] for lv in h.levels}
+    frame = pd.concat([pd.DataFrame(rows), table(h, {}, truth, branches)], axis=1)
+    for lv in h.levels:
+        frame[rules_column(lv)] = [r.get(lv) for r in rows]  # the label after the rules (predictions.csv's)
+    return frame, h
+
+
+def live(pred: ClipPredictor, source: int | str, *, show: bool = True, max_frames: int | None = None,
+         window: int = 5) -> Iterator[dict]:
+    """The camera loop (OpenCV): every frame's pose, image probabilities, the label averaged over the last
+    ``window`` frames, and the frames per second; drawn in a window when ``show`` (q or Esc quits)."""
+    import cv2
+    from PIL import Image
+
+    cap = cv2.VideoCapture(source)
+    if not cap.isOpened():
+        raise RunError(f"--camera {source}: cannot open (no such camera or file, or no permission).")
+    prep, leaves = pred.clf.image_branch.preprocessing_, pred.h.leaves
+    recent: list[np.ndarray] = []
+    ticks: list[float] = [time.perf_counter()]
+    n = 0
+    try:
+        while max_frames is None or n < max_frames:
+            ok, bgr = cap.read()
+            if not ok:
+                break
+            rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+            scale = min(1.0, FRAME_MAX_SIDE / max(rgb.shape[:2]))
+            if scale < 1:
+                rgb = cv2.resize(rgb, (int(rgb.shape[1] * scale), int(rgb.shape[0] * scale)), interpolation=cv2.INTER_AREA)
+            h, w = rgb.shape[:2]
+            result = analyse_array(rgb, w, h, pred.clf.estimator)
+            crop, _ = crop_photo(Image.fromarray(rgb), result.box, None, prep.eval_margin, prep.input_size, pred.sk.n)
+            p = pred.clf.image_branch.predict_level_proba(channels_first(crop[None]),
+                                                          pred.h)[pred.h.leaf_level][0]
+            recent = (recent + [p])[-window:]
+            avg = np.mean(recent, 0)
+            n += 1
+            ticks = (ticks + [time.perf_counter()])[-11:]  # frames per second over the last 10 frames
+            fps = (len(ticks) - 1) / (ticks[-1] - ticks[0])
+            label = leaves[int(avg.argmax())]
+            out = {"frame": n - 1, "status": result.status, "label": label, "confidence": float(avg.max()), "fps": fps}
+            if show:
+                from ..viz.annotate import draw
+
+                kp = np.asarray(result.keypoints, float).reshape(pred.sk.n, 4) if result.keypoints is not None else None
+                shown = draw(rgb, kp, pred.sk, f"{label} {avg.max():.2f}  {fps:.1f} fps")
+                cv2.imshow("hybridpose", cv2.cvtColor(shown, cv2.COLOR_RGB2BGR))
+                if cv2.waitKey(1) & 0xFF in (ord("q"), 27):
+                    break
+            yield out
+    finally:
+        cap.release()
+        if show:
+            cv2.destroyAllWindows()

@@ -1,0 +1,101 @@
+"""MediaPipe Hands as pose front ends: ``mediapipe_hands`` (the larger hand) and ``mediapipe_hands2`` (both).
+
+The models are the ones bundled in the ``mediapipe==0.10.21`` wheel (``model_complexity=1``, static-image
+mode); nothing is downloaded. A photo without a hand gets status ``no_hand``: the keypoint branch abstains
+and the image branch decides on the whole photo. Each hand's fourth value is P(right hand) (see
+``skeletons/hand.py``); MediaPipe's handedness assumes a mirrored (selfie) photo, and is kept as it says.
+"""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from ...skeletons import Skeleton, get_skeleton
+from . import quiet_stderr, register, started
+
+HANDS_VERSION = "mediapipe-0.10.21-hands-c1-v1"  # bump when the stored result changes
+
+
+@register
+class HandEstimator:
+    """The larger hand of the photo (by the area of its keypoint box), 21 points."""
+
+    name = "mediapipe_hands"
+    version = HANDS_VERSION
+    skeleton_name = "hand"
+    missing = ("no_hand", "MediaPipe found no hand")
+    max_hands = 2
+
+    @property
+    def skeleton(self) -> Skeleton:
+        return get_skeleton(self.skeleton_name)
+
+    def __init__(self) -> None:
+        os.environ.setdefault("GLOG_minloglevel", "2")
+        import mediapipe
+
+        started()
+        with quiet_stderr():
+            self._hands = mediapipe.solutions.hands.Hands(
+                static_image_mode=True, max_num_hands=self.max_hands, model_complexity=1,
+                min_detection_confidence=0.5)
+        self._warm = False
+
+    def detect(self, rgb: np.ndarray) -> list[np.ndarray]:
+        """Every hand found: (21, 4) arrays, x and y normalised to [0, 1], z, P(right)."""
+        if not self._warm:
+            self._warm = True
+            with quiet_stderr():
+                result = self._hands.process(np.ascontiguousarray(rgb))
+        else:
+            result = self._hands.process(np.ascontiguousarray(rgb))
+        if not result.multi_hand_landmarks:
+            return []
+        hands = []
+        for marks, side in zip(result.multi_hand_landmarks, result.multi_handedness):
+            label = side.classification[0]
+            right = label.score if label.label == "Right" else 1.0 - label.score
+            hands.append(np.array([[p.x, p.y, p.z, right] for p in marks.landmark], dtype=np.float64))
+        return hands
+
+    def landmarks(self, rgb: np.ndarray) -> np.ndarray | None:
+        hands = self.detect(rgb)
+        if not hands:
+            return None
+        h, w = rgb.shape[:2]
+        return max(hands, key=lambda p: np.ptp(p[:, 0]) * w * np.ptp(p[:, 1]) * h)
+
+    def close(self) -> None:
+        self._hands.close()
+
+    def __enter__(self) -> "HandEstimator":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+@register
+class TwoHandEstimator(HandEstimator):
+    """Both hands, by side (``left_*`` then ``right_*``); a side not found is NaN."""
+
+    name = "mediapipe_hands2"
+    version = f"{HANDS_VERSION}-two"
+    skeleton_name = "two_hands"
+
+    def landmarks(self, rgb: np.ndarray) -> np.ndarray | None:
+        hands = self.detect(rgb)
+        if not hands:
+            return None
+        n = len(hands[0])
+        out = np.full((2 * n, 4), np.nan)
+        # the surer of two hands called the same side keeps it; the other takes the free slot
+        hands = sorted(hands, key=lambda p: -abs(p[0, 3] - 0.5))
+        for p in hands:
+            slot = int(p[0, 3] >= 0.5)
+            if np.isfinite(out[slot * n, 0]):
+                slot = 1 - slot
+            out[slot * n:(slot + 1) * n] = p
+        return out
+

@@ -1,0 +1,37 @@
+"""High-level jobs that the CLI wraps, one function per command."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from .. import atomic
+from .keypoint_file import keypoint_source
+from .frontend import extract, summarize
+from ..skeletons import get_skeleton
+from ..data.sources import open_inputs
+from ..defaults import DEFAULTS
+
+
+def extract_folder(data: str | Path, out: str | Path, *, workers: int = DEFAULTS.pose_workers, cache_dir: str | Path | None = None,
+                   show_progress: bool = True, skeleton: str = "body", keypoints: str | Path | None = None,
+                   keypoint_units: str = "pixels") -> tuple[pd.DataFrame, dict]:
+    """Run the keypoint front end on every file under ``data`` (or read ``keypoints`` from a file);
+    writes OUT/poses.csv and OUT/summary.json."""
+    data, out = Path(data), Path(out)
+    paths = [e.path for e in open_inputs(data)]
+    sk = get_skeleton(skeleton)
+    source = keypoint_source(keypoints, sk, keypoint_units, paths, data)
+    start = time.perf_counter()
+    if source is not None:
+        table = source.extract(paths, show_progress=show_progress)
+    else:
+        table = extract(paths, cache_dir=cache_dir, workers=workers, show_progress=show_progress, skeleton=sk)
+    summary = {"images": len(table), "skeleton": sk.name, "status": summarize(table),
+               "seconds": round(time.perf_counter() - start, 3)}
+    if source is not None:
+        summary["keypoints"] = source.describe()
+    atomic.write_csv(out / "poses.csv", table)
+    atomic.write_json(out / "summary.json", summary)
+    return table, summary

@@ -1,0 +1,191 @@
+"""The package layout's promises: the library's ``predict`` is the CLI's, a printed resume command resumes,
+what a registry holds does not depend on import order, and runs and bundles made by older code still predict
+exactly as they did (tests/data/legacy, made by the commit named in MADE_BY_COMMIT)."""
+from __future__ import annotations
+
+import json
+import shlex
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLE = ROOT / "data" / "sample"
+LEGACY = ROOT / "tests" / "data" / "legacy"
+HANDS = ROOT / "tests" / "data" / "hands"
+
+
+def _photos_of(expected: pd.DataFrame, dest: Path) -> Path:
+    """The photos an expected table names (``class/file``), copied from data/sample into ``dest``."""
+    for rel in expected["path"]:
+        (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(SAMPLE / rel, dest / rel)
+    return dest
+
+
+def _relative(frame: pd.DataFrame, root: Path, column: str = "path") -> pd.DataFrame:
+    frame[column] = [str(Path(p).relative_to(root)) for p in frame[column]]
+    return frame
+
+
+# --- runs and bundles made by the old code ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("model", ["run", "bundle"])
+def test_an_old_run_and_bundle_predict_as_they_did(model, tmp_path):
+    import hybridpose
+
+    expected = pd.read_csv(LEGACY / "expected" / f"predictions_{model}.csv")
+    photos = _photos_of(expected, tmp_path / "photos")
+    res = hybridpose.predict(photos, LEGACY / model, tmp_path / "p.csv", workers=0, show_progress=False)
+    assert res["kind"] == "photos" and res["images"] == len(expected)
+    got = _relative(pd.read_csv(tmp_path / "p.csv"), photos)
+    pd.testing.assert_frame_equal(got, expected)
+
+
+def test_an_old_clip_run_predicts_a_frame_folder_as_it_did(clip_data, tmp_path):
+    """A frame folder (JPEG frames: the same bytes wherever the clips are cut) through the library's predict."""
+    import hybridpose
+
+    clip = clip_data / "jumpingjack" / "jj_frames"
+    res = hybridpose.predict(clip, LEGACY / "cliprun", tmp_path / "p.csv", per_frame=tmp_path / "f.csv",
+                             show_progress=False)
+    assert res["kind"] == "clips" and res["clips"] == 1
+    want = pd.read_csv(LEGACY / "expected" / "predictions_cliprun.csv")
+    want = want[want["path"] == "jumpingjack/jj_frames"].reset_index(drop=True)
+    got = _relative(pd.read_csv(tmp_path / "p.csv"), clip_data)
+    pd.testing.assert_frame_equal(got, want)
+    frames = pd.read_csv(LEGACY / "expected" / "per_frame_cliprun.csv")
+    frames = frames[frames["clip"] == "jumpingjack/jj_frames"].reset_index(drop=True)
+    pd.testing.assert_frame_equal(_relative(pd.read_csv(tmp_path / "f.csv"), clip_data, "clip"), frames)
+
+
+def test_the_library_predict_routes_a_clip_run_as_the_cli_does(clip_data, tmp_path):
+    """``hybridpose.predict(clips, run=CLIP_RUN)`` used to fail with "no images found": the routing lived in the CLI."""
+    import hybridpose
+    from typer.testing import CliRunner
+
+    from hybridpose_cli.main import app
+
+    lib = hybridpose.predict(clip_data, run=LEGACY / "cliprun", out=tmp_path / "lib.csv", show_progress=False)
+    assert lib["kind"] == "clips" and lib["clips"] == 5
+    r = CliRunner().invoke(app, ["predict", str(clip_data), "-m", str(LEGACY / "cliprun"), "-o", str(tmp_path / "cli.csv")])
+    assert r.exit_code == 0, r.output
+    lib_rows, cli_rows = pd.read_csv(tmp_path / "lib.csv"), pd.read_csv(tmp_path / "cli.csv")
+    assert list(lib_rows["path"]) == list(cli_rows["path"])
+    assert list(lib_rows["class"]) == list(cli_rows["class"])
+
+
+def test_predict_checks_its_options_before_any_work(tmp_path, no_work):
+    import hybridpose
+    from hybridpose.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="not both"):
+        hybridpose.predict(SAMPLE, LEGACY / "run", tmp_path / "p.csv", rules=tmp_path / "r.yaml", no_rules=True)
+    with pytest.raises(ConfigError, match="locally"):
+        hybridpose.predict(SAMPLE, LEGACY / "cliprun", tmp_path / "p.csv", executor="ray")
+    with pytest.raises(ConfigError, match="give an image or a folder"):
+        hybridpose.predict(None, LEGACY / "run")
+    assert not (tmp_path / "p.csv").exists()
+
+
+# --- the printed resume command ---------------------------------------------------------------------
+
+
+def _subset(dest: Path, per_class: int, source: Path = SAMPLE) -> Path:
+    for folder in sorted(p for p in source.iterdir() if p.is_dir()):
+        (dest / folder.name).mkdir(parents=True)
+        for photo in sorted(folder.iterdir())[:per_class]:
+            shutil.copy(photo, dest / folder.name / photo.name)
+    if (source / "hierarchy.csv").exists():
+        shutil.copy(source / "hierarchy.csv", dest / "hierarchy.csv")
+    return dest
+
+
+@pytest.mark.parametrize("options", [
+    ["--backbone", "test_efficientnet", "--input-size", "64", "--epochs", "1,1,1"],
+    ["--skeleton", "hand", "--flip-pairs", "left:right", "--epochs", "1,1,1"],
+], ids=["backbone", "hand"])
+def test_the_printed_fit_command_resumes_the_run(options, tmp_path):
+    """A run stopped before its last fold resumes with the command it prints (the old one rebuilt only data,
+    --out, --folds and --preset, so a hand or backbone run answered "holds a run with other settings")."""
+    from typer.testing import CliRunner
+
+    from hybridpose.run.folder import RunFolder
+    from hybridpose_cli.main import app
+
+    data = _subset(tmp_path / "data", 4, HANDS if "hand" in options else SAMPLE)
+    run = tmp_path / "run"
+    r = CliRunner().invoke(app, ["fit", str(data), "--out", str(run), "--folds", "2", "--preset", "tiny", *options])
+    assert r.exit_code == 0, r.output
+    folder = RunFolder(run)
+    run_id = folder.read_config()["run_id"]
+    for name in ("done.json", "stage3.pt"):  # fold 2 stopped in its last stage
+        (folder.fold_dir(2) / name).unlink()
+    command = shlex.split(folder.fit_command())
+    assert command[:2] == ["hybridpose", "fit"]
+    r = CliRunner().invoke(app, command[1:])
+    assert r.exit_code == 0, r.output
+    assert "other settings" not in r.output
+    assert folder.read_config()["run_id"] == run_id and folder.checkpoint(2, 3).exists()
+
+
+# --- registries do not depend on import order ---------------------------------------------------------
+
+ORDER_SCRIPT = """
+import json, sys
+from pathlib import Path
+if sys.argv[2] == "clips first":
+    import hybridpose.data.clips, hybridpose.inference.clips  # noqa: F401
+from hybridpose.data.sources import open_inputs
+from hybridpose.pose.frontend import estimator_class
+from hybridpose.branches import branch_class
+from hybridpose.engines import available as engines
+from hybridpose.executors import available as executors
+entries = open_inputs(Path(sys.argv[1])) + open_inputs(Path(sys.argv[1]) / "b.mp4")
+print(json.dumps({"rows": [[e.path.name, e.status, e.reason] for e in entries],
+                  "hand": estimator_class("hand").name, "branch": branch_class("clip_keypoint").name,
+                  "engines": engines(), "executors": executors()}))
+"""
+
+
+def test_sources_and_registries_do_not_depend_on_import_order(tmp_path):
+    """A video given to a photo run used to get another row depending on whether the clip modules were loaded."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    shutil.copy(next(SAMPLE.rglob("*.jpg")), folder / "a.jpg")
+    (folder / "b.mp4").write_bytes(b"\x00" * 64)
+    (tmp_path / "order.py").write_text(ORDER_SCRIPT)
+    outs = [json.loads(subprocess.run([sys.executable, str(tmp_path / "order.py"), str(folder), order], cwd=ROOT,
+                                      capture_output=True, text=True, check=True, timeout=120).stdout)
+            for order in ("plain", "clips first")]
+    assert outs[0] == outs[1]
+    rows = outs[0]["rows"]
+    assert [r[0] for r in rows] == ["a.jpg", "b.mp4", "b.mp4"] and rows[0][1] == ""
+    assert rows[1] == rows[2] and rows[1][1] == "unsupported" and "a video" in rows[1][2]  # in a folder or given alone
+    assert outs[0]["hand"] == "mediapipe_hands" and outs[0]["branch"] == "clip_keypoint"
+    assert {"torch", "onnxruntime"} <= set(outs[0]["engines"]) and {"local", "ray"} <= set(outs[0]["executors"])
+
+
+def test_a_registry_names_what_it_knows():
+    from hybridpose.errors import ConfigError, HybridPoseError, RunError
+    from hybridpose.registry import Registry
+
+    reg: Registry[int] = Registry("colour", unknown="--colour {name!r}: choose one of {known}.")
+    reg.register(1, name="red")
+    reg.register(2, name="blue")
+    assert reg.get("red") == 1 and reg.names() == ["blue", "red"] and "blue" in reg
+    with pytest.raises(ConfigError, match=r"--colour 'green': choose one of blue, red\."):
+        reg.get("green")
+    from hybridpose.branches import BRANCHES
+
+    with pytest.raises(RunError, match="unknown branch 'nope'; known branches are clip_keypoint, image"):
+        BRANCHES.get("nope")
+    from hybridpose.skeletons import get_skeleton
+
+    with pytest.raises(HybridPoseError, match="unknown skeleton 'octopus'"):
+        get_skeleton("octopus")
