@@ -325,6 +325,8 @@ def predict(
 
     if rules is not None and no_rules:
         raise typer.BadParameter("give --rules FILE or --no-rules, not both.", param_hint="'--no-rules'")
+    if camera is not None:
+        _camera_alone(camera, inputs=inputs, **{"--out": out, "--per-frame": per_frame, "--annotate": annotate})
     _writable(cache, "folder", "--cache")
     if camera is not None or per_frame or annotate or fps or frames or _is_clip_run(model):
         if executor is ExecutorName.ray:
@@ -353,6 +355,17 @@ def predict(
                       "predicted with the others (column `ensemble`).")
     counts = ", ".join(f"{k}: {v}" for k, v in res["status"].items())
     console.print(f"{res['images']} files ({counts}) -> {res['out']}" + (f" (rules: {res['rules']})" if res["rules"] else ""))
+
+
+def _camera_alone(camera: str, inputs: Optional[Path], **outputs: Optional[Path]) -> None:
+    """--camera reads the camera only and writes no file: an input or an output given with it would be ignored."""
+    if inputs is not None:
+        raise typer.BadParameter(f"--camera {camera} runs live on the camera and would ignore {inputs}; give {inputs} "
+                                 "to predict it, or --camera alone.", param_hint="'--camera'")
+    given = [name for name, path in outputs.items() if path is not None]
+    if given:
+        raise typer.BadParameter(f"--camera {camera} prints its labels and writes no file; leave out "
+                                 f"{', '.join(given)}.", param_hint="'--camera'")
 
 
 def _is_clip_run(model: Path) -> bool:
