@@ -36,5 +36,6 @@ def progress_bar(description: str, total: int, enabled: bool = True) -> Iterator
         yield advance
 
 
-def log(message: str) -> None:
-    console.print(message)
+def log(message: str, soft_wrap: bool = False) -> None:
+    """``soft_wrap``: one line however long (a list of file names), not wrapped at the console's width."""
+    console.print(message, soft_wrap=soft_wrap)

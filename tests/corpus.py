@@ -145,7 +145,7 @@ def make_entry_corpus(directory: Path) -> dict[str, str]:
     os.symlink("loop_b.jpg", add("loop_a.jpg", "broken_link"))  # a -> b -> a
     os.symlink("loop_a.jpg", add("loop_b.jpg", "broken_link"))
     (directory / "sub").mkdir()
-    os.symlink("..", add("sub/up", "not_a_file"))  # a link to a folder that links back up: a loop through folders
+    os.symlink("..", add("sub/up", "broken_link"))  # a link to a folder that links back up: a loop through folders
     shutil.copyfile(PHOTO, add("sub/nested_copy.jpg", "ok"))  # same content as photo_a: served from the cache
     os.mkfifo(add("fifo.jpg", "not_a_file"))
     _write_heic(add("iphone.heic", "ok" if heif else "unsupported"))

@@ -20,7 +20,7 @@ from .. import atomic
 from ..errors import DatasetError
 from .hierarchy import Hierarchy, read_hierarchy_csv
 from .images import IMAGE_EXTENSIONS, ImageLoadError, load_image
-from .sources import DATASET_FILES, classify
+from .sources import DATASET_FILES, classify, link_loops, loop_entry, walk
 from .video import FRAME_MAX_SIDE, Sampling, VideoError, is_video, iter_frames, probe
 
 
@@ -56,7 +56,7 @@ class Sample:
 
 
 def sample_of(path: Path) -> Sample:
-    if path.is_dir() and not path.is_symlink():
+    if path.is_dir():
         return Sample(path, "frames")
     entry = classify(path)
     if is_video(path):
@@ -66,9 +66,10 @@ def sample_of(path: Path) -> Sample:
 
 def list_samples(path: str | Path, *, frames_folder: bool = False) -> list[Sample]:
     """A video, a frame folder (``frames_folder``: the given folder itself is one clip), or a folder holding
-    videos, frame folders (sub-folders of photos) and photos; sorted. Files that are neither get their row."""
+    videos, frame folders (sub-folders of photos) and photos; sorted. Files that are neither get their row.
+    Links to folders are followed; one to a folder that holds it (a loop) gets a ``broken_link`` row."""
     path = Path(path)
-    if not path.is_dir() or path.is_symlink():
+    if not path.is_dir():
         return [sample_of(path)]
     if frames_folder and frame_files(path):
         return [Sample(path, "frames")]
@@ -76,7 +77,10 @@ def list_samples(path: str | Path, *, frames_folder: bool = False) -> list[Sampl
     for child in sorted(path.iterdir(), key=natural_key):
         if child.name.startswith(".") or child.name in DATASET_FILES:
             continue
-        if child.is_dir() and not child.is_symlink():
+        if child.is_dir() and link_loops(child):
+            loop = loop_entry(child)
+            out.append(Sample(child, "frames", loop.status, loop.reason))
+        elif child.is_dir():
             if frame_files(child):
                 out.append(Sample(child, "frames"))
             else:
@@ -88,8 +92,7 @@ def list_samples(path: str | Path, *, frames_folder: bool = False) -> list[Sampl
 
 def has_videos(root: str | Path) -> bool:
     """Whether a data folder holds a video anywhere (the data set is then one of clips)."""
-    root = Path(root)
-    return any(is_video(p) for p in root.rglob("*") if not any(s.startswith(".") for s in p.relative_to(root).parts))
+    return any(is_video(p) for p in walk(Path(root)))
 
 
 # --------------------------------------------------------------------------- labelled clips

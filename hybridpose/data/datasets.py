@@ -11,8 +11,8 @@ from pathlib import Path
 
 from ..errors import DatasetError
 from .hierarchy import Hierarchy, read_hierarchy_csv, read_table
-from .images import IMAGE_EXTENSIONS
-from .sources import PhotoFolder, photos
+from .images import IMAGE_EXTENSIONS, MIN_SIDE, ImageLoadError, check_usable
+from .sources import PhotoFolder, link_loops, loop_entry, photos
 
 YOGA82_LEVELS = ["class82", "class20", "class6"]
 YOGA82_CLASS6 = ["standing", "sitting", "balancing", "inverted", "reclining", "wheel"]
@@ -25,6 +25,7 @@ class Dataset:
     labels: list[str]  # leaf class of each photo
     hierarchy: Hierarchy
     flip_pairs: dict[str, str] = field(default_factory=dict)  # class -> its mirror class
+    left_out: list[tuple[Path, str]] = field(default_factory=list)  # (file, why): found but not used
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -73,9 +74,13 @@ def load_image_folder(root: Path, hierarchy: str | Path | None = None) -> Datase
         raise DatasetError(f"{root}: cannot read folder ({e.strerror}).") from None
     if not class_dirs:
         raise DatasetError(f"{root}: no class sub-folders found; put each class's photos in a folder named after the class.")
+    left_out = [(d, loop_entry(d).reason) for d in class_dirs if link_loops(d)]
+    class_dirs = [d for d in class_dirs if not link_loops(d)]
     paths, labels, empty = [], [], []
     for d in class_dirs:
-        files = list_images(d)
+        entries = PhotoFolder.entries(d)
+        files = photos(entries)
+        left_out += [(e.path, e.reason) for e in entries if e.status == "broken_link"]
         if not files:
             empty.append(d.name)
         paths += files
@@ -87,7 +92,7 @@ def load_image_folder(root: Path, hierarchy: str | Path | None = None) -> Datase
     if hierarchy and not hfile.is_file():
         raise DatasetError(f"--hierarchy {hfile}: file not found.")
     h = read_hierarchy_csv(hfile, leaves) if hfile.exists() else Hierarchy.flat(leaves)
-    return Dataset(root, paths, labels, h)
+    return Dataset(root, paths, labels, h, left_out=left_out)
 
 
 def load_yoga82_list(list_file: Path, images: str | Path | None) -> Dataset:
@@ -125,6 +130,47 @@ def load_yoga82_list(list_file: Path, images: str | Path | None) -> Dataset:
         paths = [p for p, ok in zip(paths, present) if ok]
         labels = [y for y, ok in zip(labels, present) if ok]
     return Dataset(root, paths, labels, Hierarchy(list(YOGA82_LEVELS), ancestors).subset(sorted(set(labels))))
+
+
+def leave_out_unusable(ds: Dataset) -> None:
+    """Take the photos that cannot be trained on out of ``ds`` (into ``ds.left_out``): unreadable, truncated, or
+    smaller than ``images.MIN_SIDE`` px on a side (the pose step refuses those as ``too_small``; trained on, each
+    would be a gray crop with its folder's label). A DatasetError names a class left with no usable photo."""
+    usable = []
+    for path in ds.paths:
+        try:
+            check_usable(path)
+            usable.append(True)
+        except ImageLoadError as e:
+            usable.append(False)
+            ds.left_out.append((path, f"{e.status}: {e.reason}"))
+    kept = {y for y, ok in zip(ds.labels, usable) if ok}
+    empty = [c for c in dict.fromkeys(ds.labels) if c not in kept]
+    if empty:
+        first = next(p for p, y in zip(ds.paths, ds.labels) if y == empty[0])
+        why = dict(ds.left_out)[first]
+        raise DatasetError(f"{ds.root}: class(es) {empty} hold no usable photo (every one unreadable or smaller than "
+                           f"{MIN_SIDE}x{MIN_SIDE} px; e.g. {first}: {why}); add readable photos or remove the class.")
+    ds.paths = [p for p, ok in zip(ds.paths, usable) if ok]
+    ds.labels = [y for y, ok in zip(ds.labels, usable) if ok]
+
+
+def left_out_warning(ds: Dataset, listing: Path | None = None, shown: int = 5) -> str:
+    """One line naming the files of ``ds`` left out (the first ``shown``, and where ``listing`` has them all)."""
+    if not ds.left_out:
+        return ""
+    names = [f"{_relative(p, ds.root)} ({why})" for p, why in ds.left_out[:shown]]
+    more = len(ds.left_out) - len(names)
+    tail = f"; and {more} more" if more else ""
+    where = f"; the full list is in {listing}" if listing is not None else ""
+    return f"warning: {len(ds.left_out)} file(s) of {ds.root} left out of training: {', '.join(names)}{tail}{where}."
+
+
+def _relative(path: Path, root: Path) -> str:
+    try:
+        return str(Path(path).relative_to(root))
+    except ValueError:
+        return str(path)
 
 
 def _yoga82_names(path: Path) -> dict[int, str]:

@@ -108,6 +108,32 @@ def open_rgb(path: str | Path) -> Image.Image:
 
 def _read(path: Path, max_side: int | None) -> tuple[Image.Image, int, int]:
     """Open, check, decode, orient and convert; returns (rgb, full width, full height)."""
+    with _open_checked(path) as img:
+        raw_size = img.size
+        if max_side is not None and max(raw_size) > max_side:
+            # JPEG only (a no-op elsewhere): libjpeg decodes at 1/2, 1/4 or 1/8 scale,
+            # never below the requested size, which is much faster for big photos.
+            img.draft("RGB", (max_side, max_side))
+        _decode(img)
+        loaded_size = img.size
+        img = _orient(img)
+    width, height = raw_size
+    if img.size != loaded_size:  # EXIF orientation 5-8 swaps width and height
+        width, height = height, width
+    return _to_rgb(img), width, height
+
+
+def check_usable(path: str | Path) -> None:
+    """Raise the ImageLoadError ``load_image`` would raise, cheaply: the file, the header and the size are
+    checked, and the pixels decoded small (a JPEG at 1/8 scale; other formats in full), so a truncated or
+    corrupt file is caught too. No orientation or colour conversion."""
+    with _open_checked(Path(path)) as img:
+        img.draft("RGB", (MIN_SIDE, MIN_SIDE))
+        _decode(img)
+
+
+def _open_checked(path: Path) -> Image.Image:
+    """The opened (not decoded) image of a regular, non-empty file of an allowed size; raises ImageLoadError."""
     _check_file(path)
     try:
         img = Image.open(path)
@@ -120,24 +146,20 @@ def _read(path: Path, max_side: int | None) -> tuple[Image.Image, int, int]:
         raise ImageLoadError("unreadable", "cannot read file (permission denied)") from None
     except _DECODE_ERRORS:
         raise ImageLoadError("unreadable", "corrupt image header") from None
-    with img:
+    try:
         _check_size(*img.size)
-        raw_size = img.size
-        if max_side is not None and max(raw_size) > max_side:
-            # JPEG only (a no-op elsewhere): libjpeg decodes at 1/2, 1/4 or 1/8 scale,
-            # never below the requested size, which is much faster for big photos.
-            img.draft("RGB", (max_side, max_side))
-        try:
-            img.load()
-        except _DECODE_ERRORS:
-            fmt = img.format or "image"
-            raise ImageLoadError("unreadable", f"truncated or corrupt {fmt} data") from None
-        loaded_size = img.size
-        img = _orient(img)
-    width, height = raw_size
-    if img.size != loaded_size:  # EXIF orientation 5-8 swaps width and height
-        width, height = height, width
-    return _to_rgb(img), width, height
+    except ImageLoadError:
+        img.close()
+        raise
+    return img
+
+
+def _decode(img: Image.Image) -> None:
+    try:
+        img.load()
+    except _DECODE_ERRORS:
+        fmt = img.format or "image"
+        raise ImageLoadError("unreadable", f"truncated or corrupt {fmt} data") from None
 
 
 def _check_file(path: Path) -> None:

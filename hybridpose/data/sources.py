@@ -5,7 +5,8 @@ A source is a small class registered by name with ``accepts(path)``, ``entries(p
 Every file under a folder gets an entry, so that every file
 gets a row in the outputs: photos to be read, and files that cannot be (``unsupported``,
 ``broken_link``, ``not_a_file``) with the reason already decided from the file system. Nothing but
-regular files is ever opened.
+regular files is ever opened. Links to folders are followed (shared data sets are often laid out with
+them); a link to a folder that holds it (a loop) gets a ``broken_link`` row and is not entered.
 """
 from __future__ import annotations
 
@@ -53,7 +54,8 @@ def classify(path: Path) -> Entry:
             return Entry(path, "broken_link", f"symbolic link to a missing file ({_link_target(path)})")
     if stat.S_ISDIR(st.st_mode):
         if link:
-            return Entry(path, "not_a_file", "symbolic link to a folder; links to folders are not followed")
+            return loop_entry(path) if link_loops(path) else \
+                Entry(path, "not_a_file", "symbolic link to a folder, where a file was expected")
         try:
             with os.scandir(path):
                 pass
@@ -117,23 +119,73 @@ class PhotoFolder:
 
 
 def walk(root: Path, errors: list[OSError] | None = None) -> list[Path]:
-    """Files (and links, FIFOs, ...) under ``root``; links to folders are not followed (no loops). Folders that
-    cannot be listed are appended to ``errors`` (as the OSError) when it is given.
+    """Files (and links, FIFOs, ...) under ``root``, sorted. Links to folders are followed, except a link to a
+    folder that holds it (``link_loops``): that link is listed, never entered. Folders that cannot be listed are
+    appended to ``errors`` (as the OSError) when it is given.
 
     A folder named like a photo (``x.jpg/``) is listed too (it gets a ``not_a_file`` row) and still searched."""
+    root = Path(root)
     out: list[Path] = []
-    for folder, dirs, files in os.walk(root, followlinks=False, onerror=None if errors is None else errors.append):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        base = Path(folder)
-        # a symlink to a folder is listed by os.walk among dirs: treat it as an entry, not a folder to enter
-        for d in list(dirs):
-            if (base / d).is_symlink():
-                dirs.remove(d)
-                files.append(d)
-            elif Path(d).suffix.lower() in IMAGE_EXTENSIONS | HEIF_EXTENSIONS:
-                files.append(d)
-        out.extend(base / f for f in files if not f.startswith(".") and not (base == root and f in DATASET_FILES))
+    _walk(root, root, out, errors)
     return sorted(out)
+
+
+def _walk(root: Path, folder: Path, out: list[Path], errors: list[OSError] | None) -> None:
+    try:
+        with os.scandir(folder) as it:
+            items = sorted(it, key=lambda e: e.name)
+    except OSError as e:
+        if errors is not None:
+            errors.append(e)
+        return
+    for item in items:
+        if item.name.startswith("."):
+            continue
+        path = folder / item.name
+        if not _is_dir(item):
+            if not (folder == root and item.name in DATASET_FILES):
+                out.append(path)
+        elif item.is_symlink() and link_loops(path):
+            out.append(path)  # classify gives it its row
+        else:
+            if Path(item.name).suffix.lower() in IMAGE_EXTENSIONS | HEIF_EXTENSIONS:
+                out.append(path)
+            _walk(root, path, out, errors)
+
+
+def _is_dir(item: os.DirEntry) -> bool:
+    try:
+        return item.is_dir()  # follows a link; False for a broken one
+    except OSError:  # links that point at each other (ELOOP) are not a folder
+        return False
+
+
+def link_loops(path: Path) -> bool:
+    """Whether ``path`` is a link to a folder that holds it: one of the folders above it, as written or where the
+    links above it land. Only a link can lead back up, so only links are asked."""
+    if not path.is_symlink():
+        return False
+    try:
+        target = _folder_id(path)
+        return any(target in _ancestry(p) for p in Path(os.path.abspath(path)).parents)
+    except OSError:
+        return False
+
+
+def _folder_id(path: Path) -> tuple[int, int]:
+    st = os.stat(path)  # links followed
+    return st.st_dev, st.st_ino
+
+
+def _ancestry(folder: Path) -> set[tuple[int, int]]:
+    real = folder.resolve()
+    return {_folder_id(p) for p in (real, *real.parents)}
+
+
+def loop_entry(link: Path) -> Entry:
+    """The row of a link to a folder that holds it."""
+    return Entry(link, "broken_link", f"symbolic link loop: points at {_link_target(link)}, a folder that holds it; "
+                                      "not followed; point it elsewhere or remove it")
 
 
 # Files at a data folder's root that describe the data set (read by hybridpose itself), not inputs.

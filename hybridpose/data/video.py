@@ -6,8 +6,9 @@ that their longer side is at most ``FRAME_MAX_SIDE`` (the pose model works at 25
 branch on a crop of ~250 px; larger frames only cost time and disk).
 
 A video that cannot be opened, has no video stream or no decodable frame raises ``VideoError``
-(status ``unreadable``, a reason in words). A video whose decoding stops half way keeps the frames read
-so far; ``Sampling.truncated`` then says where it stopped.
+(status ``unreadable``, a reason in words). A video whose decoding stops half way, or that ends before the
+frame count its container promises (a file cut short), keeps the frames read so far; ``VideoInfo.truncated``
+then says how many frames were read of how many were promised.
 """
 from __future__ import annotations
 
@@ -61,6 +62,7 @@ class VideoInfo:
     height: int
     truncated: str = ""   # reason, when decoding stopped before the end
     warnings: list[str] = field(default_factory=list)
+    exact: bool = False   # ``frames`` is the container's own count, not an estimate from the duration
 
 
 def is_video(path: str | Path) -> bool:
@@ -79,7 +81,7 @@ def probe(path: str | Path) -> VideoInfo:
                 n = int(round(float(stream.duration * stream.time_base) * rate))
             elif container.duration:
                 n = int(round(container.duration / 1_000_000 * rate))
-        return VideoInfo(rate, n, stream.codec_context.width, stream.codec_context.height)
+        return VideoInfo(rate, n, stream.codec_context.width, stream.codec_context.height, exact=bool(stream.frames))
     finally:
         container.close()
 
@@ -124,11 +126,29 @@ def iter_frames(path: str | Path, sampling: Sampling = Sampling(), info: VideoIn
         except Exception as e:  # av.error.*: a damaged packet or a cut-off file
             if not got:
                 raise VideoError("unreadable", f"no decodable video frame ({_why(e)})") from None
-            info.truncated = f"decoding stopped after frame {index} ({_why(e)}); the frames before it are used"
+            info.truncated = _read_of(info, index + 1, f"decoding stopped: {_why(e)}") \
+                or f"decoding stopped after frame {index} ({_why(e)}); the frames before it are used"
+        else:
+            if got and _ends_early(info, index + 1):
+                info.truncated = _read_of(info, index + 1, "the file ends before them: cut short?")
     finally:
         container.close()
     if not got:
         raise VideoError("unreadable", "the video holds no decodable frame")
+
+
+def _ends_early(info: VideoInfo, decoded: int) -> bool:
+    """Fewer frames decoded than the container promises; an estimate from the duration gets some slack."""
+    if info.exact:
+        return decoded < info.frames
+    return decoded < info.frames - max(2, info.frames // 20)
+
+
+def _read_of(info: VideoInfo, read: int, why: str) -> str:
+    """"read 18 of 30 frames (why); ..." where the container promised more frames than were read, else ""."""
+    if read >= info.frames:
+        return ""
+    return f"read {read} of {'' if info.exact else 'about '}{info.frames} frames ({why}); the frames read are used"
 
 
 def _rgb(frame, max_side: int) -> np.ndarray:

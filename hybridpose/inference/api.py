@@ -36,8 +36,8 @@ def predict(inputs: str | Path | None, run: str | Path, out: str | Path | None =
     executor = getattr(executor, "value", executor)
     if rules is not None and no_rules:
         raise ConfigError("give --rules FILE or --no-rules, not both.")
-    if camera is not None and inputs is not None:
-        raise ConfigError(f"--camera {camera} runs live and reads no INPUTS ({inputs}); give one or the other.")
+    if camera is not None:
+        _camera_alone(camera, inputs, **{"--out": out, "--per-frame": per_frame, "--annotate": annotate})
     clip = camera is not None or per_frame or annotate or fps or frames or RunFolder(run).is_clip_run()
     if clip and executor == "ray":
         raise ConfigError("clips and --camera are predicted locally; leave out --executor ray.")
@@ -67,6 +67,16 @@ def predict(inputs: str | Path | None, run: str | Path, out: str | Path | None =
                          cache_dir=cache_dir, partial=partial, engine=engine, workers=workers, keypoints=keypoints,
                          keypoint_units=keypoint_units)
     return {"kind": "photos", **res}
+
+
+def _camera_alone(camera, inputs, **outputs) -> None:
+    """--camera reads the camera only and writes no file: an input or an output given with it would be ignored."""
+    if inputs is not None:
+        raise ConfigError(f"--camera {camera} runs live on the camera and would ignore {inputs}; give {inputs} "
+                          "to predict it, or --camera alone.")
+    given = [name for name, path in outputs.items() if path is not None]
+    if given:
+        raise ConfigError(f"--camera {camera} prints its labels and writes no file; leave out {', '.join(given)}.")
 
 
 def _sampling(fps: float | None, frames: int | None):

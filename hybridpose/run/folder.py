@@ -3,6 +3,7 @@
     RUN/config.json           every setting (format, run_id, hierarchy, skeleton, branches, training config)
     RUN/poses.csv             the keypoint front end's table of the training photos
     RUN/folds.csv             path, label, group, fold
+    RUN/left_out.csv          path, reason: files of the data folder not trained on (when there are any)
     RUN/crops_<size>.npz      training crops (a cache; rebuilt when stale)
     RUN/fold_<k>/             stage<s>.pt, metrics.csv, oof_image.csv, done.json
     RUN/<branch files>        e.g. keypoint_model.json
@@ -33,6 +34,7 @@ class RunFolder:
     config = property(lambda self: self.root / "config.json")
     poses = property(lambda self: self.root / "poses.csv")
     folds = property(lambda self: self.root / "folds.csv")
+    left_out = property(lambda self: self.root / "left_out.csv")
     fusion = property(lambda self: self.root / "fusion.json")
     oof = property(lambda self: self.root / "oof_predictions.csv")
     summary = property(lambda self: self.root / "summary.json")

@@ -30,7 +30,7 @@ from .. import atomic
 from ..branches import DEFAULT_BRANCHES, branch_class
 from ..branches.image import Preprocessing
 from ..run.crossfit import cross_fitted as cross_fit
-from ..data.datasets import Dataset, load_dataset, undeclared_mirror_pairs
+from ..data.datasets import Dataset, leave_out_unusable, left_out_warning, load_dataset, undeclared_mirror_pairs
 from ..errors import RunError
 from ..executors import Executor, Resources, get_executor, warm_pose_cache
 from ..data.folds import check_fold_counts, make_folds
@@ -192,6 +192,7 @@ def prepare(data: str | Path, out: str | Path, *, folds: int = DEFAULTS.folds, p
                              config_dict=_config_dict, crop_bank=lambda poses: build_crop_bank(
                                  poses, bank_size(cfg), cfg.train_margin[1], sk, run.crops(bank_size(cfg)), show_progress))
     ds = load_dataset(data, hierarchy=hierarchy, images=images, flip_pairs=flip_pairs)
+    leave_out_unusable(ds)
     check_fold_counts(ds.labels, folds, "photos")  # before anything is written
     user_groups = _user_groups(ds, (clips or {}).get("groups"))
     source = keypoint_source(keypoints, sk, keypoint_units, ds.paths, data)
@@ -200,6 +201,7 @@ def prepare(data: str | Path, out: str | Path, *, folds: int = DEFAULTS.folds, p
     if source is not None:
         config["keypoints"] = source.describe()
     _write_config(run, config)
+    _report_left_out(run, ds)
     log(f"[bold]fit[/] {len(ds)} photos, {len(ds.hierarchy.leaves)} classes, levels {ds.hierarchy.levels}, "
         f"{folds} folds, preset {cfg.preset}, skeleton {sk.name}, device {pick_device(cfg.device)} -> {run.root}")
     if source is not None:
@@ -221,6 +223,16 @@ def _warn_undeclared_mirrors(ds: Dataset) -> None:
         log(f"[yellow]warning: classes {', '.join(f'{a!r}/{b!r}' for a, b in pairs)} look like mirror images of each "
             f"other, but are not declared flip pairs: flip augmentation will train a mirrored photo of one as "
             f"itself. If a mirrored photo of one is the other, stop and add --flip-pairs {spec}.[/yellow]")
+
+
+def _report_left_out(run: RunFolder, ds: Dataset) -> None:
+    """RUN/left_out.csv and one warning line, when files of the data were left out of training."""
+    run.left_out.unlink(missing_ok=True)  # an earlier fit's list
+    if ds.left_out:
+        from rich.markup import escape
+
+        atomic.write_csv(run.left_out, pd.DataFrame(ds.left_out, columns=["path", "reason"]).astype(str))
+        log(f"[yellow]{escape(left_out_warning(ds, run.left_out))}[/yellow]", soft_wrap=True)
 
 
 def _is_clip_data(data, images, clips: dict | None) -> bool:

@@ -74,7 +74,7 @@ def tune(data: str | Path, out: str | Path, *, storage: str, trials: int = 20, f
     """Run the study until it holds ``trials`` finished (complete or pruned) trials; write OUT/best.yaml
     and OUT/trials.csv. Returns a summary (best value and settings, trial counts)."""
     optuna = _optuna()
-    from ..data.datasets import load_dataset
+    from ..data.datasets import leave_out_unusable, load_dataset
     from ..data.folds import check_fold_counts
     from ..pose.frontend import extract
 
@@ -85,6 +85,7 @@ def tune(data: str | Path, out: str | Path, *, storage: str, trials: int = 20, f
         for size in space.input_sizes or [None]:
             make_config(space.preset, backbone=backbone, input_size=size, **{k: v for k, v in fixed.items() if not k.startswith("stage")})
     ds = load_dataset(data, hierarchy=hierarchy, images=images, flip_pairs=flip_pairs)
+    leave_out_unusable(ds)  # as every trial's fit will: a class with no usable photo stops here, before any trial
     check_fold_counts(ds.labels, folds, "photos")
     storage = absolute_storage(storage)
     name = study_name or f"hybridpose-{Path(data).resolve().name}"
