@@ -9,6 +9,9 @@ temporaries of the same target: those written on this machine by a process that 
 those whose writer cannot be checked (another machine sharing the folder, or the older
 ``.<name>.<random>.tmp`` names) once untouched for ``STALE_AGE`` seconds. A temporary of a live
 process on this machine is never removed, however old.
+
+``load_torch`` reads a PyTorch file as plain data only (``weights_only``): a file that would run code
+when unpickled raises ``NotPlainData`` and nothing of it runs.
 """
 from __future__ import annotations
 
@@ -22,6 +25,11 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any, Iterator
+
+
+class NotPlainData(ValueError):
+    """A PyTorch file that holds more than plain data (tensors, dicts, lists, numbers, strings): loading it
+    would import or call code, so it was not loaded."""
 
 
 @contextmanager
@@ -131,6 +139,26 @@ def save_torch(path: str | os.PathLike, obj: Any) -> None:
 
     with atomic_path(path) as tmp:
         torch.save(obj, tmp)
+
+
+def load_torch(path: str | os.PathLike) -> Any:
+    """``torch.load`` of plain data only, on the CPU; ``NotPlainData`` (naming what it asked for) when the
+    file would import or call anything: that is refused before any of it runs. Other failures (a damaged
+    file) raise as ``torch.load`` raises them."""
+    import pickle
+    import warnings
+
+    import torch
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # e.g. "Detected pickle protocol 4": the caller says what is wrong
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        if "weights only load failed" not in str(e).lower():
+            raise
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(e))
+        raise NotPlainData(f"unpickling it would call {found.group(1)}" if found else "it holds more than plain data") from None
 
 
 def save_figure(path: str | os.PathLike, fig: "Any", dpi: int = 120) -> None:
