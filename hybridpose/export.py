@@ -24,7 +24,7 @@ import numpy as np
 from . import atomic
 from .branches.image import ImageBranch
 from .engines import BUNDLE_FORMAT, IMAGE_MODEL, MANIFEST, is_bundle
-from .engines.ort import EMBEDDING
+from .engines.ort import EMBEDDING, check_external_data
 from .errors import RunError
 from .data.hierarchy import Hierarchy
 from .outputs import check_writable
@@ -112,6 +112,7 @@ def write_onnx(image: ImageBranch, levels: list[str], path: Path) -> None:
         torch.onnx.export(model, (torch.zeros(2, 3, size, size, dtype=torch.uint8),), str(tmp), dynamo=False,
                           input_names=[INPUT_NAME], output_names=names, opset_version=OPSET,
                           dynamic_axes={n: {0: "batch"} for n in [INPUT_NAME, *names]})
+        check_external_data(tmp)  # a graph past 2 GB keeps tensors in files beside it: never outside the bundle
 
 
 def write_hierarchy_csv(h: Hierarchy, path: Path) -> None:

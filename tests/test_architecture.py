@@ -85,6 +85,16 @@ def _target_module(target: str, known: set[str]) -> str | None:
     return target or None
 
 
+def test_every_import_names_a_module_that_exists():
+    """Function-local imports run late: one naming a moved or missing module fails only when its code runs."""
+    known = _module_names()
+    packages = {_name(p) for p in _modules() if p.name == "__init__.py"}
+    for path in _modules():
+        for target in _imports(path):  # `from . import name` reads as module pkg.name: a name of the package too
+            assert target in known or target.rpartition(".")[0] in packages, \
+                f"{path}: imports hybridpose.{target}, which does not exist"
+
+
 def test_no_import_cycle():
     """No module reaches itself through imports (function-local ones included), not even within a layer."""
     known = _module_names()

@@ -4,6 +4,8 @@ probabilities of every hierarchy level and the mean embedding). No PyTorch neede
 from __future__ import annotations
 
 import importlib.util
+from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 
@@ -40,6 +42,7 @@ class OnnxImageBranch:
         path = run.file(manifest["image_model"]["file"])
         if not path.exists():
             raise RunError(f"{path}: missing from the bundle; export it again with `hybridpose export RUN --out {run.root}`.")
+        check_external_data(path)
         return cls(path, manifest, Preprocessing.from_meta(manifest["image_model"]["input"]), threads)
 
     @property
@@ -93,6 +96,43 @@ def _session(path, threads: int = 0, spin: bool | None = None):
         return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
     except Exception as e:  # noqa: BLE001 - ORT raises its own kinds for a damaged or foreign file
         raise RunError(f"{path}: ONNX Runtime cannot load it ({str(e)[:160]}); export the bundle again.") from None
+
+
+def check_external_data(path: Path) -> None:
+    """A RunError when a tensor of the ONNX graph at ``path`` keeps its data in a file outside the graph's
+    folder (an absolute path, ``..``, or a link that leads out), before ONNX Runtime reads any of it.
+    Without the ``onnx`` package this is left to ONNX Runtime, which refuses such paths itself."""
+    try:
+        import onnx
+    except ImportError:
+        return
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception:  # noqa: BLE001 - a damaged file: ONNX Runtime's load says so in one line
+        return
+    root = path.parent.resolve()
+    for tensor in _tensors(model.graph):
+        if tensor.data_location != onnx.TensorProto.EXTERNAL:
+            continue
+        location = next((e.value for e in tensor.external_data if e.key == "location"), "")
+        if not location or Path(location).is_absolute() or not (root / location).resolve().is_relative_to(root):
+            raise RunError(f"{path}: tensor {tensor.name!r} reads its data from {location!r}, outside {root}; "
+                           "refused to load it; export the bundle again with `hybridpose export RUN --out DIR`.")
+
+
+def _tensors(graph) -> Iterator:
+    """Every tensor of an ONNX graph: initializers and node attributes, subgraphs included."""
+    yield from graph.initializer
+    for sparse in graph.sparse_initializer:
+        yield from (sparse.values, sparse.indices)
+    for node in graph.node:
+        for a in node.attribute:
+            yield from [a.t] if a.HasField("t") else []
+            yield from a.tensors
+            for sparse in [*([a.sparse_tensor] if a.HasField("sparse_tensor") else []), *a.sparse_tensors]:
+                yield from (sparse.values, sparse.indices)
+            for g in [*([a.g] if a.HasField("g") else []), *a.graphs]:
+                yield from _tensors(g)
 
 
 def read_manifest(run) -> dict:

@@ -19,9 +19,10 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
+from .. import atomic
 from ..errors import WeightsError
-from ..registry import Registry
 from ..progress import log
+from ..registry import Registry
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -86,7 +87,7 @@ def create_backbone(name: str, *, weights: str | Path | None = None, pretrained:
     model = _create(spec.timm_name, False, input_size, timm_kwargs)
     source = "random init"
     if load_weights and weights is not None:
-        load_state_dict_loose(model, _read_weights(Path(weights)), str(weights))
+        load_state_dict_loose(model, read_weights(Path(weights)), str(weights))
         source = str(weights)
     elif load_weights and spec.bundled_weights is not None:
         load_state_dict_loose(model, spec.bundled_weights(), spec.bundled_source)
@@ -162,19 +163,27 @@ def _from_hub(spec: BackboneSpec, input_size: int | None = None, kwargs: dict[st
     return model
 
 
-def _read_weights(path: Path) -> dict[str, torch.Tensor]:
+def read_weights(path: Path) -> dict[str, torch.Tensor]:
+    """The state dict in ``path`` (plain tensors only: a file that would run code is refused, unrun)."""
     if not path.exists():
         raise WeightsError(f"{path}: weights file not found.")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        obj = atomic.load_torch(path)
+    except atomic.NotPlainData as e:
+        raise WeightsError(f"{path}: not a plain weights file ({e}); refused to load it, nothing of it ran; "
+                           "pass a state dict saved with torch.save(model.state_dict(), FILE).") from None
     except Exception as e:
-        raise WeightsError(f"{path}: not a PyTorch state dict ({type(e).__name__}: {e}).") from None
+        raise WeightsError(f"{path}: not a PyTorch state dict ({type(e).__name__}: {_first_line(e)}).") from None
     for key in ("state_dict", "model", "model_state"):
         if isinstance(obj, dict) and key in obj and isinstance(obj[key], dict):
             obj = obj[key]
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise WeightsError(f"{path}: expected a dict of tensors (a state dict).")
     return obj
+
+
+def _first_line(e: Exception) -> str:
+    return (str(e).strip().splitlines() or [""])[0][:200]
 
 
 def load_state_dict_loose(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:

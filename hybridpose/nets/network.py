@@ -177,10 +177,12 @@ def save_checkpoint(path: Path, *, run_id: str, fold: int, stage: int, state_dic
 def load_checkpoint(path: Path, *, run_id: str | None = None, fold: int | None = None, stage: int | None = None,
                     fix: str = "") -> dict:
     """A checked checkpoint; ``fix`` is the command that rewrites it (named in the error)."""
+    todo = f"delete it and run `{fix}` to retrain that stage" if fix else "delete it and run the same `hybridpose fit` command to retrain that stage"
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+        ckpt = atomic.load_torch(path)
+    except atomic.NotPlainData as e:
+        raise RunError(f"{path}: not a plain weights file ({e}); refused to load it, nothing of it ran; {todo}.") from None
     except Exception as e:
-        todo = f"delete it and run `{fix}` to retrain that stage" if fix else "delete it and run the same `hybridpose fit` command to retrain that stage"
         raise RunError(f"{path}: checkpoint is damaged ({type(e).__name__}); {todo}.") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
         raise RunError(f"{path}: not a hybridpose checkpoint; remove it from the run directory or use another --out.")

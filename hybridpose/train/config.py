@@ -94,6 +94,10 @@ class TrainConfig:
                               "state dict, --pretrained downloads timm hub weights; give one of them.")
         if self.weights and not Path(self.weights).is_file():
             raise ConfigError(f"--weights {self.weights}: file not found; give a state dict saved with torch.save.")
+        if self.weights:
+            from ..nets.backbones import read_weights
+
+            read_weights(Path(self.weights))  # before any work: a damaged file, or one that would run code, is refused
         _check_backbone(self.backbone)
         return self
 

@@ -77,7 +77,7 @@ def build_crop_bank(poses: pd.DataFrame, size: int, margin: float, skeleton: Ske
 
 def _load_bank(cache: Path, poses: pd.DataFrame, size: int, margin: float) -> CropBank | None:
     try:
-        with np.load(cache) as z:
+        with np.load(cache, allow_pickle=False) as z:  # a cache file never runs code
             meta = json.loads(str(z["meta"]))
             if meta["sha256"] != list(poses["sha256"]) or meta["size"] != size or meta["margin"] != margin:
                 return None
