@@ -30,7 +30,7 @@ from .. import atomic
 from ..branches import DEFAULT_BRANCHES, branch_class
 from ..branches.image import Preprocessing
 from ..crossfit import cross_fitted as cross_fit
-from ..datasets import Dataset, load_dataset, undeclared_mirror_pairs
+from ..datasets import Dataset, check_classes, load_dataset, undeclared_mirror_pairs
 from ..errors import RunError
 from ..executors import Executor, Resources, get_executor, warm_pose_cache
 from ..folds import check_fold_counts, make_folds
@@ -191,7 +191,8 @@ def prepare(data: str | Path, out: str | Path, *, folds: int = 5, preset: str = 
                              config_dict=_config_dict, crop_bank=lambda poses: build_crop_bank(
                                  poses, bank_size(cfg), cfg.train_margin[1], sk, run.crops(bank_size(cfg)), show_progress))
     ds = load_dataset(data, hierarchy=hierarchy, images=images, flip_pairs=flip_pairs)
-    check_fold_counts(ds.labels, folds, "photos")  # before anything is written
+    check_classes(ds)  # before anything is written
+    check_fold_counts(ds.labels, folds, "photos")
     user_groups = _user_groups(ds, (clips or {}).get("groups"))
     source = keypoint_source(keypoints, sk, keypoint_units, ds.paths, data)
     _warn_undeclared_mirrors(ds)  # after every check: an error stays the only line
