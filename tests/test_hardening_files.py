@@ -280,7 +280,6 @@ def test_tune_one_class(monkeypatch, capsys, tmp_path, no_posing):
 
 # --- 8: explain on a photo whose name holds a newline ---------------------------------------------------
 
-@pytest.mark.slow  # about 20 s: the CAMs of the fold networks
 def test_explain_name_with_newline(monkeypatch, capsys, tiny_run, tmp_path):
     photos = tmp_path / "photos"
     photos.mkdir()
