@@ -11,14 +11,18 @@ so the labels of all levels always agree.
 from __future__ import annotations
 
 import itertools
+import math
 from dataclasses import dataclass, field
-from typing import Mapping
+from pathlib import Path
+from typing import Mapping, Sequence
 
 import numpy as np
 from scipy.optimize import minimize_scalar
 
-from .run.crossfit import cross_fitted as _cross_fitted
+from . import atomic
 from .data.hierarchy import Hierarchy
+from .errors import RunError
+from .run.crossfit import cross_fitted as _cross_fitted
 
 WEIGHT_STEP = 0.05
 EPS = 1e-9
@@ -135,6 +139,40 @@ class Fusion:
     @classmethod
     def from_dict(cls, hierarchy: Hierarchy, d: dict) -> "Fusion":
         return cls(hierarchy, {lv: LevelFusion(dict(v["weights"]), dict(v["temperatures"])) for lv, v in d["levels"].items()})
+
+
+def read_fusion(path: Path, hierarchy: Hierarchy, branches: Sequence[str], fix: str) -> Fusion:
+    """A run's fusion.json, checked against its levels and branches; a RunError naming the file and ``fix``."""
+    try:
+        d = atomic.read_json(path)
+    except ValueError:  # not JSON, or not UTF-8 text
+        raise RunError(f"{path}: damaged (not JSON); {fix}.") from None
+    problem = fusion_problem(d, hierarchy, branches)
+    if problem:
+        raise RunError(f"{path}: damaged ({problem}); {fix}.")
+    return Fusion.from_dict(hierarchy, d)
+
+
+def fusion_problem(d: object, hierarchy: Hierarchy, branches: Sequence[str]) -> str:
+    """What is wrong with the content of a fusion.json ("" if nothing)."""
+    levels = d.get("levels") if isinstance(d, dict) else None
+    if not isinstance(levels, dict):
+        return "no mapping of levels"
+    for lv in hierarchy.levels:
+        part = levels.get(lv)
+        if not isinstance(part, dict):
+            return f"nothing for level {lv!r}"
+        for key, least in (("weights", 0.0), ("temperatures", EPS)):
+            values = part.get(key)
+            if not isinstance(values, dict) or not all(_number(v) and v >= least for v in values.values()):
+                return f"level {lv!r}: {key} is not a mapping of branches to {'positive ' if least else ''}numbers"
+        if not set(part["weights"]) & set(branches):
+            return f"level {lv!r}: no weight for any of the branches {', '.join(branches)}"
+    return ""
+
+
+def _number(v: object) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
 def _answered(p: np.ndarray) -> np.ndarray:

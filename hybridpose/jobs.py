@@ -8,13 +8,14 @@ import numpy as np
 import pandas as pd
 
 from . import atomic
+from .branches import DEFAULT_BRANCHES
 from .data.datasets import load_dataset
-from .errors import DatasetError, RunError
 from .data.hierarchy import Hierarchy
+from .errors import DatasetError, RunError
 from .outputs import check_writable
 from .pose.frontend import keypoints_array
-from .run.predtable import read_probs, rules_column, true_column
 from .run.folder import RunFolder
+from .run.predtable import missing_columns, read_probs, read_table, rules_column, true_column
 from .skeletons import get_skeleton
 from .rules import calibrate_rules, crossval_rules, write_rules
 from .rules.io import backup_if_edited
@@ -30,7 +31,26 @@ def load_oof(run: Path) -> tuple[pd.DataFrame, Hierarchy, dict]:
         raise RunError(f"{folder.root}: an exported bundle holds no out-of-fold predictions; evaluate the run it "
                        f"came from, or a labelled set with `hybridpose evaluate DATA --model {folder.root}`.")
     path = folder.require(folder.oof)
-    return pd.read_csv(path, keep_default_na=False, na_values=[""]), Hierarchy.from_dict(config["hierarchy"]), config
+    h = Hierarchy.from_dict(config["hierarchy"])
+    fix = f"run `{folder.fit_command(config)}` again (it rewrites the table)"
+    frame = read_table(path, fix)
+    missing = missing_columns(frame, h, [*config.get("branches", DEFAULT_BRANCHES), "fused"])
+    if missing:
+        more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
+        raise RunError(f"{path}: damaged (no column {missing[0]!r}{more}: its header is cut short); {fix}.")
+    source, expected = _scored(folder, config, fix)
+    if len(frame) != expected:
+        raise RunError(f"{path}: damaged ({len(frame)} rows where {source} lists {expected}); {fix}.")
+    return frame, h, config
+
+
+def _scored(folder: RunFolder, config: dict, fix: str) -> tuple[Path, int]:
+    """The table listing what the out-of-fold table scores, and how many rows it has: every photo of folds.csv,
+    or the clips of clips.csv that were read and have a fold."""
+    if config.get("clips"):
+        clips = read_table(folder.require(folder.clips), fix)
+        return folder.clips, int(((clips["status"] == "ok") & (clips["fold"] > 0)).sum())
+    return folder.folds, len(read_table(folder.require(folder.folds), fix))
 
 
 def run_features(run: Path, oof: pd.DataFrame) -> pd.DataFrame:
@@ -191,7 +211,10 @@ def _frame_from_predictions(path: Path, data, images) -> tuple[pd.DataFrame, Hie
     if data is None:
         raise DatasetError(f"{path}: to evaluate a predictions file, give the labelled data: --data FOLDER.")
     ds = load_dataset(data, images=images)
-    preds = pd.read_csv(path, keep_default_na=False, na_values=[""])
+    fix = "give the CSV that `hybridpose predict` wrote"
+    preds = read_table(path, fix, DatasetError)
+    if "path" not in preds:
+        raise DatasetError(f"{path}: no column 'path'; {fix}.")
     truth = {os.path.abspath(p): y for p, y in zip(ds.paths, ds.labels)}
     preds["_true"] = [truth.get(os.path.abspath(p)) for p in preds["path"]]
     missing = preds["_true"].isna().sum()

@@ -34,6 +34,14 @@ class Dataset:
         return [self.hierarchy.ancestor(y, level) for y in self.labels]
 
 
+def check_classes(ds: Dataset) -> None:
+    """Training needs at least two classes to tell apart: a DatasetError that says so otherwise."""
+    classes = sorted(set(ds.labels))
+    if len(classes) < 2:
+        raise DatasetError(f"{ds.root}: only one class ({', '.join(map(repr, classes))}); a classifier needs at least "
+                           "two classes to tell apart: add a sub-folder of photos for another class.")
+
+
 def list_images(root: str | Path) -> list[Path]:
     """The photo files under ``root`` (by extension), sorted, hidden files skipped; ``root`` itself if a file."""
     root = Path(root)

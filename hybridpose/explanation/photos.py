@@ -6,6 +6,7 @@ top-5 with probabilities and the rule that fired. Also a t-SNE of backbone embed
 """
 from __future__ import annotations
 
+import unicodedata
 from pathlib import Path
 
 import numpy as np
@@ -42,7 +43,7 @@ def explain_photos(inputs: str | Path, run: str | Path, out: str | Path, *, meth
             _figure(png, crops[j], maps[j], _crop_keypoints(clf, poses.iloc[j]), b, j, clf, method)
             written.append(str(png))
             conf = b.fused[clf.hierarchy.leaf_level][j, targets[j]]
-            sheet.append((overlay(crops[j], maps[j]), [Path(path).name, f"{b.leaf[j]} {conf:.2f}",
+            sheet.append((overlay(crops[j], maps[j]), [printable(Path(path).name), f"{b.leaf[j]} {conf:.2f}",
                                                          f"rule: {b.rule[j]}" if b.rule[j] else "no rule"]))
     contact_sheet(sheet, out / "explain_contact_sheet.png", cols=5, thumb=240)
     result = {"photos": len(written), "files": written, "contact_sheet": str(out / "explain_contact_sheet.png")}
@@ -53,13 +54,18 @@ def explain_photos(inputs: str | Path, run: str | Path, out: str | Path, *, meth
 
 def output_names(paths: list[Path]) -> list[str]:
     """A distinct file-name stem per photo: the stem, or its path below the common folder where stems repeat."""
-    stems = [p.stem for p in paths]
+    stems = [printable(p.stem) for p in paths]
     if len(set(stems)) == len(stems):
         return stems
     import os
 
     common = Path(os.path.commonpath([str(p.parent.resolve()) for p in paths])) if paths else Path(".")
-    return [str(p.resolve().relative_to(common)).replace(os.sep, "__").replace(".", "_") for p in paths]
+    return [printable(str(p.resolve().relative_to(common)).replace(os.sep, "__").replace(".", "_")) for p in paths]
+
+
+def printable(name: str) -> str:
+    """``name`` with its control characters (a newline in a file name) as "_": one line to draw, a plain file name."""
+    return "".join("_" if unicodedata.category(c) == "Cc" else c for c in name)
 
 
 def _crop_keypoints(clf: HybridPoseClassifier, row: pd.Series) -> np.ndarray | None:
@@ -102,7 +108,7 @@ def _figure(path: Path, crop: np.ndarray, cam: np.ndarray | None, kp: np.ndarray
     for ax in axes[:2]:
         ax.axis("off")
     _top5(axes[2], b, j, clf)
-    fig.suptitle(Path(b.poses["path"].iat[j]).name, fontsize=11)
+    fig.suptitle(printable(Path(b.poses["path"].iat[j]).name), fontsize=11)
     fig.tight_layout()
     atomic.save_figure(path, fig, dpi=100)
     plt.close(fig)

@@ -12,12 +12,11 @@ from typing import TYPE_CHECKING, Iterator, Sequence
 import numpy as np
 import pandas as pd
 
-from .. import atomic
 from ..branches import DEFAULT_BRANCHES, branch_class
-from ..engines import pick_engine
-from ..errors import RunError
-from ..fusion import Fusion
 from ..data.hierarchy import Hierarchy
+from ..engines import is_bundle, pick_engine
+from ..errors import RunError
+from ..fusion import Fusion, read_fusion
 from .pipeline import pose_and_crop, posed_by
 from ..pose.cache import PoseCache, look_up
 from ..pose.result import PoseResult
@@ -72,11 +71,12 @@ class HybridPoseClassifier:
         folder = RunFolder(run)
         config = folder.read_config()
         hierarchy = Hierarchy.from_dict(config["hierarchy"])
+        names = config.get("branches", DEFAULT_BRANCHES)
+        fusion = read_fusion(folder.require(folder.fusion), hierarchy, names, _remake(folder, config))  # before the networks
         runtime = pick_engine(folder, engine)
         branches = {name: runtime.load_image_branch(folder, config, device=device, partial=partial, threads=threads)
                     if name == "image" else branch_class(name).load(folder, config, device=device, partial=partial)
-                    for name in config.get("branches", DEFAULT_BRANCHES)}
-        fusion = Fusion.from_dict(hierarchy, atomic.read_json(folder.require(folder.fusion)))
+                    for name in names}
         skeleton = get_skeleton(config.get("skeleton"))
         return cls(folder, config, branches, fusion, _load_rules(folder, rules, use_rules, hierarchy, skeleton))
 
@@ -224,6 +224,13 @@ class HybridPoseClassifier:
 def channels_first(crops: np.ndarray) -> np.ndarray:
     """B x S x S x 3 -> B x 3 x S x S (the networks' layout), contiguous."""
     return np.ascontiguousarray(crops.transpose(0, 3, 1, 2))
+
+
+def _remake(folder: RunFolder, config: dict) -> str:
+    """What remakes a damaged file of a run (its fit) or of an exported bundle (the export)."""
+    if is_bundle(folder):
+        return f"export the run again: `hybridpose export RUN --out {folder.root}`"
+    return f"run `{folder.fit_command(config)}` again (it rewrites the file)"
 
 
 def _load_rules(run: RunFolder, rules: str | Path | None, use_rules: bool, hierarchy: Hierarchy,

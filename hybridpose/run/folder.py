@@ -13,13 +13,15 @@
 """
 from __future__ import annotations
 
+import reprlib
 import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
 from .. import atomic
+from ..data.hierarchy import Hierarchy
 from ..defaults import DEFAULTS
-from ..errors import RunError
+from ..errors import HybridPoseError, RunError
 
 RUN_FORMAT = "hybridpose-run"
 
@@ -81,6 +83,10 @@ class RunFolder:
             raise RunError(f"{self.config}: damaged (not JSON); run `hybridpose fit` again with a fresh --out.") from None
         if not isinstance(config, dict) or config.get("format") != RUN_FORMAT:
             raise RunError(f"{self.config}: not a hybridpose run.")
+        problem = config_problem(config)
+        if problem:
+            raise RunError(f"{self.config}: damaged ({problem}); restore it, or run `hybridpose fit` again "
+                           "with a fresh --out.")
         return config
 
     def is_clip_run(self) -> bool:
@@ -122,3 +128,44 @@ class RunFolder:
         except RunError:
             pass
         raise RunError(f"{path}: missing{(' (' + what + ')') if what else ''}; the run did not finish{hint}.")
+
+
+# The types of config.json's settings that commands read (a key may be absent in older runs), and in words.
+_CONFIG_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
+    "version": ((int,), "a whole number"), "data": ((str,), "a path"), "n_images": ((int,), "a whole number"),
+    "folds": ((int,), "a whole number of at least 2"), "skeleton": ((str, dict, type(None)), "a skeleton name or description"),
+    "branches": ((list,), "a list of branch names"), "train": ((dict,), "a mapping of training settings"),
+    "flip_pairs": ((dict,), "a mapping of classes"), "clips": ((dict, type(None)), "a mapping of clip settings"),
+    "keypoints": ((dict,), "a mapping"), "run_id": ((str,), "a text id"),
+}
+_TRAIN_TYPES: dict[str, tuple[tuple[type, ...], str]] = {  # what prediction reads of the training settings
+    "input_size": ((int,), "a whole number of pixels"), "eval_margin": ((int, float), "a number"),
+}
+
+
+def config_problem(config: dict) -> str:
+    """What is wrong with a run's settings ("" if nothing): a value of the wrong type, or a broken hierarchy."""
+    train = config.get("train")
+    problem = _type_problem(config, _CONFIG_TYPES) or (
+        _type_problem(train, _TRAIN_TYPES, "train.") if isinstance(train, dict) else "")
+    if problem:
+        return problem
+    if config.get("folds", 2) < 2:
+        return f"folds is {config['folds']}, expected {_CONFIG_TYPES['folds'][1]}"
+    if not all(isinstance(b, str) for b in config.get("branches", [])):
+        return f"branches is {config['branches']!r}, expected {_CONFIG_TYPES['branches'][1]}"
+    if "hierarchy" not in config:
+        return "no hierarchy"
+    try:
+        Hierarchy.from_dict(config["hierarchy"])
+    except (KeyError, TypeError, AttributeError, ValueError, HybridPoseError):
+        return "the hierarchy is not a mapping of levels and each class's ancestors"
+    return ""
+
+
+def _type_problem(values: dict, types: dict[str, tuple[tuple[type, ...], str]], prefix: str = "") -> str:
+    for key, (allowed, words) in types.items():
+        value = values.get(key)
+        if key in values and (isinstance(value, bool) or not isinstance(value, allowed)):
+            return f"{prefix}{key} is {reprlib.repr(value)}, expected {words}"
+    return ""

@@ -6,12 +6,15 @@ where the branch abstained: a row of NaN), and after rules ``rules_<level>``.
 """
 from __future__ import annotations
 
+import csv
+from pathlib import Path
 from typing import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
 from ..data.hierarchy import Hierarchy
+from ..errors import HybridPoseError, RunError
 
 Probs = Mapping[str, np.ndarray]  # level -> rows x classes
 
@@ -106,3 +109,45 @@ def prediction_columns(leaf: Sequence[str], leaf_p: np.ndarray, hierarchy: Hiera
     for name, probs in branches.items():
         cols[f"{name}_top"] = argmax_labels(probs, leaves)
     return cols
+
+
+def column_names(h: Hierarchy, branches: Sequence[str]) -> list[str]:
+    """The ``true_*``, probability and label columns `table` writes for these branches."""
+    probs = [prob_column(b, lv, c) for b in branches for lv in h.levels for c in h.classes(lv)]
+    return [*map(true_column, h.levels), *probs, *(pred_column(b, lv) for b in branches for lv in h.levels)]
+
+
+def missing_columns(frame: pd.DataFrame, h: Hierarchy, branches: Sequence[str]) -> list[str]:
+    """Columns an out-of-fold table of these branches must have and ``frame`` lacks (rules: all or none)."""
+    expected = ["path", "fold", *column_names(h, branches)]
+    rules = [*map(rules_column, h.levels), "rule"]
+    if any(c in frame.columns for c in rules):  # calibrated: its rules columns too
+        expected += rules
+    return [c for c in expected if c not in frame.columns]
+
+
+def read_table(path: Path, fix: str, error: type[HybridPoseError] = RunError) -> pd.DataFrame:
+    """A CSV table hybridpose wrote (this table, folds.csv, ...), blank cells NaN; ``error`` naming the file and
+    ``fix`` when it is not a readable CSV or its last line is cut short."""
+    try:
+        frame = pd.read_csv(path, keep_default_na=False, na_values=[""])
+    except (UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as e:
+        kind = "not UTF-8 text" if isinstance(e, UnicodeDecodeError) else "not a CSV table"
+        raise error(f"{path}: {kind}; {fix}.") from None
+    if not _last_line_complete(path, len(frame.columns)):
+        raise error(f"{path}: damaged (its last line is cut short); {fix}.")
+    return frame
+
+
+def _last_line_complete(path: Path, n_fields: int) -> bool:
+    """False when the file ends without a newline inside a row that has fewer fields than the header
+    (pandas fills the missing cells with blanks, as if the branch had abstained)."""
+    with open(path, "rb") as fh:
+        fh.seek(-1, 2)
+        if fh.read(1) in (b"\n", b"\r"):
+            return True
+    with open(path, encoding="utf-8", newline="") as fh:
+        last: list[str] = []
+        for last in csv.reader(fh):
+            pass
+    return len(last) >= n_fields

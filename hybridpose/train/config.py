@@ -6,6 +6,7 @@ the option (``--batch-size``) in a one-line ``ConfigError``.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field, fields, replace
 from enum import Enum
 from pathlib import Path
@@ -238,6 +239,10 @@ def read_fit_config(path: str | Path) -> dict:
         if name in ("stage1", "stage2", "stage3"):
             if not isinstance(value, dict) or not set(value) <= STAGE_KEYS:
                 raise ConfigError(f"{path}: {key} must be a mapping of {', '.join(sorted(STAGE_KEYS))}.")
+            for sub, v in value.items():
+                _check_value(path, f"{key}.{sub}", sub, v, _STAGE_TYPES[sub])
+        else:
+            _check_value(path, str(key), name, value, _FILE_TYPES[name])
         values[name] = value
     return values
 
@@ -254,6 +259,60 @@ def run_settings(config: dict) -> dict:
     if pairs:
         values["flip_pairs"] = ",".join(f"{a}:{b}" for a, b in pairs)
     return values
+
+
+# What a `fit --config` value may be, by the annotation of its field (the CLI's types), and in words.
+_KINDS = {
+    "int": (lambda v: isinstance(v, int) and not isinstance(v, bool), "a whole number"),
+    "float": (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v), "a number"),
+    "bool": (lambda v: isinstance(v, bool), "true or false"),
+    "str": (lambda v: isinstance(v, str), "a text value"),
+    "str | None": (lambda v: v is None or isinstance(v, str), "a text value"),
+    "tuple[float, float]": (lambda v: isinstance(v, (list, tuple)) and len(v) == 2 and all(_KINDS["float"][0](x) for x in v),
+                            "two numbers, e.g. [0.05, 0.35]"),
+}
+_FRACTION = (lambda v: 0 <= v <= 1, "from 0 to 1")
+_AT_LEAST_0 = (lambda v: v >= 0, "0 or more")
+_MORE_THAN_0 = (lambda v: v > 0, "more than 0")
+# The ranges the CLI's options have (and a few only a file can set); a value outside one names the key.
+_RANGES = {
+    "folds": (lambda v: v >= 2, "at least 2"), "workers": (lambda v: v >= 1, "at least 1"), "retries": _AT_LEAST_0,
+    "cpus_per_fold": _AT_LEAST_0, "gpus_per_fold": _AT_LEAST_0, "seed": _AT_LEAST_0, "num_threads": _AT_LEAST_0,
+    "input_size": (lambda v: v >= MIN_INPUT_SIZE, f"at least {MIN_INPUT_SIZE}"),
+    "batch_size": (lambda v: v >= MIN_BATCH_SIZE, f"at least {MIN_BATCH_SIZE}"),
+    "freeze_fraction": _FRACTION, "label_smoothing": _FRACTION, "inner_val_fraction": _FRACTION,
+    "warmup_fraction": _FRACTION, "weight_decay": _AT_LEAST_0, "supcon_weight": _AT_LEAST_0,
+    "supcon_temperature": _MORE_THAN_0, "coarse_level_weight": _AT_LEAST_0, "cam_weight": _AT_LEAST_0,
+    "eval_margin": _AT_LEAST_0, "rotation_degrees": _AT_LEAST_0, "lr": _MORE_THAN_0,
+    "epochs": (lambda v: v >= 1, "at least 1"), "patience": _AT_LEAST_0,
+    "train_margin": (lambda v: 0 <= v[0] <= v[1], "two margins, the first 0 or more and not above the second"),
+}
+_CHOICES = {"preset": lambda: list(PRESETS), "cam_method": lambda: [m.value for m in CamMethod],
+            "executor": lambda: ["local", "ray"]}
+
+
+def _check_value(path: Path, key: str, name: str, value: object, kind: str) -> None:
+    """A ConfigError naming the file and key when ``value`` has the wrong type, range or choice."""
+    if kind == "epochs":  # the file's `epochs: 8,6,4`, as --epochs reads it
+        try:
+            parse_epochs(value)
+        except ConfigError:
+            raise ConfigError(f"{path}: {key} is {value!r}; give the epochs of stages 1, 2 and 3, each at least 1 "
+                              "(e.g. epochs: 8,6,4).") from None
+        return
+    ok, words = _KINDS[kind]
+    if not ok(value):
+        raise ConfigError(f"{path}: {key} is {value!r}; give {words}.")
+    check, limit = _RANGES.get(name, (None, ""))
+    if check is not None and not check(value):
+        raise ConfigError(f"{path}: {key} is {value!r}; it must be {limit}.")
+    if name in _CHOICES and value not in _CHOICES[name]():
+        raise ConfigError(f"{path}: {key} is {value!r}; choose one of {', '.join(_CHOICES[name]())}.")
+
+
+_STAGE_TYPES = {f.name: f.type for f in fields(StageConfig)}
+_FILE_TYPES = {**{f.name: f.type for f in fields(FitOptions)}, **{f.name: f.type for f in fields(TrainConfig)},
+               "epochs": "epochs"}
 
 
 def train_overrides(values: dict, preset: str) -> dict:

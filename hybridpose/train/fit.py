@@ -29,8 +29,15 @@ import torch
 from .. import atomic
 from ..branches import DEFAULT_BRANCHES, branch_class
 from ..branches.image import Preprocessing
+from ..data.datasets import (
+    Dataset,
+    check_classes,
+    leave_out_unusable,
+    left_out_warning,
+    load_dataset,
+    undeclared_mirror_pairs,
+)
 from ..run.crossfit import cross_fitted as cross_fit
-from ..data.datasets import Dataset, leave_out_unusable, left_out_warning, load_dataset, undeclared_mirror_pairs
 from ..errors import RunError
 from ..executors import Executor, Resources, get_executor, warm_pose_cache
 from ..data.folds import check_fold_counts, make_folds
@@ -193,7 +200,8 @@ def prepare(data: str | Path, out: str | Path, *, folds: int = DEFAULTS.folds, p
                                  poses, bank_size(cfg), cfg.train_margin[1], sk, run.crops(bank_size(cfg)), show_progress))
     ds = load_dataset(data, hierarchy=hierarchy, images=images, flip_pairs=flip_pairs)
     leave_out_unusable(ds)
-    check_fold_counts(ds.labels, folds, "photos")  # before anything is written
+    check_classes(ds)  # before anything is written
+    check_fold_counts(ds.labels, folds, "photos")
     user_groups = _user_groups(ds, (clips or {}).get("groups"))
     source = keypoint_source(keypoints, sk, keypoint_units, ds.paths, data)
     _warn_undeclared_mirrors(ds)  # after every check: an error stays the only line

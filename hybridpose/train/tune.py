@@ -11,9 +11,11 @@ finished trials, and several `tune` processes (or Ray tasks, ``executor="ray"``)
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
+from typing import Iterator
 
 from ..errors import ConfigError
 from ..executors import Resources, get_executor, warm_pose_cache
@@ -74,10 +76,11 @@ def tune(data: str | Path, out: str | Path, *, storage: str, trials: int = 20, f
     """Run the study until it holds ``trials`` finished (complete or pruned) trials; write OUT/best.yaml
     and OUT/trials.csv. Returns a summary (best value and settings, trial counts)."""
     optuna = _optuna()
-    from ..data.datasets import leave_out_unusable, load_dataset
+    from ..data.datasets import check_classes, leave_out_unusable, load_dataset
     from ..data.folds import check_fold_counts
     from ..pose.frontend import extract
 
+    storage = check_storage(storage)  # before any work
     out = Path(out)
     space = space or SearchSpace()
     fixed = {"seed": seed, **fixed}  # the sampler's seed is every trial's fit seed too
@@ -86,12 +89,13 @@ def tune(data: str | Path, out: str | Path, *, storage: str, trials: int = 20, f
             make_config(space.preset, backbone=backbone, input_size=size, **{k: v for k, v in fixed.items() if not k.startswith("stage")})
     ds = load_dataset(data, hierarchy=hierarchy, images=images, flip_pairs=flip_pairs)
     leave_out_unusable(ds)  # as every trial's fit will: a class with no usable photo stops here, before any trial
+    check_classes(ds)
     check_fold_counts(ds.labels, folds, "photos")
-    storage = absolute_storage(storage)
     name = study_name or f"hybridpose-{Path(data).resolve().name}"
-    study = optuna.create_study(study_name=name, storage=open_storage(storage), direction="maximize", load_if_exists=True,
-                                sampler=optuna.samplers.TPESampler(seed=seed),
-                                pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1))
+    with _storage_errors(storage):
+        study = optuna.create_study(study_name=name, storage=open_storage(storage), direction="maximize",
+                                    load_if_exists=True, sampler=optuna.samplers.TPESampler(seed=seed),
+                                    pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1))
     spec = TuneSpec(str(data), str(out.resolve()), storage, name, folds, space, fixed,
                     dict(hierarchy=hierarchy, images=images, flip_pairs=flip_pairs, skeleton=skeleton,
                          cache_dir=cache_dir), seed)
@@ -228,6 +232,54 @@ def absolute_storage(storage: str) -> str:
     return storage
 
 
+RDB_SCHEMES = ("sqlite", "postgresql", "mysql")  # the databases Optuna's RDBStorage opens (dialect+driver too)
+SQLITE_HEADER = b"SQLite format 3\x00"
+
+
+def check_storage(storage: str) -> str:
+    """``storage`` made absolute, if Optuna can open it: a database URL and, for SQLite, a database file or a new
+    file in a folder that exists and can be written; a ConfigError or OutputError naming --study otherwise.
+    Nothing is created or written."""
+    storage = absolute_storage(storage)
+    scheme = storage.split(":", 1)[0]
+    if scheme.split("+")[0] not in RDB_SCHEMES:
+        raise ConfigError(f"--study {storage}: unknown storage {scheme!r}; give an Optuna database URL, "
+                          "e.g. sqlite:///study.db (or postgresql://..., mysql://...).")
+    file = storage.partition("?")[0][len("sqlite:///"):] if storage.startswith("sqlite:///") else ""
+    if file and file != ":memory:":
+        _check_sqlite_file(Path(file))
+    return storage
+
+
+def _check_sqlite_file(path: Path) -> None:
+    from ..outputs import check_writable
+
+    if path.is_dir():
+        raise ConfigError(f"--study sqlite:///{path}: is a folder; give a database file, e.g. {path / 'study.db'}.")
+    if path.exists():
+        with open(path, "rb") as fh:
+            head = fh.read(len(SQLITE_HEADER))
+        if head and head != SQLITE_HEADER:
+            raise ConfigError(f"--study sqlite:///{path}: not an SQLite database; give the study's database file, "
+                              "or a new file name.")
+    elif not path.parent.is_dir():
+        raise ConfigError(f"--study sqlite:///{path}: folder {path.parent} does not exist; create it or give a "
+                          "database file in an existing folder.")
+    check_writable(path, "file", "--study")
+
+
+@contextmanager
+def _storage_errors(storage: str) -> Iterator[None]:
+    """A database that cannot be opened (unreachable server, damaged file): one line naming --study."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    try:
+        yield
+    except SQLAlchemyError as e:
+        reason = str(getattr(e, "orig", None) or e).splitlines()[0]
+        raise ConfigError(f"--study {storage}: cannot open the study's database ({reason}); check the URL.") from None
+
+
 # A trial whose process died (killed, out of memory, node lost) would stay RUNNING for ever: running trials
 # beat every HEARTBEAT_S seconds, and the next trial to start marks one silent for GRACE_S as FAIL.
 HEARTBEAT_S = 30
@@ -237,7 +289,7 @@ GRACE_S = 120
 def open_storage(storage: str):
     """The study's storage; a database one (SQLite, PostgreSQL, MySQL) with trial heartbeats."""
     optuna = _optuna()
-    if storage.split(":", 1)[0].split("+")[0] in ("sqlite", "postgresql", "mysql"):
+    if storage.split(":", 1)[0].split("+")[0] in RDB_SCHEMES:
         return optuna.storages.RDBStorage(storage, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S)
     return storage
 
