@@ -36,7 +36,7 @@ before any clock starts.
 
 Memory mode (--memory, default M=2000): a temporary folder of M photos made from the data set's
 photos cycled (hard links, or symlinks where hard links fail), predicted with
-`hybridpose.jobs.predict` (streams CSV rows batch by batch), sampling this process's peak RSS
+`hybridpose.predict` (streams CSV rows batch by batch), sampling this process's peak RSS
 (ru_maxrss) and current RSS after every batch, reported after 200, 1000 and M photos.
 With --copies link the copies share content, and the pose cache keys on the content hash, so after
 the first pass over the distinct photos pose results come from the cache (decode, crops, the K CNNs
@@ -257,7 +257,7 @@ def make_copies(sources: list[Path], m: int, folder: Path, mode: str) -> str:
 def memory(args, tmp: Path, data: Path) -> dict:
     import numpy as np
 
-    from hybridpose import jobs
+    from hybridpose.inference.photos import predict_photos
     from hybridpose.inference.classifier import HybridPoseClassifier
     from hybridpose.data.datasets import list_images
 
@@ -285,7 +285,7 @@ def memory(args, tmp: Path, data: Path) -> dict:
     HybridPoseClassifier.iter_predict = sampled  # sampling hook; this process only
     rss_before = {"peak_rss_mb": peak_rss_mb(), "rss_mb": current_rss_mb()}
     try:
-        result = jobs.predict(folder, args.model, tmp / "predictions.csv", batch_size=args.batch_size,
+        result = predict_photos(folder, args.model, tmp / "predictions.csv", batch_size=args.batch_size,
                               show_progress=False, cache_dir=tmp / "pose-cache", workers=args.workers,
                               engine=args.engine)
     finally:
@@ -293,7 +293,7 @@ def memory(args, tmp: Path, data: Path) -> dict:
     wall = time.perf_counter() - t_start
     if args.smoke:
         _common.smoke_check(result["images"] == m and sum(result["status"].values()) == m,
-                            f"jobs.predict gave {result['status']} for {m} photos")
+                            f"predict gave {result['status']} for {m} photos")
         _common.smoke_check(bool(samples) and samples[-1]["photos"] == m, "the sampling hook did not see every batch")
 
     rows, at = [], {}
@@ -302,7 +302,7 @@ def memory(args, tmp: Path, data: Path) -> dict:
         at[c] = s
         rows.append([f"after {s['photos']} photos", s["peak_rss_mb"], s["rss_mb"], s["seconds"]])
     first = samples[0]
-    _common.print_table(f"Memory of jobs.predict over {m} photos ({how}; {distinct} distinct contents)",
+    _common.print_table(f"Memory of predict over {m} photos ({how}; {distinct} distinct contents)",
                         ["when", "peak RSS MB", "RSS MB", "seconds"],
                         [["before predict (imports only)", rss_before["peak_rss_mb"], rss_before["rss_mb"], 0.0],
                          [f"after the first batch ({first['photos']} photos)", first["peak_rss_mb"], first["rss_mb"],

@@ -272,7 +272,7 @@ def calibrate(
     """Find threshold rules on keypoint statistics for the sibling classes the model confuses."""
     from rich.table import Table
 
-    from hybridpose.jobs import calibrate as run_calibrate
+    from hybridpose.rules.runs import calibrate as run_calibrate
 
     res = run_calibrate(run, out=out, dry_run=dry_run, min_gain=min_gain, min_fired=min_fired, alpha=alpha)
     table = Table(title="confusable sibling pairs (out-of-fold photos where the fused top-2 is the pair)",
@@ -397,7 +397,7 @@ def evaluate(
     """Accuracy, top-5 and macro-F1 per level, per-class table, confusion matrices, ablation, label review, report.html."""
     from rich.table import Table
 
-    from hybridpose.jobs import evaluate as run_evaluate
+    from hybridpose.evaluation.evaluate import evaluate as run_evaluate
 
     res = run_evaluate(target, model=model, out=out, data=data, images=images)
     table = Table(title=res["title"])

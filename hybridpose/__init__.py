@@ -13,10 +13,10 @@ _LAZY = {
     "load_dataset": "hybridpose.data.datasets",
     "extract": "hybridpose.pose.frontend",
     "fit": "hybridpose.train.fit",
-    "calibrate": "hybridpose.jobs",
+    "calibrate": "hybridpose.rules.runs",
     "predict": "hybridpose.inference.api",
     "explain": "hybridpose.explanation",
-    "evaluate": "hybridpose.jobs",
+    "evaluate": "hybridpose.evaluation.evaluate",
     "RuleSet": "hybridpose.rules",
 }
 

@@ -132,7 +132,7 @@ def no_work(monkeypatch):
     import hybridpose.pose.extraction
     import hybridpose.inference.classifier
     import hybridpose.explanation.photos
-    import hybridpose.jobs
+    import hybridpose.rules.runs
     import hybridpose.evaluation.metrics
     import hybridpose.train.fit
 
@@ -143,5 +143,5 @@ def no_work(monkeypatch):
     monkeypatch.setattr(hybridpose.train.fit, "extract", forbidden)
     monkeypatch.setattr(hybridpose.inference.classifier.HybridPoseClassifier, "load", forbidden)
     monkeypatch.setattr(hybridpose.explanation.photos.HybridPoseClassifier, "load", forbidden)
-    monkeypatch.setattr(hybridpose.jobs, "calibrate_rules", forbidden)
+    monkeypatch.setattr(hybridpose.rules.runs, "calibrate_rules", forbidden)
     monkeypatch.setattr(hybridpose.evaluation.metrics, "evaluate_frame", forbidden)

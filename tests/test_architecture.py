@@ -21,7 +21,7 @@ LAYERS = {
     "fusion": 4, "rules": 4, "viz": 4,
     "inference": 5, "export": 5,
     "executors": 6, "evaluation": 6, "explanation": 6,
-    "train": 7, "inference.api": 7, "jobs": 7,
+    "train": 7, "inference.api": 7, "run.oof": 3,
 }
 
 def _modules() -> list[Path]:

@@ -247,7 +247,7 @@ def test_predict_bad_and_cut_videos(clip_run, tmp_path, VIDEO):
 @pytest.mark.slow
 def test_evaluate_clip_run_on_a_labelled_clip_folder(clip_run, tmp_path, CLIPS):
     from hybridpose.inference.clips import predict_clips
-    from hybridpose.jobs import evaluate
+    from hybridpose.evaluation.evaluate import evaluate
 
     src, _ = clip_run
     run, data = tmp_path / "run", tmp_path / "data"

@@ -3,7 +3,7 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import accuracy_score, f1_score, precision_recall_fscore_support, top_k_accuracy_score
 
-from hybridpose.jobs import evaluate
+from hybridpose.evaluation.evaluate import evaluate
 
 
 def test_evaluate_run_matches_sklearn(copy_run, tmp_path):

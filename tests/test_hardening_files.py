@@ -155,7 +155,8 @@ def test_truncated_oof_table(monkeypatch, capsys, copy_run, no_work, cut, comman
 
 def test_intact_oof_tables_load(copy_run):
     """A calibrated table (rules columns) and one whose complete last line lacks its newline still load."""
-    from hybridpose.jobs import calibrate, load_oof
+    from hybridpose.rules.runs import calibrate
+    from hybridpose.run.oof import load_oof
 
     run = copy_run()
     calibrate(run, min_fired=1, min_gain=0.0)

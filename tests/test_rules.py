@@ -407,8 +407,8 @@ def test_edited_rules_file_is_backed_up_never_overwriting_a_backup(tmp_path):
 
 @pytest.fixture
 def fake_run(monkeypatch, tmp_path):
-    """jobs.calibrate on a run folder whose out-of-fold table and features are ``pair_data``."""
-    import hybridpose.jobs as jobs
+    """rules.runs.calibrate on a run folder whose out-of-fold table and features are ``pair_data``."""
+    import hybridpose.rules.runs as jobs
 
     features, y, probs = pair_data(wrong=3)
     oof = pd.DataFrame({"path": [f"p{i}.jpg" for i in range(len(y))], "fold": np.arange(len(y)) % 2, "true_class": y,

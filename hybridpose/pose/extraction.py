@@ -1,4 +1,4 @@
-"""High-level jobs that the CLI wraps, one function per command."""
+"""`extract`: the poses table (and a summary) of every file under a folder, from the pose model or a keypoint file."""
 from __future__ import annotations
 
 import time

@@ -1,0 +1,133 @@
+"""`evaluate`: metrics, plots, label review and report.html for a run's out-of-fold predictions, a labelled data
+set through a run, or a predictions CSV with its labelled data."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pandas as pd
+
+from .. import atomic
+from ..data.datasets import load_dataset
+from ..data.hierarchy import Hierarchy
+from ..errors import DatasetError
+from ..outputs import check_writable
+from ..run.folder import RunFolder
+from ..run.oof import load_oof
+from ..run.predtable import read_table, rules_column, true_column
+from ..skeletons import get_skeleton
+
+
+def _skeleton_note(config: dict) -> str:
+    sk = get_skeleton(config.get("skeleton"))
+    source = (config.get("keypoints") or {}).get("file")
+    return f"{sk.name} ({sk.description})" + (f", keypoints read from {source}" if source else "")
+
+
+def evaluate(target: str | Path, *, model: str | Path | None = None, out: str | Path | None = None,
+             data: str | Path | None = None, images: str | Path | None = None, show_progress: bool = True) -> dict:
+    """Metrics, plots, label review and report.html for a run's out-of-fold predictions (``evaluate RUN``),
+    a labelled data set with ``model``, or a predictions CSV with its labelled ``data``."""
+    from .metrics import evaluate_frame
+    from .report import write_report
+    from .review import write_review
+
+    target = Path(target)
+    folds = None
+    of_run = RunFolder(target).is_run() and model is None
+    if of_run and (data is not None or images is not None):
+        raise DatasetError(f"{target} is a run: `evaluate RUN` scores its out-of-fold predictions and uses no "
+                           f"--data/--images; to score it on a labelled set, run `hybridpose evaluate DATA --model {target}`.")
+    if of_run:
+        out_dir = Path(out or target / "evaluation")
+    elif target.suffix == ".csv":
+        out_dir = Path(out or target.with_suffix(""))
+    elif model is None:
+        raise DatasetError(_what_to_evaluate(target))
+    else:
+        out_dir = Path(out or Path(model) / f"evaluation_{target.name}")
+    check_writable(out_dir, "folder")  # before any work
+    if of_run:
+        frame, h, _ = load_oof(target)
+        title = f"Out-of-fold evaluation of {target}"
+        folds = pd.read_csv(RunFolder(target).folds) if RunFolder(target).folds.exists() else None
+    elif target.suffix == ".csv":
+        frame, h = _frame_from_predictions(target, data, images)
+        title = f"Evaluation of {target}"
+    else:
+        frame, h = _frame_from_dataset(target, Path(model), images, show_progress)
+        title = f"Evaluation of {model} on {target}"
+    summary = evaluate_frame(frame, h, out_dir, title=title)
+    run_dir = target if of_run else (Path(model) if model is not None else None)
+    if run_dir is not None:  # the report says which keypoints the run used
+        summary["skeleton"] = _skeleton_note(RunFolder(run_dir).read_config())
+    if folds is not None and RunFolder(target).curves.exists():
+        import shutil
+
+        shutil.copyfile(RunFolder(target).curves, out_dir / "training_curves.png")
+    summary["review"] = write_review(frame, folds, h, out_dir)
+    summary["report"] = str(write_report(out_dir, summary, title=title))
+    atomic.write_csv(out_dir / "predictions_evaluated.csv", frame)
+    summary["out"] = str(out_dir)
+    return summary
+
+
+def _what_to_evaluate(target: Path) -> str:
+    """The error for ``evaluate TARGET`` without --model when TARGET is not a run."""
+    if not target.exists():
+        return (f"{target}: no such file or folder; give a run directory (the --out of `hybridpose fit`), "
+                "a labelled data set with --model RUN, or a predictions CSV with --data FOLDER.")
+    if target.is_dir() and not any(_holds_photos(d) for d in target.iterdir() if d.is_dir()):
+        return (f"{target}: not a run directory (no config.json) and not a labelled data set (no class sub-folders "
+                "with photos); give the --out folder of `hybridpose fit`, or a labelled folder with --model RUN.")
+    return f"{target}: to evaluate a data set, give the model: --model RUN."
+
+
+def _holds_photos(folder: Path) -> bool:
+    from ..data.images import IMAGE_EXTENSIONS
+
+    return any(p.suffix.lower() in IMAGE_EXTENSIONS for p in folder.rglob("*"))
+
+
+def _frame_from_dataset(data: Path, run: Path, images, show_progress: bool) -> tuple[pd.DataFrame, Hierarchy]:
+    from ..inference.classifier import HybridPoseClassifier
+
+    if RunFolder(run).is_clip_run():  # a clip run: one row per clip (docs/CLIPS.md)
+        from ..inference.clips import evaluation_frame
+
+        if images is not None:
+            raise DatasetError(f"--images {images}: a clip run reads the clips of {data} itself; leave --images out.")
+        return evaluation_frame(data, run, show_progress=show_progress)
+    ds = load_dataset(data, images=images)
+    clf = HybridPoseClassifier.load(run)
+    unknown = sorted(set(ds.labels) - set(clf.hierarchy.leaves))
+    if unknown:
+        raise DatasetError(f"{data}: classes {unknown} are not classes of the model {run}.")
+    h = clf.hierarchy
+    frame = pd.concat(list(clf.iter_predict(ds.paths, show_progress=show_progress, detailed=True)), ignore_index=True)
+    for lv in h.levels:
+        frame[true_column(lv)] = ds.level_labels(lv)
+    return frame, h
+
+
+def _frame_from_predictions(path: Path, data, images) -> tuple[pd.DataFrame, Hierarchy]:
+    if data is None:
+        raise DatasetError(f"{path}: to evaluate a predictions file, give the labelled data: --data FOLDER.")
+    ds = load_dataset(data, images=images)
+    fix = "give the CSV that `hybridpose predict` wrote"
+    preds = read_table(path, fix, DatasetError)
+    if "path" not in preds:
+        raise DatasetError(f"{path}: no column 'path'; {fix}.")
+    truth = {os.path.abspath(p): y for p, y in zip(ds.paths, ds.labels)}
+    preds["_true"] = [truth.get(os.path.abspath(p)) for p in preds["path"]]
+    missing = preds["_true"].isna().sum()
+    if missing == len(preds):
+        raise DatasetError(f"{path}: none of its paths lies in {data}; predict on that folder first.")
+    preds = preds[preds["_true"].notna()].reset_index(drop=True)
+    h = ds.hierarchy
+    for lv in h.levels:
+        if lv not in preds:
+            raise DatasetError(f"{path}: no column {lv!r}; was it written by `hybridpose predict` for this hierarchy?")
+        preds[true_column(lv)] = [h.ancestor(y, lv) for y in preds["_true"]]
+        preds[rules_column(lv)] = preds[lv]
+    return preds.drop(columns=["_true"]), h

@@ -1,0 +1,64 @@
+"""`calibrate` on a run: its out-of-fold table and statistics in, rules.yaml, calibration.csv and the table's
+``rules_*`` columns out (the search itself is calibrate.py)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from .. import atomic
+from ..defaults import DEFAULTS
+from ..outputs import check_writable
+from ..run.folder import RunFolder
+from ..run.oof import load_oof, run_features
+from ..run.predtable import read_probs, rules_column, true_column
+from .calibrate import calibrate_rules, crossval_rules
+from .io import backup_if_edited, write_rules
+
+
+def calibrate(run: str | Path, *, out: str | Path | None = None, dry_run: bool = False, min_gain: float = DEFAULTS.min_gain,
+              min_fired: int = DEFAULTS.min_fired, alpha: float = DEFAULTS.alpha) -> dict:
+    """Find rules for confused sibling pairs from the run's out-of-fold predictions; see rules/calibrate.py.
+
+    A rules file about to be replaced that was edited by hand is first copied to ``NAME.bak``
+    (``.bak1``, ... if taken); ``result["backups"]`` lists the copies made.
+    """
+    run = Path(run)
+    folder = RunFolder(run)
+    oof, h, _ = load_oof(run)
+    if not dry_run:  # before any work: nothing in the run is rewritten when an output cannot be
+        check_writable(folder.root, "folder", what="run folder", fix="copy the run to a folder you can write to")
+        if out:
+            check_writable(_rules_file(Path(out)), "file")
+    feats = run_features(run, oof)
+    leaves, level = h.leaves, h.leaf_level
+    probs = read_probs(oof, "fused", level, leaves)
+    y = list(oof[true_column(level)].astype(str))
+    kw = dict(min_gain=min_gain, min_fired=min_fired, alpha=alpha)
+    ruleset, table = calibrate_rules(feats, y, probs, leaves, h, **kw)
+    ruleset.meta.update({"source_run": str(run), "photos": len(oof)})
+    refined, fired = crossval_rules(feats, y, probs, leaves, h, oof["fold"].to_numpy(), **kw)
+    before = float(np.mean(np.array(leaves)[probs.argmax(1)] == np.array(y)))
+    after = float(np.mean(np.array(refined) == np.array(y)))
+    result = {"rules": ruleset, "table": table, "cv_before": before, "cv_after": after,
+              "cv_fired": int(sum(bool(f) for f in fired)), "written": [], "backups": []}
+    if dry_run:
+        return result
+    for lv in h.levels:
+        oof[rules_column(lv)] = [h.ancestor(leaf, lv) for leaf in refined]
+    oof["rule"] = fired
+    atomic.write_csv(folder.oof, oof)
+    atomic.write_csv(folder.calibration, table)
+    targets = [folder.rules] + ([_rules_file(Path(out))] if out else [])
+    for t in targets:
+        backup = backup_if_edited(t)
+        if backup is not None:
+            result["backups"].append(str(backup))
+        write_rules(ruleset, t)
+    result["written"] = [str(t) for t in targets] + [str(folder.calibration)]
+    return result
+
+
+def _rules_file(out: Path) -> Path:
+    """``--out`` names the rules file itself (.yaml/.yml) or the folder to write rules.yaml into."""
+    return out if out.suffix in (".yaml", ".yml") else out / "rules.yaml"

@@ -1,0 +1,61 @@
+"""A finished run's out-of-fold table and the statistics of its samples, as `calibrate` and `evaluate` read them."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from ..branches import DEFAULT_BRANCHES
+from ..data.hierarchy import Hierarchy
+from ..engines import is_bundle
+from ..errors import RunError
+from ..pose.frontend import keypoints_array
+from ..skeletons import get_skeleton
+from .folder import RunFolder
+from .predtable import missing_columns, read_table
+
+
+def load_oof(run: Path) -> tuple[pd.DataFrame, Hierarchy, dict]:
+    """A run's out-of-fold table, checked whole (every column of its branches, a row per scored sample), its
+    hierarchy and config; a RunError saying to re-run fit when it is damaged."""
+    folder = RunFolder(run)
+    config = folder.read_config()
+    if is_bundle(folder):
+        raise RunError(f"{folder.root}: an exported bundle holds no out-of-fold predictions; evaluate the run it "
+                       f"came from, or a labelled set with `hybridpose evaluate DATA --model {folder.root}`.")
+    path = folder.require(folder.oof)
+    h = Hierarchy.from_dict(config["hierarchy"])
+    fix = f"run `{folder.fit_command(config)}` again (it rewrites the table)"
+    frame = read_table(path, fix)
+    missing = missing_columns(frame, h, [*config.get("branches", DEFAULT_BRANCHES), "fused"])
+    if missing:
+        more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
+        raise RunError(f"{path}: damaged (no column {missing[0]!r}{more}: its header is cut short); {fix}.")
+    source, expected = _scored(folder, config, fix)
+    if len(frame) != expected:
+        raise RunError(f"{path}: damaged ({len(frame)} rows where {source} lists {expected}); {fix}.")
+    return frame, h, config
+
+
+def _scored(folder: RunFolder, config: dict, fix: str) -> tuple[Path, int]:
+    """The table listing what the out-of-fold table scores, and how many rows it has: every photo of folds.csv,
+    or the clips of clips.csv that were read and have a fold."""
+    if config.get("clips"):
+        clips = read_table(folder.require(folder.clips), fix)
+        return folder.clips, int(((clips["status"] == "ok") & (clips["fold"] > 0)).sum())
+    return folder.folds, len(read_table(folder.require(folder.folds), fix))
+
+
+def run_features(run: Path, oof: pd.DataFrame) -> pd.DataFrame:
+    """The statistics rules read, a row per row of ``oof``: keypoint features (photos) or clip statistics."""
+    folder = RunFolder(run)
+    skeleton = get_skeleton(folder.read_config().get("skeleton"))
+    if folder.is_clip_run():  # a clip run: the clips' temporal statistics (pose/temporal.py)
+        stats = pd.read_csv(folder.require(folder.clip_statistics), keep_default_na=False, na_values=[""])
+        return stats.set_index("clip").loc[list(oof["path"])].reset_index(drop=True)
+    poses = pd.read_csv(folder.require(folder.poses), keep_default_na=False, na_values=[""])
+    rows = pd.Index(poses["path"]).get_indexer(oof["path"])
+    if (rows < 0).any():
+        raise RunError(f"{folder.poses}: does not cover every photo of oof_predictions.csv; run `{folder.fit_command()}` again.")
+    poses = poses.iloc[rows].reset_index(drop=True)
+    return skeleton.features(keypoints_array(poses, skeleton))
