@@ -1,1 +1,2 @@
-"""evaluate."""
+"""`evaluate` (``evaluate``) and what it writes: metrics and plots (``metrics``), the label review sheet
+(``review``) and report.html (``report``)."""
