@@ -174,7 +174,6 @@ def fit(
     summary = run_fit(data, out, folds=given("folds", folds), preset=preset_name, hierarchy=given("hierarchy", hierarchy),
                       images=given("images", images), flip_pairs=given("flip_pairs", flip_pairs),
                       workers=given("workers", workers), cache_dir=given("cache", cache),
-                      
                       skeleton=_with_hands(given("skeleton", skeleton), hands), executor=given("executor", executor.value),
                       address=given("address", address), cpus_per_fold=given("cpus_per_fold", cpus_per_fold),
                       gpus_per_fold=given("gpus_per_fold", gpus_per_fold), clips=clip_opts,

@@ -71,8 +71,10 @@ def test_copies_share_group_and_fold(photos_with_copies):
 def test_duplicate_groups_transitive_and_none():
     base = np.zeros(64, bool)
     a = base.copy()
-    b = base.copy(); b[:6] = True            # 6 from a
-    c = base.copy(); c[:12] = True           # 6 from b, 12 from a: linked through b
+    b = base.copy()
+    b[:6] = True                             # 6 from a
+    c = base.copy()
+    c[:12] = True                            # 6 from b, 12 from a: linked through b
     far = ~base                              # 64 from a
     groups = duplicate_groups([a, b, None, c, far, None])
     assert groups[0] == groups[1] == groups[3]

@@ -317,7 +317,7 @@ import threading  # noqa: E402
 
 from hybridpose.data.content import file_sha256  # noqa: E402
 from hybridpose.pose.cache import PoseCache  # noqa: E402
-from hybridpose.pose.result import PoseResult
+from hybridpose.pose.result import PoseResult  # noqa: E402
 
 GOOD = PoseResult("ok", "", 10, 20, (1.0, 2.0, 3.0, 4.0), [[1.0, 2.0, 0.5, 0.9]] * 33)
 

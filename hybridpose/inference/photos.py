@@ -20,7 +20,7 @@ from ..skeletons import get_skeleton
 def predict_photos(inputs: str | Path, run: str | Path, out: str | Path, *, rules: str | Path | None = None,
             no_rules: bool = False, fmt: str = "csv", batch_size: int = DEFAULTS.batch_size, show_progress: bool = True,
             cache_dir: str | Path | None = None, partial: bool = False, engine: str | None = None,
-            workers: int | None = 0, keypoints: str | Path | None = None, keypoint_units: str = "pixels") -> dict:
+            workers: int | None = DEFAULTS.predict_workers, keypoints: str | Path | None = None, keypoint_units: str = "pixels") -> dict:
     """Stream predictions for every image under ``inputs`` into ``out`` (CSV or JSON lines), atomically.
 
     ``engine``: what runs the image networks (hybridpose.engines; default torch for a run, onnxruntime for an

@@ -12,8 +12,11 @@ import sys
 from contextlib import contextmanager
 from typing import Iterator
 
+import numpy as np
+
 from ...errors import HybridPoseError
 from ...registry import Registry
+from ...skeletons import Skeleton, get_skeleton
 
 ESTIMATORS: Registry[type] = Registry(
     "pose model", ("hybridpose.pose.estimators.mediapipe_pose", "hybridpose.pose.estimators.mediapipe_hands"),
@@ -49,3 +52,42 @@ def quiet_stderr() -> Iterator[None]:
         os.dup2(saved, 2)
         os.close(saved)
         os.close(devnull)
+
+
+class MediaPipeEstimator:
+    """A MediaPipe legacy solution in static-image mode, the models the ``mediapipe==0.10.21`` wheel bundles;
+    a subclass makes its graph (``make_graph``) and turns the graph's result into keypoints."""
+    name = version = skeleton_name = ""
+
+    @property
+    def skeleton(self) -> Skeleton:
+        return get_skeleton(self.skeleton_name)
+
+    def make_graph(self, solutions):
+        raise NotImplementedError
+
+    def __init__(self) -> None:
+        os.environ.setdefault("GLOG_minloglevel", "2")
+        import mediapipe
+
+        started()
+        with quiet_stderr():  # MediaPipe's C++ start-up chatter would cut through the progress bar
+            self._graph = self.make_graph(mediapipe.solutions)
+        self._warm = False
+
+    def process(self, rgb: np.ndarray):
+        """The graph's result for one RGB image (the first call's C++ chatter silenced)."""
+        if not self._warm:
+            self._warm = True
+            with quiet_stderr():
+                return self._graph.process(np.ascontiguousarray(rgb))
+        return self._graph.process(np.ascontiguousarray(rgb))
+
+    def close(self) -> None:
+        self._graph.close()
+
+    def __enter__(self) -> "MediaPipeEstimator":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -7,18 +7,16 @@ and the image branch decides on the whole photo. Each hand's fourth value is P(r
 """
 from __future__ import annotations
 
-import os
 
 import numpy as np
 
-from ...skeletons import Skeleton, get_skeleton
-from . import quiet_stderr, register, started
+from . import MediaPipeEstimator, register
 
 HANDS_VERSION = "mediapipe-0.10.21-hands-c1-v1"  # bump when the stored result changes
 
 
 @register
-class HandEstimator:
+class HandEstimator(MediaPipeEstimator):
     """The larger hand of the photo (by the area of its keypoint box), 21 points."""
 
     name = "mediapipe_hands"
@@ -27,29 +25,13 @@ class HandEstimator:
     missing = ("no_hand", "MediaPipe found no hand")
     max_hands = 2
 
-    @property
-    def skeleton(self) -> Skeleton:
-        return get_skeleton(self.skeleton_name)
-
-    def __init__(self) -> None:
-        os.environ.setdefault("GLOG_minloglevel", "2")
-        import mediapipe
-
-        started()
-        with quiet_stderr():
-            self._hands = mediapipe.solutions.hands.Hands(
-                static_image_mode=True, max_num_hands=self.max_hands, model_complexity=1,
-                min_detection_confidence=0.5)
-        self._warm = False
+    def make_graph(self, solutions):
+        return solutions.hands.Hands(static_image_mode=True, max_num_hands=self.max_hands, model_complexity=1,
+                                     min_detection_confidence=0.5)
 
     def detect(self, rgb: np.ndarray) -> list[np.ndarray]:
         """Every hand found: (21, 4) arrays, x and y normalised to [0, 1], z, P(right)."""
-        if not self._warm:
-            self._warm = True
-            with quiet_stderr():
-                result = self._hands.process(np.ascontiguousarray(rgb))
-        else:
-            result = self._hands.process(np.ascontiguousarray(rgb))
+        result = self.process(rgb)
         if not result.multi_hand_landmarks:
             return []
         hands = []
@@ -65,15 +47,6 @@ class HandEstimator:
             return None
         h, w = rgb.shape[:2]
         return max(hands, key=lambda p: np.ptp(p[:, 0]) * w * np.ptp(p[:, 1]) * h)
-
-    def close(self) -> None:
-        self._hands.close()
-
-    def __enter__(self) -> "HandEstimator":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 @register
