@@ -45,7 +45,7 @@ from ..runfolder import RUN_FORMAT, RunFolder
 from ..skeletons import Skeleton, get_skeleton
 from .config import TrainConfig, make_config
 from .data import Augmenter, build_crop_bank
-from .stages import Labels, evaluate, predict_bank, train_stage
+from .stages import Labels, evaluate, predict_bank, stage_seed, train_stage
 
 
 def _keeps_threads(fn):
@@ -346,7 +346,7 @@ def train_fold(run: RunFolder | str | Path, k: int, *, device: str | None = None
                     on_epoch({"fold": k, **row})
                 advance(info=f"val acc {row['val_acc']:.3f} f1 {row['val_macro_f1']:.3f} {row['images_per_s']:.0f} img/s")
             result = train_stage(stage, model, aug, labels, fit_idx, stop_idx, cfg, dev,
-                                 seed=cfg.seed * 100 + k * 10 + stage, on_epoch=epoch_done)
+                                 seed=stage_seed(cfg.seed, k, stage), on_epoch=epoch_done)
         oof_eval = evaluate(model, aug, labels, val_idx, cfg, dev)
         oof_rows[stage] = oof_eval.metrics
         save_checkpoint(ckpt_path, run_id=p.config["run_id"], fold=k, stage=stage, state_dict=result.state,
