@@ -148,7 +148,7 @@ def train_folds(run: RunFolder | str | Path, executor: str | Executor = "local",
     when its worker dies; finished stages are kept). Returns the folds trained."""
     run = run if isinstance(run, RunFolder) else RunFolder(run)
     config = run.read_config()
-    todo = [i for i in range(1, int(config["folds"]) + 1) if not _fold_checked(run, i, config)]
+    todo = [i for i in range(1, int(config["folds"]) + 1) if not fold_finished(run, i, config)]
     ex = get_executor(executor)
     remote = ex.distributed
     task = partial(fold_task, str(run.root.resolve()) if remote else run, show_progress=show_progress and not remote,
@@ -171,13 +171,6 @@ def fold_task(run: RunFolder | str, k: int, *, show_progress: bool = False, on_e
     return k
 
 
-def fold_finished(run: RunFolder, k: int, config: dict | None = None) -> bool:
-    """``fold_k/done.json`` and the fold's checkpoints, each a whole file of this run's fold ``k``."""
-    if not run.fold_done(k).exists():
-        return False
-    return usable_stages(run, k, config if config is not None else run.read_config()) == len(STAGES)
-
-
 def usable_stages(run: RunFolder, k: int, config: dict) -> int:
     """How many of fold ``k``'s stages, from the first, have a checkpoint to resume from: up to the first one
     missing or damaged. A whole checkpoint of another run or fold is a RunError."""
@@ -198,8 +191,10 @@ def _whole(path: Path) -> bool:
         return False
 
 
-def _fold_checked(run: RunFolder, k: int, config: dict) -> bool:
-    """``fold_finished``, and a damaged checkpoint said in one line (the fold is trained again from its stage)."""
+def fold_finished(run: RunFolder, k: int, config: dict | None = None) -> bool:
+    """``fold_k/done.json`` and the fold's checkpoints, each a whole file of this run's fold ``k``; a damaged
+    checkpoint is said in one line (the fold is trained again from its stage)."""
+    config = config if config is not None else run.read_config()
     stage = usable_stages(run, k, config) + 1
     if stage <= len(STAGES) and run.checkpoint(k, stage).exists():
         _say(f"[yellow]{run.checkpoint(k, stage)}: damaged (not a whole checkpoint file); fold {k} is trained again "
