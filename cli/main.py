@@ -179,7 +179,8 @@ def fit(
                       gpus_per_fold=given("gpus_per_fold", gpus_per_fold), clips=clip_opts,
                       keypoints=keypoints, keypoint_units=keypoint_units,
                       **overrides)
-    _print_fit(summary, out)
+    if not summary.get("already_complete"):  # else fit said so, in one line
+        _print_fit(summary, out)
 
 
 def _from_file(ctx: typer.Context, values: dict):

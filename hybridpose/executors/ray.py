@@ -21,6 +21,7 @@ from ..progress import progress_bar
 from . import Executor, Resources, register
 from ..defaults import DEFAULTS
 
+CONNECT_TIMEOUT_S = 5.0         # --address: how long to wait for the cluster to answer at all
 MERGED_CSV_MAX_ROWS = 200_000   # predict: also one predictions.csv when the output is at most this long
 SHARD_ROWS = 10_000             # predict: rows per Parquet file
 
@@ -53,6 +54,7 @@ class RayExecutor(Executor):
             kw = dict(include_dashboard=False, log_to_driver=False, configure_logging=False)
             try:
                 if address:
+                    check_reachable(address)
                     ray.init(address=address, **kw)
                 else:
                     ray.init(num_cpus=num_cpus, num_gpus=num_gpus, **kw)
@@ -92,6 +94,22 @@ class RayExecutor(Executor):
         if self._owned and ray.is_initialized():
             ray.shutdown()
             self._owned = False
+
+
+def check_reachable(address: str) -> None:
+    """A ConfigError, in seconds, when nothing listens at ``address`` (HOST:PORT or ray://HOST:PORT): there
+    ``ray.init`` would retry for many minutes. ``auto``, ``local`` and other forms are left to Ray."""
+    host, sep, port = address.split("://", 1)[-1].rpartition(":")
+    if not (sep and host and port.isdigit()):
+        return
+    host = host.strip("[]")  # [::1]:6379
+    try:
+        socket.create_connection((host, int(port)), timeout=CONNECT_TIMEOUT_S).close()
+    except OSError as e:
+        reason = e.strerror or str(e) or type(e).__name__
+        raise ConfigError(f"--address {address}: nothing answers at {host}:{port} ({reason}); start the Ray cluster "
+                          "there (`ray start --head`), correct the address, or leave out --address to start a "
+                          "local Ray.") from None
 
 
 def _check_fits(ray, res: Resources, desc: str) -> None:

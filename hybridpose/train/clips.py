@@ -89,8 +89,9 @@ def clip_folds(labels: list[str], groups: np.ndarray, k: int, seed: int) -> tupl
 def prepare_clips(data: str | Path, out: str | Path, *, folds: int, cfg, skeleton, hierarchy=None,
                   groups: str | Path | None = None, sampling: Sampling = Sampling(), workers: int = 1,
                   cache_dir: str | Path | None = None, show_progress: bool = True,
-                  write_config=None, config_dict=None, crop_bank=None) -> RunFolder:
-    """The clip counterpart of ``fit.prepare`` (called by it): checks, frames, poses, folds, crop cache."""
+                  write_config=None, config_dict=None, crop_bank=None, finished=None) -> RunFolder:
+    """The clip counterpart of ``fit.prepare`` (called by it): checks, frames, poses, folds, crop cache;
+    nothing when ``finished(run, config)`` (a run finished with these settings)."""
     run = RunFolder(out)
     ds: ClipDataset = load_clip_dataset(data, hierarchy)
     gid = group_ids([s.path for s in ds.samples], read_groups(groups, Path(data)))
@@ -98,6 +99,8 @@ def prepare_clips(data: str | Path, out: str | Path, *, folds: int, cfg, skeleto
     config = config_dict(ds, cfg, folds, data, skeleton)
     config.update({"branches": list(BRANCHES), "n_clips": len(ds),
                    "clips": {"fps": sampling.fps, "frames": sampling.n, "notes": notes}})
+    if finished is not None and finished(run, config):
+        return run
     write_config(run, config)
     log(f"[bold]fit[/] {len(ds)} clips, {len(ds.hierarchy.leaves)} classes, levels {ds.hierarchy.levels}, {folds} folds, "
         f"frames at {sampling.key}, preset {cfg.preset}, skeleton {skeleton.name} -> {run.root}")

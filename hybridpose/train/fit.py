@@ -7,7 +7,10 @@
 * ``finish(run)``: the other branches' out-of-fold predictions, the fusion, ``oof_predictions.csv``.
 
 Finished stages (``fold_k/stageN.pt``) and folds (``fold_k/done.json``) are skipped on a rerun
-of the same command, so an interrupted run loses at most the stage in progress.
+of the same command, so an interrupted run loses at most the stage in progress; each stage draws
+its random numbers from its own seed, so the resumed run is the one an uninterrupted run would
+have been. A skipped checkpoint must be a whole file of this run (a damaged one is trained again,
+with the fold's later stages). A rerun on a finished run (``summary.json``) rewrites nothing.
 """
 from __future__ import annotations
 
@@ -17,6 +20,7 @@ import hashlib
 import json
 import time
 import warnings
+import zipfile
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -43,17 +47,17 @@ from ..executors import Executor, Resources, get_executor, warm_pose_cache
 from ..data.folds import check_fold_counts, make_folds
 from ..fusion import select
 from ..data.hierarchy import Hierarchy
-from ..pose.keypoint_file import keypoint_source
+from ..defaults import DEFAULTS
 from ..nets.network import build_model, load_checkpoint, pick_device, save_checkpoint
 from ..pose.frontend import extract, keypoints_array
-from ..run.predtable import table as prediction_table
-from ..progress import log, progress_bar
+from ..pose.keypoint_file import keypoint_source
+from ..progress import console, log, progress_bar
 from ..run.folder import RUN_FORMAT, RunFolder
+from ..run.predtable import table as prediction_table
 from ..skeletons import Skeleton, get_skeleton
 from .config import TrainConfig, make_config
 from .data import Augmenter, build_crop_bank
-from .stages import Labels, evaluate, predict_bank, train_stage
-from ..defaults import DEFAULTS
+from .stages import Labels, evaluate, predict_bank, stage_seed, train_stage
 
 
 def _keeps_threads(fn):
@@ -121,7 +125,8 @@ def fit(data: str | Path, out: str | Path, *, folds: int = DEFAULTS.folds, prese
     ``executor``: where the folds run (``hybridpose.executors``: ``local``, ``ray``); ``on_epoch``
     is called with every epoch's metrics row (``fold``, ``stage``, ``epoch``, ``val_macro_f1``, ...),
     in this process (local executor only). ``clips`` (``{"fps": , "frames": , "groups": , "force": }``,
-    see ``clipfit``): samples are clips; data holding a video is always clips."""
+    see ``clipfit``): samples are clips; data holding a video is always clips. On a run already finished
+    with these settings nothing is done or written: its summary comes back, with ``already_complete``."""
     t0 = time.perf_counter()
     ex = get_executor(executor, address=address)
     try:
@@ -130,11 +135,15 @@ def fit(data: str | Path, out: str | Path, *, folds: int = DEFAULTS.folds, prese
                       workers=workers, cache_dir=cache_dir, show_progress=show_progress, skeleton=skeleton,
                       executor=ex, clips=clips, keypoints=keypoints,
                       keypoint_units=keypoint_units, **overrides)
-        train_folds(run, ex, resources=Resources(cpus_per_fold, gpus_per_fold), retries=retries,
-                    show_progress=show_progress, on_epoch=on_epoch)
+        trained = train_folds(run, ex, resources=Resources(cpus_per_fold, gpus_per_fold), retries=retries,
+                              show_progress=show_progress, on_epoch=on_epoch)
     finally:
         if ex is not executor:
             ex.close()
+    if not trained and run.summary.exists():  # written last; a fold trained since would have removed it
+        _say(f"{run.root}: the run is complete (every fold's checkpoints checked); nothing to do. "
+             "To train again, use another --out.")
+        return {**atomic.read_json(run.summary), "already_complete": True}
     summary = finish(run)
     summary["seconds"] = round(time.perf_counter() - t0, 1)
     atomic.write_json(run.summary, summary)
@@ -146,8 +155,8 @@ def train_folds(run: RunFolder | str | Path, executor: str | Executor = "local",
     """Every unfinished fold of a prepared run, on ``executor`` (a Ray task each, retried ``retries`` times
     when its worker dies; finished stages are kept). Returns the folds trained."""
     run = run if isinstance(run, RunFolder) else RunFolder(run)
-    k = int(run.read_config()["folds"])
-    todo = [i for i in range(1, k + 1) if not fold_finished(run, i)]
+    config = run.read_config()
+    todo = [i for i in range(1, int(config["folds"]) + 1) if not fold_finished(run, i, config)]
     ex = get_executor(executor)
     remote = ex.distributed
     task = partial(fold_task, str(run.root.resolve()) if remote else run, show_progress=show_progress and not remote,
@@ -170,8 +179,39 @@ def fold_task(run: RunFolder | str, k: int, *, show_progress: bool = False, on_e
     return k
 
 
-def fold_finished(run: RunFolder, k: int) -> bool:
-    return run.fold_done(k).exists() and all(run.checkpoint(k, s).exists() for s in STAGES)
+def usable_stages(run: RunFolder, k: int, config: dict) -> int:
+    """How many of fold ``k``'s stages, from the first, have a checkpoint to resume from: up to the first one
+    missing or damaged. A whole checkpoint of another run or fold is a RunError."""
+    for stage in STAGES:
+        path = run.checkpoint(k, stage)
+        if not (path.exists() and _whole(path)):
+            return stage - 1
+        load_checkpoint(path, run_id=config["run_id"], fold=k, stage=stage, fix=run.fit_command(config))
+    return len(STAGES)
+
+
+def _whole(path: Path) -> bool:
+    """A checkpoint is a zip archive (torch.save's format): a truncated or altered one fails to open or its CRCs."""
+    try:
+        with zipfile.ZipFile(path) as z:
+            return z.testzip() is None
+    except (zipfile.BadZipFile, EOFError):
+        return False
+
+
+def fold_finished(run: RunFolder, k: int, config: dict | None = None) -> bool:
+    """``fold_k/done.json`` and the fold's checkpoints, each a whole file of this run's fold ``k``; a damaged
+    checkpoint is said in one line (the fold is trained again from its stage)."""
+    config = config if config is not None else run.read_config()
+    stage = usable_stages(run, k, config) + 1
+    if stage <= len(STAGES) and run.checkpoint(k, stage).exists():
+        _say(f"[yellow]{run.checkpoint(k, stage)}: damaged (not a whole checkpoint file); fold {k} is trained again "
+             f"from stage {stage}.[/]")
+    return stage > len(STAGES) and run.fold_done(k).exists()
+
+
+def _say(message: str) -> None:
+    console.print(message, soft_wrap=True)  # one line however long the path: a script may read it
 
 
 # --------------------------------------------------------------------------- prepare
@@ -196,7 +236,7 @@ def prepare(data: str | Path, out: str | Path, *, folds: int = DEFAULTS.folds, p
         return prepare_clips(data, out, folds=folds, cfg=cfg, skeleton=sk, hierarchy=hierarchy, groups=c.get("groups"),
                              sampling=Sampling(fps=c.get("fps") or DEFAULTS.fps, n=c.get("frames") or 0), workers=workers,
                              cache_dir=cache_dir, show_progress=show_progress, write_config=_write_config,
-                             config_dict=_config_dict, crop_bank=lambda poses: build_crop_bank(
+                             config_dict=_config_dict, finished=finished_with, crop_bank=lambda poses: build_crop_bank(
                                  poses, bank_size(cfg), cfg.train_margin[1], sk, run.crops(bank_size(cfg)), show_progress))
     ds = load_dataset(data, hierarchy=hierarchy, images=images, flip_pairs=flip_pairs)
     leave_out_unusable(ds)
@@ -204,10 +244,12 @@ def prepare(data: str | Path, out: str | Path, *, folds: int = DEFAULTS.folds, p
     check_fold_counts(ds.labels, folds, "photos")
     user_groups = _user_groups(ds, (clips or {}).get("groups"))
     source = keypoint_source(keypoints, sk, keypoint_units, ds.paths, data)
-    _warn_undeclared_mirrors(ds)  # after every check: an error stays the only line
     config = _config_dict(ds, cfg, folds, data, sk)
     if source is not None:
         config["keypoints"] = source.describe()
+    if finished_with(run, config):
+        return run  # nothing to prepare again, nothing rewritten; fit checks the folds and says it is complete
+    _warn_undeclared_mirrors(ds)  # after every check: an error stays the only line
     _write_config(run, config)
     _report_left_out(run, ds)
     log(f"[bold]fit[/] {len(ds)} photos, {len(ds.hierarchy.leaves)} classes, levels {ds.hierarchy.levels}, "
@@ -257,10 +299,25 @@ def _config_dict(ds: Dataset, cfg: TrainConfig, k: int, data, sk: Skeleton) -> d
             "train": cfg.to_dict(), "hierarchy": ds.hierarchy.to_dict(), "flip_pairs": ds.flip_pairs}
 
 
-def _write_config(run: RunFolder, config: dict) -> dict:
-    ident = {k: v for k, v in config.items() if k not in ("data",)}
+def _run_id(config: dict) -> str:
+    ident = {k: v for k, v in config.items() if k not in ("data", "run_id")}
     ident["train"] = {k: v for k, v in config["train"].items() if k not in ("device", "num_threads")}
-    config["run_id"] = hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def finished_with(run: RunFolder, config: dict) -> bool:
+    """``run`` was finished (``summary.json``, written last) with the settings of ``config``."""
+    if not all(p.exists() for p in (run.summary, run.config, run.poses, run.folds)):
+        return False
+    try:
+        old = atomic.read_json(run.config)
+    except ValueError:
+        return False  # _write_config says it is damaged
+    return isinstance(old, dict) and old.get("format") == RUN_FORMAT and old.get("run_id") == _run_id(config)
+
+
+def _write_config(run: RunFolder, config: dict) -> dict:
+    config["run_id"] = _run_id(config)
     if run.config.exists():
         try:
             old = atomic.read_json(run.config)
@@ -328,8 +385,10 @@ def train_fold(run: RunFolder | str | Path, k: int, *, device: str | None = None
     """The three stages of fold ``k``; finished stages and folds are skipped. ``on_epoch(row)`` after every epoch."""
     p = load_prepared(run)
     run = p.run
-    if fold_finished(run, k):
-        return  # finished; a deleted (damaged) checkpoint is retrained below
+    resume = usable_stages(run, k, p.config)  # stages after these, missing or damaged, are trained (again)
+    if resume == len(STAGES) and run.fold_done(k).exists():
+        return
+    run.summary.unlink(missing_ok=True)  # the run is not finished until finish() runs again
     cfg, labels, fold_of = p.cfg, p.labels, p.fold_of
     if cfg.num_threads:  # here, not in prepare: the fold may run in another process
         torch.set_num_threads(cfg.num_threads)
@@ -353,7 +412,7 @@ def train_fold(run: RunFolder | str | Path, k: int, *, device: str | None = None
     oof_rows, oof_eval = {}, None
     for stage in STAGES:
         ckpt_path = run.checkpoint(k, stage)
-        if ckpt_path.exists():
+        if stage <= resume:
             ckpt = load_checkpoint(ckpt_path, run_id=p.config["run_id"], fold=k, stage=stage, fix=run.fit_command(p.config))
             model.load_state_dict(ckpt["state_dict"])
             oof_rows[stage], oof_eval = ckpt["meta"].get("oof", {}), None
@@ -367,7 +426,7 @@ def train_fold(run: RunFolder | str | Path, k: int, *, device: str | None = None
                     on_epoch({"fold": k, **row})
                 advance(info=f"val acc {row['val_acc']:.3f} f1 {row['val_macro_f1']:.3f} {row['images_per_s']:.0f} img/s")
             result = train_stage(stage, model, aug, labels, fit_idx, stop_idx, cfg, dev,
-                                 seed=cfg.seed * 100 + k * 10 + stage, on_epoch=epoch_done)
+                                 seed=stage_seed(cfg.seed, k, stage), on_epoch=epoch_done)
         oof_eval = evaluate(model, aug, labels, val_idx, cfg, dev)
         oof_rows[stage] = oof_eval.metrics
         save_checkpoint(ckpt_path, run_id=p.config["run_id"], fold=k, stage=stage, state_dict=result.state,

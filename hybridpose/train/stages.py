@@ -9,6 +9,7 @@ macro-F1, and the best epoch's weights kept.
 from __future__ import annotations
 
 import copy
+import random
 import time
 from dataclasses import dataclass, field
 
@@ -58,9 +59,25 @@ def _loss(stage: int, model: PoseNet, batch, labels: Labels, cfg: TrainConfig, u
     return loss, None
 
 
+def stage_seed(seed: int, fold: int, stage: int) -> int:
+    """The seed of one stage of one fold of a run seeded ``seed``."""
+    return int(np.random.SeedSequence([seed, fold, stage]).generate_state(1)[0])
+
+
+def seed_stage(seed: int, aug: Augmenter) -> None:
+    """Every generator a stage draws from starts at ``seed``: a stage resumed in a fresh process draws
+    what it would have drawn after the earlier stages in this one."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)  # dropout, and CUDA's generators too
+    aug.gen.manual_seed(seed)  # augmentation
+
+
 def train_stage(stage: int, model: PoseNet, aug: Augmenter, labels: Labels, train_idx: np.ndarray,
                 val_idx: np.ndarray, cfg: TrainConfig, device: torch.device, *, seed: int = 0,
                 on_epoch=None) -> StageResult:
+    """One stage; everything it draws at random comes from ``seed`` (``stage_seed``)."""
+    seed_stage(seed, aug)
     sc = cfg.stage(stage)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=sc.lr, weight_decay=cfg.weight_decay)
