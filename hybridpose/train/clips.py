@@ -28,6 +28,10 @@ from ..progress import log, progress_bar
 from ..run.folder import RunFolder
 from ..pose.temporal import clip_table
 from ..data.video import Sampling
+from ..fusion import select
+from ..run.predtable import table as prediction_table
+from .data import build_crop_bank
+from .prepared import Prepared, bank_size, cam_inside, config_dict, finished_with, new_branch, top1, write_config
 
 BRANCHES = ("image", "clip_keypoint")
 
@@ -88,10 +92,9 @@ def clip_folds(labels: list[str], groups: np.ndarray, k: int, seed: int) -> tupl
 
 def prepare_clips(data: str | Path, out: str | Path, *, folds: int, cfg, skeleton, hierarchy=None,
                   groups: str | Path | None = None, sampling: Sampling = Sampling(), workers: int = 1,
-                  cache_dir: str | Path | None = None, show_progress: bool = True,
-                  write_config=None, config_dict=None, crop_bank=None, finished=None) -> RunFolder:
+                  cache_dir: str | Path | None = None, show_progress: bool = True) -> RunFolder:
     """The clip counterpart of ``fit.prepare`` (called by it): checks, frames, poses, folds, crop cache;
-    nothing when ``finished(run, config)`` (a run finished with these settings)."""
+    nothing when the run was finished with these settings."""
     run = RunFolder(out)
     ds: ClipDataset = load_clip_dataset(data, hierarchy)
     gid = group_ids([s.path for s in ds.samples], read_groups(groups, Path(data)))
@@ -99,7 +102,7 @@ def prepare_clips(data: str | Path, out: str | Path, *, folds: int, cfg, skeleto
     config = config_dict(ds, cfg, folds, data, skeleton)
     config.update({"branches": list(BRANCHES), "n_clips": len(ds),
                    "clips": {"fps": sampling.fps, "frames": sampling.n, "notes": notes}})
-    if finished is not None and finished(run, config):
+    if finished_with(run, config):
         return run
     write_config(run, config)
     log(f"[bold]fit[/] {len(ds)} clips, {len(ds.hierarchy.leaves)} classes, levels {ds.hierarchy.levels}, {folds} folds, "
@@ -132,14 +135,14 @@ def prepare_clips(data: str | Path, out: str | Path, *, folds: int, cfg, skeleto
                             "group": by_clip.loc[frames_t["clip"], "group"].to_numpy(),
                             "fold": by_clip.loc[frames_t["clip"], "fold"].to_numpy()})
     atomic.write_csv(run.folds, folds_t)
-    crop_bank(poses)
+    build_crop_bank(poses, bank_size(cfg), cfg.train_margin[1], skeleton, run.crops(bank_size(cfg)), show_progress)
     return run
 
 
 # --------------------------------------------------------------------------- finish
 
 
-def finish_clips(p, select, prediction_table, summarize_top1, branch_factory) -> dict:
+def finish_clips(p: Prepared) -> dict:
     """Per clip: image probabilities averaged over frames, clip keypoint branch, fusion, oof_predictions.csv."""
     run, h = p.run, p.hierarchy
     clips = pd.read_csv(run.clips, keep_default_na=False, na_values=[""])
@@ -159,10 +162,10 @@ def finish_clips(p, select, prediction_table, summarize_top1, branch_factory) ->
         train, test = np.flatnonzero(fold != f), np.flatnonzero(fold == f)
         if not len(test):
             continue
-        part = branch_factory("clip_keypoint").fit(stats.iloc[train], y[train], classes=leaves)
+        part = new_branch(p, "clip_keypoint").fit(stats.iloc[train], y[train], classes=leaves)
         for lv, v in part.predict_level_proba(stats.iloc[test], h).items():
             kp[lv][test] = v
-    branch_factory("clip_keypoint").fit(stats, y, classes=leaves).save(run)
+    new_branch(p, "clip_keypoint").fit(stats, y, classes=leaves).save(run)
 
     scored = fold > 0
     branches = {"image": {lv: v[scored] for lv, v in image.items()},
@@ -175,17 +178,13 @@ def finish_clips(p, select, prediction_table, summarize_top1, branch_factory) ->
     truth = {lv: [h.ancestor(c, lv) for c in y[scored]] for lv in h.levels}
     frame = prediction_table(h, head, truth, {**branches, "fused": choice.oof})
     atomic.write_csv(run.oof, frame)
-    top1 = summarize_top1(frame, h)
+    top1_ = top1(frame, h)
     notes = list(p.config.get("clips", {}).get("notes", []))
     n = int(scored.sum())
     notes.append(f"figures are per clip: {n} clips scored out of fold ({len(clips) - n} training-only); the image "
                  "branch is its fold networks' frame probabilities averaged over the clip's frames")
-    cam: dict[str, list] = {}
-    for k in range(1, p.k + 1):
-        for s, v in atomic.read_json(run.fold_done(k))["cam_inside"].items():
-            cam.setdefault(f"stage{s}", []).append(v)
-    return {"n_images": n, "n_clips": len(clips), "oof_top1": top1, "fusion": choice.to_dict(), "notes": notes,
-            "cam_inside_oof": {s: round(float(np.nanmean(v)), 4) for s, v in cam.items()}}
+    return {"n_images": n, "n_clips": len(clips), "oof_top1": top1_, "fusion": choice.to_dict(), "notes": notes,
+            "cam_inside_oof": cam_inside(p)}
 
 
 def _clip_image_oof(p, frames: pd.DataFrame, order: list[str]) -> dict[str, np.ndarray]:

@@ -16,12 +16,9 @@ from __future__ import annotations
 
 import functools
 
-import hashlib
-import json
 import time
 import warnings
 import zipfile
-from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Callable
@@ -31,7 +28,7 @@ import pandas as pd
 import torch
 
 from .. import atomic
-from ..branches import DEFAULT_BRANCHES, branch_class
+from ..branches import DEFAULT_BRANCHES
 from ..branches.image import Preprocessing
 from ..data.datasets import (
     Dataset,
@@ -52,12 +49,24 @@ from ..nets.network import build_model, load_checkpoint, pick_device, save_check
 from ..pose.frontend import extract, keypoints_array
 from ..pose.keypoint_file import keypoint_source
 from ..progress import console, log, progress_bar
-from ..run.folder import RUN_FORMAT, RunFolder
+from ..run.folder import RunFolder
 from ..run.predtable import table as prediction_table
-from ..skeletons import Skeleton, get_skeleton
+from ..skeletons import get_skeleton
+from .clips import finish_clips, prepare_clips, read_groups
 from .config import TrainConfig, make_config
 from .data import Augmenter, build_crop_bank
-from .stages import Labels, evaluate, predict_bank, stage_seed, train_stage
+from .prepared import (
+    STAGES,
+    Prepared,
+    bank_size,
+    cam_inside,
+    config_dict,
+    finished_with,
+    new_branch,
+    top1,
+    write_config,
+)
+from .stages import evaluate, predict_bank, stage_seed, train_stage
 
 
 def _keeps_threads(fn):
@@ -70,48 +79,6 @@ def _keeps_threads(fn):
         finally:
             torch.set_num_threads(before)
     return wrapper
-
-STAGES = (1, 2, 3)
-
-
-def bank_size(cfg: TrainConfig) -> int:
-    """Cache resolution so that the evaluation framing is not upsampled."""
-    return int(np.ceil(cfg.input_size * (1 + 2 * cfg.train_margin[1]) / (1 + 2 * cfg.eval_margin) / 8) * 8)
-
-
-@dataclass
-class Prepared:
-    """What the fold and finish steps read back from a prepared run folder."""
-    run: RunFolder
-    config: dict
-    cfg: TrainConfig
-    hierarchy: Hierarchy
-    skeleton: Skeleton
-    flip_pairs: dict[str, str]
-    folds: pd.DataFrame   # path, label, group, fold
-    poses: pd.DataFrame
-
-    @property
-    def k(self) -> int:
-        return int(self.config["folds"])
-
-    @property
-    def fold_of(self) -> np.ndarray:
-        return self.folds["fold"].to_numpy()
-
-    @property
-    def labels(self) -> Labels:
-        h = self.hierarchy
-        index = {c: i for i, c in enumerate(h.leaves)}
-        return Labels(np.array([index[y] for y in self.folds["label"]]), {lv: h.leaf_to_level(lv).argmax(1) for lv in h.levels})
-
-    def level_labels(self, level: str) -> list[str]:
-        return [self.hierarchy.ancestor(y, level) for y in self.folds["label"]]
-
-    def flip_map(self) -> np.ndarray:
-        index = {c: i for i, c in enumerate(self.hierarchy.leaves)}
-        return np.array([index[self.flip_pairs.get(c, c)] for c in self.hierarchy.leaves])
-
 
 def fit(data: str | Path, out: str | Path, *, folds: int = DEFAULTS.folds, preset: str = DEFAULTS.preset, hierarchy: str | Path | None = None,
         images: str | Path | None = None, flip_pairs: str | None = None, workers: int = DEFAULTS.pose_workers,
@@ -230,27 +197,24 @@ def prepare(data: str | Path, out: str | Path, *, folds: int = DEFAULTS.folds, p
     sk = get_skeleton(skeleton)
     if _is_clip_data(data, images, clips):
         from ..data.video import Sampling
-        from .clips import prepare_clips
 
         c = clips or {}
         return prepare_clips(data, out, folds=folds, cfg=cfg, skeleton=sk, hierarchy=hierarchy, groups=c.get("groups"),
                              sampling=Sampling(fps=c.get("fps") or DEFAULTS.fps, n=c.get("frames") or 0), workers=workers,
-                             cache_dir=cache_dir, show_progress=show_progress, write_config=_write_config,
-                             config_dict=_config_dict, finished=finished_with, crop_bank=lambda poses: build_crop_bank(
-                                 poses, bank_size(cfg), cfg.train_margin[1], sk, run.crops(bank_size(cfg)), show_progress))
+                             cache_dir=cache_dir, show_progress=show_progress)
     ds = load_dataset(data, hierarchy=hierarchy, images=images, flip_pairs=flip_pairs)
     leave_out_unusable(ds)
     check_classes(ds)  # before anything is written
     check_fold_counts(ds.labels, folds, "photos")
     user_groups = _user_groups(ds, (clips or {}).get("groups"))
     source = keypoint_source(keypoints, sk, keypoint_units, ds.paths, data)
-    config = _config_dict(ds, cfg, folds, data, sk)
+    config = config_dict(ds, cfg, folds, data, sk)
     if source is not None:
         config["keypoints"] = source.describe()
     if finished_with(run, config):
         return run  # nothing to prepare again, nothing rewritten; fit checks the folds and says it is complete
     _warn_undeclared_mirrors(ds)  # after every check: an error stays the only line
-    _write_config(run, config)
+    write_config(run, config)
     _report_left_out(run, ds)
     log(f"[bold]fit[/] {len(ds)} photos, {len(ds.hierarchy.leaves)} classes, levels {ds.hierarchy.levels}, "
         f"{folds} folds, preset {cfg.preset}, skeleton {sk.name}, device {pick_device(cfg.device)} -> {run.root}")
@@ -293,57 +257,10 @@ def _is_clip_data(data, images, clips: dict | None) -> bool:
     return bool(clips and clips.get("force")) or has_videos(data)
 
 
-def _config_dict(ds: Dataset, cfg: TrainConfig, k: int, data, sk: Skeleton) -> dict:
-    return {"format": RUN_FORMAT, "version": 1, "data": str(data), "n_images": len(ds), "folds": k,
-            "skeleton": sk.to_config(), "branches": list(DEFAULT_BRANCHES),
-            "train": cfg.to_dict(), "hierarchy": ds.hierarchy.to_dict(), "flip_pairs": ds.flip_pairs}
-
-
-def _run_id(config: dict) -> str:
-    ident = {k: v for k, v in config.items() if k not in ("data", "run_id")}
-    ident["train"] = {k: v for k, v in config["train"].items() if k not in ("device", "num_threads")}
-    return hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-def finished_with(run: RunFolder, config: dict) -> bool:
-    """``run`` was finished (``summary.json``, written last) with the settings of ``config``."""
-    if not all(p.exists() for p in (run.summary, run.config, run.poses, run.folds)):
-        return False
-    try:
-        old = atomic.read_json(run.config)
-    except ValueError:
-        return False  # _write_config says it is damaged
-    return isinstance(old, dict) and old.get("format") == RUN_FORMAT and old.get("run_id") == _run_id(config)
-
-
-def _write_config(run: RunFolder, config: dict) -> dict:
-    config["run_id"] = _run_id(config)
-    if run.config.exists():
-        try:
-            old = atomic.read_json(run.config)
-        except ValueError:
-            raise RunError(f"{run.config}: damaged; delete the run directory or use another --out.") from None
-        if old.get("format") != RUN_FORMAT:
-            raise RunError(f"{run.config}: not a hybridpose run; use another --out.")
-        if old.get("run_id") != config["run_id"]:
-            if any(run.root.glob("fold_*/stage*.pt")):
-                raise RunError(
-                    f"{run.root} holds a run with other settings (data, classes, folds or training config differ); "
-                    "use another --out, or delete it to start over."
-                )
-            log(f"[yellow]{run.root}: no stage was trained with its earlier settings; starting over with these.")
-            for stale in (run.folds, *run.root.glob("crops_*.npz")):
-                stale.unlink(missing_ok=True)
-    atomic.write_json(run.config, config)
-    return config
-
-
 def _user_groups(ds: Dataset, groups_file) -> dict[str, str] | None:
     """``--groups FILE`` for photos: read (and checked) before any work."""
     if not groups_file:
         return None
-    from .clips import read_groups
-
     return read_groups(groups_file, ds.root)
 
 
@@ -494,10 +411,8 @@ def finish(run: RunFolder | str | Path) -> dict:
     if missing:
         raise RunError(f"{run.root}: folds {missing} are not finished; run `{run.fit_command(p.config)}`.")
     if p.config.get("clips"):
-        from .clips import finish_clips
-
         _plot_curves(run.root)
-        return finish_clips(p, select, prediction_table, _top1, lambda name: _new_branch(p, name))
+        return finish_clips(p)
     y_leaf = p.labels.leaf
     branches = {"image": _read_oof_image(p)}
     for name in p.config.get("branches", DEFAULT_BRANCHES):
@@ -521,13 +436,6 @@ def _plot_curves(root: Path) -> None:
     plot_training_curves(root)
 
 
-def _top1(frame: pd.DataFrame, h: Hierarchy) -> dict:
-    from ..run.predtable import branch_names, pred_column, true_column
-
-    return {name: {lv: round(float((frame[pred_column(name, lv)] == frame[true_column(lv)]).mean()), 4)
-                   for lv in h.levels} for name in branch_names(frame)}
-
-
 def fusion_notes(choice, summary: dict) -> list[str]:
     """Plain sentences on what `fused` is and how far the out-of-fold figures can be trusted."""
     losses = ", ".join(f"{k} {v:.3f}" for k, v in choice.oof_nll.items())
@@ -545,19 +453,15 @@ def fusion_notes(choice, summary: dict) -> list[str]:
                    "smaller differences between branches are noise."]
 
 
-def _new_branch(p: Prepared, name: str):
-    return branch_class(name)(flip_pairs=p.flip_pairs, seed=p.cfg.seed, skeleton=p.skeleton.name)
-
-
 def branch_oof(p: Prepared, name: str) -> dict[str, np.ndarray]:
     """Out-of-fold level probabilities of an in-process branch on the run's folds; saves the one fitted on all."""
     X, y, h = keypoints_array(p.poses, p.skeleton), p.folds["label"].to_numpy(), p.hierarchy
 
     def fit_predict(train: np.ndarray, test: np.ndarray) -> dict[str, np.ndarray]:
-        return _new_branch(p, name).fit(X[train], y[train], classes=h.leaves).predict_level_proba(X[test], h)
+        return new_branch(p, name).fit(X[train], y[train], classes=h.leaves).predict_level_proba(X[test], h)
 
     oof = cross_fit(p.fold_of, fit_predict)
-    _new_branch(p, name).fit(X, y, classes=h.leaves).save(p.run)
+    new_branch(p, name).fit(X, y, classes=h.leaves).save(p.run)
     return oof
 
 
@@ -577,14 +481,4 @@ def oof_frame(p: Prepared, branches: dict[str, dict[str, np.ndarray]]) -> pd.Dat
 
 
 def summarize_oof(frame: pd.DataFrame, p: Prepared) -> dict:
-    from ..run.predtable import branch_names, pred_column, true_column
-
-    h = p.hierarchy
-    top1 = {name: {lv: round(float((frame[pred_column(name, lv)] == frame[true_column(lv)]).mean()), 4)  # abstentions count as wrong
-                   for lv in h.levels} for name in branch_names(frame)}
-    cam: dict[str, list] = {}
-    for k in range(1, p.k + 1):
-        for s, v in atomic.read_json(p.run.fold_done(k))["cam_inside"].items():
-            cam.setdefault(f"stage{s}", []).append(v)
-    return {"n_images": len(frame), "oof_top1": top1,
-            "cam_inside_oof": {s: round(float(np.nanmean(v)), 4) for s, v in cam.items()}}
+    return {"n_images": len(frame), "oof_top1": top1(frame, p.hierarchy), "cam_inside_oof": cam_inside(p)}
