@@ -93,9 +93,9 @@ def load(args, tmp: Path) -> tuple[pd.DataFrame, pd.DataFrame, str, Path | None]
 
 def run_fused(run: Path, paths: pd.Series) -> np.ndarray:
     """The run's out-of-fold fused leaf label per photo, in the order of ``paths``."""
-    from hybridpose.run.predtable import argmax_labels, read_probs
     from hybridpose.data.hierarchy import Hierarchy
     from hybridpose.run.folder import RunFolder
+    from hybridpose.run.predtable import argmax_labels, read_probs
 
     folder = RunFolder(run)
     h = Hierarchy.from_dict(folder.read_config()["hierarchy"])
@@ -115,9 +115,9 @@ def paired(fused_right: np.ndarray, base_right: np.ndarray) -> dict:
 
 
 def run_numbers(run: Path) -> dict[str, float]:
-    from hybridpose.run.predtable import argmax_labels, read_probs, rules_column, true_column
     from hybridpose.data.hierarchy import Hierarchy
     from hybridpose.run.folder import RunFolder
+    from hybridpose.run.predtable import argmax_labels, read_probs, rules_column, true_column
 
     folder = RunFolder(run)
     config = folder.read_config()

@@ -34,10 +34,10 @@ def run(data: Path, k: int, fps: float, seed: int = 0) -> dict:
 
     from hybridpose.branches.clip_keypoint import ClipKeypointClassifier
     from hybridpose.data.clips import FrameCache, clip_frames, load_clip_dataset
+    from hybridpose.data.video import Sampling
     from hybridpose.pose.frontend import extract, keypoints_array
     from hybridpose.pose.temporal import clip_table
     from hybridpose.train.clips import clip_folds, group_ids
-    from hybridpose.data.video import Sampling
 
     t0 = time.perf_counter()
     ds = load_clip_dataset(data)

@@ -140,8 +140,8 @@ def speed(args, tmp: Path, data: Path) -> dict:
     import numpy as np
     import torch
 
-    from hybridpose.inference.classifier import HybridPoseClassifier
     from hybridpose.data.datasets import list_images
+    from hybridpose.inference.classifier import HybridPoseClassifier
     from hybridpose.pose.frontend import keypoints_array
 
     everything = [str(p) for p in list_images(data)]
@@ -257,9 +257,9 @@ def make_copies(sources: list[Path], m: int, folder: Path, mode: str) -> str:
 def memory(args, tmp: Path, data: Path) -> dict:
     import numpy as np
 
-    from hybridpose.inference.photos import predict_photos
-    from hybridpose.inference.classifier import HybridPoseClassifier
     from hybridpose.data.datasets import list_images
+    from hybridpose.inference.classifier import HybridPoseClassifier
+    from hybridpose.inference.photos import predict_photos
 
     m = args.memory
     sources = list_images(data)
@@ -364,9 +364,9 @@ def cli(args, tmp: Path, data: Path) -> dict:
     parts run concurrently, all on the same photos, alternating, median of --repeat rounds."""
     import numpy as np
 
-    from hybridpose.inference.classifier import HybridPoseClassifier
     from hybridpose.data.datasets import list_images
     from hybridpose.export import export
+    from hybridpose.inference.classifier import HybridPoseClassifier
 
     photos = tmp / "cli-photos"
     if args.smoke:

@@ -34,8 +34,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def bare_loop(video: Path, fps: float) -> tuple[int, float]:
-    from hybridpose.pose.frontend import estimator_class
     from hybridpose.data.video import Sampling, iter_frames
+    from hybridpose.pose.frontend import estimator_class
 
     est = estimator_class("body")()
     first = next(iter(iter_frames(video, Sampling(fps=fps))))
@@ -49,9 +49,9 @@ def bare_loop(video: Path, fps: float) -> tuple[int, float]:
 
 
 def predict_loop(run: Path, video: Path, fps: float, cache: Path) -> tuple[int, float, str]:
-    from hybridpose.inference.clips import ClipPredictor
     from hybridpose.data.clips import Sample
     from hybridpose.data.video import Sampling
+    from hybridpose.inference.clips import ClipPredictor
 
     pred = ClipPredictor(run, sampling=Sampling(fps=fps), cache_dir=cache / "warm")
     pred.predict_clip(Sample(video, "video"))  # warm-up: models created, first calls made

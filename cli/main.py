@@ -8,6 +8,7 @@ from typing import Optional
 
 import typer
 
+from hybridpose.defaults import DEFAULTS
 from hybridpose.errors import HybridPoseError
 from hybridpose.progress import console
 from hybridpose.train.config import (
@@ -19,7 +20,6 @@ from hybridpose.train.config import (
     Preset,
     TrainConfig,
 )
-from hybridpose.defaults import DEFAULTS
 
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -236,7 +236,8 @@ def tune(
 ) -> None:
     """Search learning rates, CAM and SupCon weights, crop margins, input size and backbone with Optuna."""
     from hybridpose.train.config import stage_epochs
-    from hybridpose.train.tune import SearchSpace, tune as run_tune
+    from hybridpose.train.tune import SearchSpace
+    from hybridpose.train.tune import tune as run_tune
 
     if not all(v.isdigit() for v in _csv(input_sizes)):
         raise typer.BadParameter(f"{input_sizes!r}: give whole numbers of pixels, e.g. 160,224.", param_hint="'--input-sizes'")

@@ -23,10 +23,10 @@ import numpy as np
 
 from . import atomic
 from .branches.image import ImageBranch
+from .data.hierarchy import Hierarchy
 from .engines import BUNDLE_FORMAT, IMAGE_MODEL, MANIFEST, is_bundle
 from .engines.ort import EMBEDDING, check_external_data
 from .errors import RunError
-from .data.hierarchy import Hierarchy
 from .outputs import check_writable
 from .run.folder import RunFolder
 from .skeletons import get_skeleton

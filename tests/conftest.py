@@ -129,11 +129,11 @@ def standing():
 @pytest.fixture
 def no_work(monkeypatch):
     """Pose extraction, model loading, calibration and evaluation fail the test if they start."""
-    import hybridpose.pose.extraction
-    import hybridpose.inference.classifier
-    import hybridpose.explanation.photos
-    import hybridpose.rules.runs
     import hybridpose.evaluation.metrics
+    import hybridpose.explanation.photos
+    import hybridpose.inference.classifier
+    import hybridpose.pose.extraction
+    import hybridpose.rules.runs
     import hybridpose.train.fit
 
     def forbidden(*args, **kwargs):

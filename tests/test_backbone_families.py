@@ -178,8 +178,8 @@ def _small_dataset(root: Path) -> Path:
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["test_efficientnet", "test_convnext", "test_vit"])
 def test_fit_predict_explain_end_to_end(tmp_path, name):
-    from hybridpose.inference.classifier import HybridPoseClassifier
     from hybridpose.explanation.photos import cam_maps, explain
+    from hybridpose.inference.classifier import HybridPoseClassifier
     from hybridpose.train.fit import fit
 
     data = _small_dataset(tmp_path)

@@ -2,8 +2,8 @@
 import pytest
 import torch
 
-from hybridpose.nets.backbones import create_backbone, freeze_early, spec_for
 from hybridpose.errors import WeightsError
+from hybridpose.nets.backbones import create_backbone, freeze_early, spec_for
 
 
 def test_default_backbone_gets_the_bundled_imagenet_weights():

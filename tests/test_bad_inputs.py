@@ -29,9 +29,9 @@ from PIL import Image
 
 import hybridpose.atomic as atomic
 import hybridpose.pose.frontend as pose_mod
-from hybridpose.pose.estimators.mediapipe_pose import POSE_VERSION
 import hybridpose_cli.main as cli_main
 from corpus import PHOTO, SECOND_PHOTO, heif_available, make_entry_corpus, running_as_root
+from hybridpose.pose.estimators.mediapipe_pose import POSE_VERSION
 
 ROOT = Path(__file__).resolve().parents[1]
 needs_non_root = pytest.mark.skipif(running_as_root(), reason="root reads every file and lists every folder")

@@ -8,10 +8,11 @@ from pytorch_grad_cam import GradCAM, HiResCAM, XGradCAM
 from pytorch_grad_cam.utils.image import scale_cam_image
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
-from hybridpose.nets.network import build_model
-from hybridpose.skeletons.body import BODY, EDGES as BODY_SEGMENTS, K
-from hybridpose.train.cam import body_coverage, cam_in_graph, energy_inside
 from conftest import standing_keypoints
+from hybridpose.nets.network import build_model
+from hybridpose.skeletons.body import BODY, K
+from hybridpose.skeletons.body import EDGES as BODY_SEGMENTS
+from hybridpose.train.cam import body_coverage, cam_in_graph, energy_inside
 
 SIZE = 96
 LIBRARY = {"hirescam": HiResCAM, "xgradcam": XGradCAM, "gradcam": GradCAM}

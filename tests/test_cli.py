@@ -10,8 +10,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from hybridpose.data.hierarchy import Hierarchy
 import hybridpose_cli.main as cli_main
+from hybridpose.data.hierarchy import Hierarchy
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -11,11 +11,11 @@ import pandas as pd
 import pytest
 
 from hybridpose.data.clips import FrameCache, Sample, clip_frames, list_samples, load_clip_dataset
-from hybridpose.errors import DatasetError
-from hybridpose.skeletons import get_skeleton
-from hybridpose.pose.temporal import clip_statistics, statistic_names
-from hybridpose.train.clips import clip_folds
 from hybridpose.data.video import Sampling, VideoError, iter_frames, probe
+from hybridpose.errors import DatasetError
+from hybridpose.pose.temporal import clip_statistics, statistic_names
+from hybridpose.skeletons import get_skeleton
+from hybridpose.train.clips import clip_folds
 
 
 @pytest.fixture(scope="session")
@@ -246,8 +246,8 @@ def test_predict_bad_and_cut_videos(clip_run, tmp_path, VIDEO):
 
 @pytest.mark.slow
 def test_evaluate_clip_run_on_a_labelled_clip_folder(clip_run, tmp_path, CLIPS):
-    from hybridpose.inference.clips import predict_clips
     from hybridpose.evaluation.evaluate import evaluate
+    from hybridpose.inference.clips import predict_clips
 
     src, _ = clip_run
     run, data = tmp_path / "run", tmp_path / "data"

@@ -12,9 +12,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from hybridpose.inference.classifier import HybridPoseClassifier
 from hybridpose.errors import RunError
 from hybridpose.export import export, max_difference
+from hybridpose.inference.classifier import HybridPoseClassifier
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "data" / "sample"

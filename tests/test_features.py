@@ -8,7 +8,10 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from conftest import standing_keypoints
+from hybridpose.pose.frontend import extract, keypoints_array
 from hybridpose.skeletons.body import (
+    KEYPOINT_NAMES,
     MIRROR_INDEX,
     feature_names,
     features,
@@ -16,9 +19,6 @@ from hybridpose.skeletons.body import (
     mirror_keypoints,
     normalise,
 )
-from hybridpose.pose.frontend import extract, keypoints_array
-from hybridpose.skeletons.body import KEYPOINT_NAMES
-from conftest import standing_keypoints
 
 
 def _people(n: int = 12, seed: int = 0) -> np.ndarray:

@@ -1,14 +1,13 @@
 """Cross-validation folds: near-duplicates stay together, classes are stratified, seeds reproduce."""
 from __future__ import annotations
 
-
 import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image, ImageEnhance
 
-from hybridpose.errors import DatasetError
 from hybridpose.data.folds import HASH_DISTANCE, duplicate_groups, make_folds, phash
+from hybridpose.errors import DatasetError
 
 
 def _distance(a, b) -> int:

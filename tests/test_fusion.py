@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from hybridpose.branches import leaf_to_levels
+from hybridpose.data.hierarchy import Hierarchy
 from hybridpose.fusion import (
     Fusion,
     LevelFusion,
@@ -17,7 +18,6 @@ from hybridpose.fusion import (
     to_level,
     weight_grid,
 )
-from hybridpose.data.hierarchy import Hierarchy
 
 H = Hierarchy(["class", "group"], {"A": ["g1"], "B": ["g1"], "C": ["g2"], "D": ["g2"]})
 H3 = Hierarchy(["class", "subgroup", "group"], {

@@ -65,8 +65,8 @@ def test_damaged_fusion_explain(monkeypatch, capsys, copy_run, tmp_path):
 
 def test_damaged_fusion_of_a_bundle_says_export(copy_run):
     """A bundle (manifest.json) is remade by export, not fit; the fusion is checked before any network loads."""
-    from hybridpose.inference.classifier import HybridPoseClassifier
     from hybridpose.errors import RunError
+    from hybridpose.inference.classifier import HybridPoseClassifier
 
     run = copy_run()
     (run / "manifest.json").write_text("{}")

@@ -19,13 +19,12 @@ import pytest
 from PIL import Image
 
 import hybridpose_cli.main as cli_main
-from test_cli import _lines, cli
-from test_cli_errors import THREE, one_line_error, tiny_data
-
 from hybridpose.data.clips import FrameCache, Sample, clip_frames, list_samples
 from hybridpose.data.datasets import load_dataset
 from hybridpose.data.sources import open_inputs
 from hybridpose.data.video import Sampling, VideoWriter
+from test_cli import _lines, cli
+from test_cli_errors import THREE, one_line_error, tiny_data
 
 
 class Started(Exception):

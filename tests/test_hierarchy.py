@@ -8,8 +8,8 @@ import pytest
 from PIL import Image
 
 from hybridpose.data.datasets import load_dataset
-from hybridpose.errors import DatasetError
 from hybridpose.data.hierarchy import Hierarchy, read_hierarchy_csv
+from hybridpose.errors import DatasetError
 
 H = Hierarchy(["class", "subgroup", "group"], {
     "Tree": ["upright", "standing"], "Chair": ["upright", "standing"],

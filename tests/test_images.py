@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from corpus import PHOTO, make_bad_corpus
 from hybridpose.data.images import (
     HEIF_EXTENSIONS,
     HEIF_SUPPORTED,
@@ -21,7 +22,6 @@ from hybridpose.data.images import (
     load_image,
     open_rgb,
 )
-from corpus import PHOTO, make_bad_corpus
 
 LOADER_STATUSES = {"unreadable", "too_small", "too_large"}
 

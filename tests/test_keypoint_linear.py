@@ -9,8 +9,8 @@ import pytest
 
 from hybridpose.branches import DEFAULT_BRANCHES, branch_class
 from hybridpose.branches.keypoint_linear import KeypointLinearClassifier
-from hybridpose.errors import RunError
 from hybridpose.data.hierarchy import Hierarchy
+from hybridpose.errors import RunError
 from test_keypoint_model import KINDS, _data
 
 

@@ -6,10 +6,10 @@ import json
 import numpy as np
 import pytest
 
-from hybridpose.errors import RunError
-from hybridpose.branches.keypoint import KeypointClassifier
-from hybridpose.skeletons.body import KEYPOINT_NAMES, mirror_keypoints
 from conftest import standing_keypoints
+from hybridpose.branches.keypoint import KeypointClassifier
+from hybridpose.errors import RunError
+from hybridpose.skeletons.body import KEYPOINT_NAMES, mirror_keypoints
 
 K = {n: i for i, n in enumerate(KEYPOINT_NAMES)}
 ARM = ["elbow", "wrist", "pinky", "index", "thumb"]

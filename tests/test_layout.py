@@ -66,9 +66,9 @@ def test_an_old_clip_run_predicts_a_frame_folder_as_it_did(clip_data, tmp_path):
 
 def test_the_library_predict_routes_a_clip_run_as_the_cli_does(clip_data, tmp_path):
     """``hybridpose.predict(clips, run=CLIP_RUN)`` used to fail with "no images found": the routing lived in the CLI."""
-    import hybridpose
     from typer.testing import CliRunner
 
+    import hybridpose
     from hybridpose_cli.main import app
 
     lib = hybridpose.predict(clip_data, run=LEGACY / "cliprun", out=tmp_path / "lib.csv", show_progress=False)

@@ -17,8 +17,8 @@ from sklearn.metrics import (
 from hybridpose.data.hierarchy import Hierarchy
 from hybridpose.evaluation.metrics import (
     ablation_table,
-    frame_branches,
     confusion,
+    frame_branches,
     level_metrics,
     per_class_report,
     yoga82_table,

@@ -2,9 +2,9 @@
 from __future__ import annotations
 
 import os
-import sys
-import subprocess
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,12 +14,12 @@ from PIL import Image
 
 import hybridpose.pose.frontend as pose_mod
 import hybridpose.pose.workers as pose_workers
+from corpus import EXIF_ORIENTATION, PHOTO
 from hybridpose.data.content import default_cache_dir
 from hybridpose.pose.estimators.mediapipe_pose import POSE_VERSION
-from hybridpose.pose.frontend import BOX_COLUMNS, HEAD_COLUMNS, extract, keypoints_array, boxes_array, summarize
+from hybridpose.pose.frontend import BOX_COLUMNS, HEAD_COLUMNS, boxes_array, extract, keypoints_array, summarize
 from hybridpose.skeletons.body import BODY, person_box
 from hybridpose.skeletons.geometry import MIN_VISIBILITY
-from corpus import EXIF_ORIENTATION, PHOTO
 
 KEYPOINT_COLUMNS = BODY.columns
 TABLE_COLUMNS = [*HEAD_COLUMNS, *BOX_COLUMNS, *KEYPOINT_COLUMNS]

@@ -13,9 +13,9 @@ import pytest
 from PIL import Image
 
 from hybridpose.evaluation.metrics import evaluate_frame
-from hybridpose.viz.plots import contact_sheet
 from hybridpose.evaluation.report import write_report
 from hybridpose.evaluation.review import duplicate_groups, top_losses, write_review
+from hybridpose.viz.plots import contact_sheet
 
 try:
     from test_metrics import make_oof_frame

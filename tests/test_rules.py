@@ -10,8 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from hybridpose.errors import RulesError
 from hybridpose.data.hierarchy import Hierarchy
+from hybridpose.errors import RulesError
 from hybridpose.rules import Rule, RuleSet, calibrate_rules, crossval_rules, read_rules, write_rules
 from hybridpose.rules.io import backup_if_edited, is_edited
 from hybridpose.rules.model import RULE_KINDS

@@ -3,9 +3,9 @@ from pathlib import Path
 
 import numpy as np
 
-from hybridpose.skeletons.body import feature_names, features
 from hybridpose.pose.frontend import keypoints_array
 from hybridpose.rules import read_rules
+from hybridpose.skeletons.body import feature_names, features
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "rules" / "example.yaml"
 

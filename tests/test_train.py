@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 import torch
 
+from conftest import standing_keypoints
 from hybridpose.branches.image import Preprocessing
 from hybridpose.errors import RunError
 from hybridpose.nets.network import build_model, load_checkpoint, save_checkpoint
@@ -17,7 +18,6 @@ from hybridpose.train.data import Augmenter, CropBank, build_crop_bank, crop_one
 from hybridpose.train.fit import bank_size
 from hybridpose.train.losses import multitask_ce, supcon_loss
 from hybridpose.train.stages import Labels, evaluate, train_stage
-from conftest import standing_keypoints
 
 CPU = torch.device("cpu")
 K = {n: i for i, n in enumerate(KEYPOINT_NAMES)}

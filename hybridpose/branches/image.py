@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
-from ..errors import RunError
 from ..data.hierarchy import Hierarchy
+from ..errors import RunError
 from ..run.folder import RunFolder
 from . import register
 

@@ -14,8 +14,8 @@ import pandas as pd
 from scipy.fft import dctn
 from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 
-from .images import ImageLoadError, load_image
 from ..defaults import DEFAULTS
+from .images import ImageLoadError, load_image
 
 HASH_DISTANCE = 8  # of 64 bits; copies differ by a few bits, different photos by ~32
 

@@ -188,8 +188,9 @@ class VideoWriter:
     """An H.264 (or MPEG-4 where libx264 is missing) .mp4 written frame by frame; yuv420p, so any player opens it."""
 
     def __init__(self, path: str | Path, rate: float, width: int, height: int) -> None:
-        import av
         from fractions import Fraction
+
+        import av
 
         self.path = Path(path)
         self.container = av.open(str(self.path), mode="w")

@@ -5,6 +5,7 @@ import base64
 import math
 from html import escape
 from pathlib import Path
+
 import pandas as pd
 
 from ..atomic import write_text

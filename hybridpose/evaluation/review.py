@@ -9,8 +9,8 @@ import pandas as pd
 
 from ..atomic import write_csv
 from ..data.hierarchy import Hierarchy
-from .metrics import labels, level_probs, predictions, truth
 from ..viz.plots import contact_sheet
+from .metrics import labels, level_probs, predictions, truth
 
 TOP_LOSS_COLUMNS = ["path", "true", "predicted", "correct", "p_true", "p_pred", "loss"]
 DUPLICATE_COLUMNS = ["group", "path", "label"]

@@ -13,10 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Sequence
 
-from ..registry import Registry
 from ..pose.cache import PoseCache, look_up
-from ..pose.result import analyse
 from ..pose.frontend import estimator_class
+from ..pose.result import analyse
+from ..registry import Registry
 from ..skeletons import Skeleton
 
 EXECUTORS: Registry[type] = Registry("executor", ("hybridpose.executors.local", "hybridpose.executors.ray"),

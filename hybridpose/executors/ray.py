@@ -16,10 +16,10 @@ import socket
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
+from ..defaults import DEFAULTS
 from ..errors import ConfigError, HybridPoseError, RunError
 from ..progress import progress_bar
 from . import Executor, Resources, register
-from ..defaults import DEFAULTS
 
 CONNECT_TIMEOUT_S = 5.0         # --address: how long to wait for the cluster to answer at all
 MERGED_CSV_MAX_ROWS = 200_000   # predict: also one predictions.csv when the output is at most this long
@@ -251,8 +251,8 @@ def _replace(tmp: Path, out: Path) -> None:
 def predict_inputs(inputs: str | Path, run: str | Path, out: str | Path, *, address: str | None = None,
                    **options) -> dict:
     """`predict --executor ray`: the files under ``inputs`` (one row each, bad files too) into ``out``."""
-    from ..run.folder import RunFolder
     from ..data.sources import open_inputs
+    from ..run.folder import RunFolder
 
     RunFolder(run).read_config()  # a wrong --model fails here, before Ray starts
     check_out(Path(out))

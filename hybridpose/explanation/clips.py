@@ -7,12 +7,12 @@ from pathlib import Path
 
 import numpy as np
 
-from ..inference.classifier import channels_first
-from ..inference.clips import ClipPredictor
 from ..data.clips import list_samples
 from ..data.crops import crop_photo
-from .cam import cam_maps, grad_cam_class, overlay
 from ..defaults import DEFAULTS
+from ..inference.classifier import channels_first
+from ..inference.clips import ClipPredictor
+from .cam import cam_maps, grad_cam_class, overlay
 
 STRIP = 6  # frames drawn per clip
 

@@ -13,14 +13,14 @@ import numpy as np
 import pandas as pd
 
 from .. import atomic
-from ..inference.classifier import HybridPoseClassifier
 from ..data.crops import crop_square
 from ..data.datasets import load_dataset
-from ..viz.plots import contact_sheet
-from .cam import cam_maps, grad_cam_class, overlay
-from ..pose.frontend import keypoints_array
 from ..data.sources import open_inputs, photos
 from ..defaults import DEFAULTS
+from ..inference.classifier import HybridPoseClassifier
+from ..pose.frontend import keypoints_array
+from ..viz.plots import contact_sheet
+from .cam import cam_maps, grad_cam_class, overlay
 
 
 def explain_photos(inputs: str | Path, run: str | Path, out: str | Path, *, method: str = DEFAULTS.cam_method,

@@ -14,19 +14,19 @@ import pandas as pd
 
 from ..branches import DEFAULT_BRANCHES, branch_class
 from ..data.hierarchy import Hierarchy
+from ..defaults import DEFAULTS
 from ..engines import is_bundle, pick_engine
 from ..errors import RunError
 from ..fusion import Fusion, read_fusion
-from .pipeline import pose_and_crop, posed_by
 from ..pose.cache import PoseCache, look_up
-from ..pose.result import PoseResult
 from ..pose.frontend import estimator_class, keypoints_array, make_table
+from ..pose.result import PoseResult
 from ..pose.temporal import statistic_names
-from ..run.predtable import prediction_columns, prob_columns, rules_column
 from ..rules import RuleSet, read_rules
 from ..run.folder import RunFolder
+from ..run.predtable import prediction_columns, prob_columns, rules_column
 from ..skeletons import Skeleton, get_skeleton
-from ..defaults import DEFAULTS
+from .pipeline import pose_and_crop, posed_by
 
 if TYPE_CHECKING:
     from ..branches.image import ImageBranch

@@ -24,20 +24,20 @@ import numpy as np
 import pandas as pd
 
 from .. import atomic
-from .classifier import TOP_K, HybridPoseClassifier, channels_first
 from ..data.clips import Sample, frame_files, list_samples, load_frame, select_frames
+from ..data.content import file_sha256
 from ..data.crops import crop_photo
-from ..errors import DatasetError, RunError
 from ..data.hierarchy import Hierarchy
 from ..data.images import ImageLoadError
-from ..data.content import file_sha256
-from ..pose.cache import PoseCache
-from ..pose.result import PoseResult, analyse_array
-from ..pose.frontend import estimator_class
-from ..run.predtable import prediction_columns
-from ..pose.temporal import clip_statistics
 from ..data.video import FRAME_MAX_SIDE, Frame, Sampling, VideoError, iter_frames, probe
 from ..defaults import DEFAULTS
+from ..errors import DatasetError, RunError
+from ..pose.cache import PoseCache
+from ..pose.frontend import estimator_class
+from ..pose.result import PoseResult, analyse_array
+from ..pose.temporal import clip_statistics
+from ..run.predtable import prediction_columns
+from .classifier import TOP_K, HybridPoseClassifier, channels_first
 
 BATCH = 16
 
@@ -286,8 +286,8 @@ def evaluation_frame(data: str | Path, run: str | Path, *, show_progress: bool =
     predictions.csv's columns (rules included), ``true_<level>``, and every branch's probabilities and labels in
     the oof_predictions.csv layout (``<branch>:<level>:<class>``, ``pred_*``, ``rules_<level>``)."""
     from ..data.clips import load_clip_dataset
-    from ..run.predtable import rules_column, table
     from ..progress import progress_bar
+    from ..run.predtable import rules_column, table
 
     pred = ClipPredictor(run)
     ds = load_clip_dataset(data)

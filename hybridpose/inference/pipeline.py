@@ -19,8 +19,8 @@ import numpy as np
 from ..data.crops import crop_photo
 from ..data.images import ImageLoadError, open_rgb
 from ..pose.cache import PoseCache, look_up
-from ..pose.workers import forkable, start_pool, worker_estimator
 from ..pose.result import PoseResult, analyse_loaded
+from ..pose.workers import forkable, start_pool, worker_estimator
 
 if TYPE_CHECKING:
     from PIL import Image

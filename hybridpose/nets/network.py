@@ -18,8 +18,8 @@ import torch
 from torch import nn
 
 from .. import atomic
-from .backbones import create_backbone, freeze_early, timm_kwargs_of
 from ..errors import ConfigError, RunError
+from .backbones import create_backbone, freeze_early, timm_kwargs_of
 
 CHECKPOINT_FORMAT = "hybridpose-checkpoint"
 

@@ -7,11 +7,11 @@ from pathlib import Path
 import pandas as pd
 
 from .. import atomic
-from .keypoint_file import keypoint_source
-from .frontend import extract, summarize
-from ..skeletons import get_skeleton
 from ..data.sources import open_inputs
 from ..defaults import DEFAULTS
+from ..skeletons import get_skeleton
+from .frontend import extract, summarize
+from .keypoint_file import keypoint_source
 
 
 def extract_folder(data: str | Path, out: str | Path, *, workers: int = DEFAULTS.pose_workers, cache_dir: str | Path | None = None,

@@ -29,11 +29,11 @@ import numpy as np
 import pandas as pd
 
 from ..errors import HybridPoseError
-from .result import PoseResult
-from .cache import first_look
-from .frontend import make_table
 from ..progress import progress_bar
 from ..skeletons import Skeleton
+from .cache import first_look
+from .frontend import make_table
+from .result import PoseResult
 
 UNITS = ("pixels", "normalized")
 FAR_OUTSIDE = 0.5  # a point may lie this fraction of the photo's size outside it (pose models extrapolate)

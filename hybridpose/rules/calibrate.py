@@ -52,10 +52,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..run.crossfit import cross_fitted
 from ..data.hierarchy import Hierarchy
-from .model import Rule, RuleSet, as_float, tidy, top2
 from ..defaults import DEFAULTS
+from ..run.crossfit import cross_fitted
+from .model import Rule, RuleSet, as_float, tidy, top2
 
 MARGIN_IQR_FRACTION = 0.25
 

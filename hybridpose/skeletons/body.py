@@ -17,11 +17,15 @@ import pandas as pd
 from . import Skeleton, register
 from .geometry import (
     MIN_VISIBILITY,
-    angle as _angle,
     mirror_feature_name,
     mirror_pairs_by_name,
-    tilt as _tilt,
     visible_box,
+)
+from .geometry import (
+    angle as _angle,
+)
+from .geometry import (
+    tilt as _tilt,
 )
 
 KEYPOINT_NAMES = (

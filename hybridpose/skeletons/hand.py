@@ -19,7 +19,8 @@ import numpy as np
 import pandas as pd
 
 from . import Skeleton, register
-from .geometry import angle as _angle, mirror_pairs_by_name
+from .geometry import angle as _angle
+from .geometry import mirror_pairs_by_name
 
 FINGERS = ("thumb", "index", "middle", "ring", "pinky")
 JOINTS = {"thumb": ("cmc", "mcp", "ip", "tip")}

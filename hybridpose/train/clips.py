@@ -21,14 +21,14 @@ import pandas as pd
 
 from .. import atomic
 from ..data.clips import ClipDataset, FrameCache, clip_frames, load_clip_dataset
-from ..errors import DatasetError
 from ..data.hierarchy import read_table
+from ..data.video import Sampling
+from ..errors import DatasetError
+from ..fusion import select
 from ..pose.frontend import extract, keypoints_array
+from ..pose.temporal import clip_table
 from ..progress import log, progress_bar
 from ..run.folder import RunFolder
-from ..pose.temporal import clip_table
-from ..data.video import Sampling
-from ..fusion import select
 from ..run.predtable import table as prediction_table
 from .data import build_crop_bank
 from .prepared import Prepared, bank_size, cam_inside, config_dict, finished_with, new_branch, top1, write_config

@@ -12,10 +12,9 @@ from enum import Enum
 from pathlib import Path
 
 from ..data.crops import DEFAULT_MARGIN, TRAIN_MARGIN_RANGE
-from ..errors import ConfigError
 from ..defaults import CAM_METHODS, DEFAULTS
+from ..errors import ConfigError
 from ..run.folder import RUN_FORMAT
-
 
 # CAMs of stage 3 (train/cam.py) and of `explain` (pytorch-grad-cam), named once in defaults.py
 CamMethod = Enum("CamMethod", {m: m for m in CAM_METHODS}, type=str)

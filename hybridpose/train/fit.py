@@ -15,7 +15,6 @@ with the fold's later stages). A rerun on a finished run (``summary.json``) rewr
 from __future__ import annotations
 
 import functools
-
 import time
 import warnings
 import zipfile
@@ -38,17 +37,17 @@ from ..data.datasets import (
     load_dataset,
     undeclared_mirror_pairs,
 )
-from ..run.crossfit import cross_fitted as cross_fit
-from ..errors import RunError
-from ..executors import Executor, Resources, get_executor, warm_pose_cache
 from ..data.folds import check_fold_counts, make_folds
-from ..fusion import select
 from ..data.hierarchy import Hierarchy
 from ..defaults import DEFAULTS
+from ..errors import RunError
+from ..executors import Executor, Resources, get_executor, warm_pose_cache
+from ..fusion import select
 from ..nets.network import build_model, load_checkpoint, pick_device, save_checkpoint
 from ..pose.frontend import extract, keypoints_array
 from ..pose.keypoint_file import keypoint_source
 from ..progress import console, log, progress_bar
+from ..run.crossfit import cross_fitted as cross_fit
 from ..run.folder import RunFolder
 from ..run.predtable import table as prediction_table
 from ..skeletons import get_skeleton

@@ -19,7 +19,6 @@ from ..skeletons import Skeleton
 from .config import TrainConfig
 from .stages import Labels
 
-
 STAGES = (1, 2, 3)
 
 

@@ -173,8 +173,8 @@ def leaf_macro_f1(run: str | Path) -> float:
     from sklearn.metrics import f1_score
 
     from ..data.hierarchy import Hierarchy
-    from ..run.predtable import pred_column, true_column
     from ..run.folder import RunFolder
+    from ..run.predtable import pred_column, true_column
 
     folder = RunFolder(run)
     leaf = Hierarchy.from_dict(folder.read_config()["hierarchy"]).leaf_level

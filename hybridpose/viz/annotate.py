@@ -6,8 +6,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from ..skeletons import Skeleton
 from ..data.video import VideoWriter, probe
+from ..skeletons import Skeleton
 
 BONE = (0, 230, 120)
 JOINT = (255, 80, 40)

@@ -7,7 +7,6 @@ and the image branch decides on the whole photo. Each hand's fourth value is P(r
 """
 from __future__ import annotations
 
-
 import numpy as np
 
 from . import MediaPipeEstimator, register
