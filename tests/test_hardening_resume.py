@@ -201,9 +201,7 @@ def test_a_ray_address_where_nothing_listens_is_one_line_in_seconds(command, tmp
         out = tmp_path / "run"
         args = ["fit", str(SAMPLE), "--out", str(out), "--folds", "2", "--preset", "tiny"]
     else:
-        model = tmp_path / "model"  # the check comes before the run is loaded: its config.json is enough
-        model.mkdir()
-        (model / "config.json").write_text('{"format": "hybridpose-run"}')
+        model = ROOT / "tests" / "data" / "legacy" / "run"  # a real run (its config.json is checked first)
         out = tmp_path / "predictions"
         args = ["predict", str(SAMPLE / "Triangle"), "--model", str(model), "--out", str(out)]
     t0 = time.monotonic()

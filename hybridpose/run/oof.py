@@ -40,7 +40,7 @@ def load_oof(run: Path) -> tuple[pd.DataFrame, Hierarchy, dict]:
 def _scored(folder: RunFolder, config: dict, fix: str) -> tuple[Path, int]:
     """The table listing what the out-of-fold table scores, and how many rows it has: every photo of folds.csv,
     or the clips of clips.csv that were read and have a fold."""
-    if config.get("clips"):
+    if folder.is_clip_run():
         clips = read_table(folder.require(folder.clips), fix)
         return folder.clips, int(((clips["status"] == "ok") & (clips["fold"] > 0)).sum())
     return folder.folds, len(read_table(folder.require(folder.folds), fix))
