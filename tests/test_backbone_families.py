@@ -98,7 +98,7 @@ def _fake_classifier(model):
 
 @pytest.mark.parametrize("name", list(FAMILIES))
 def test_explain_cam_maps_work_for_every_family(built, name):
-    from hybridpose.explanation.photos import cam_maps
+    from hybridpose.explanation.cam import cam_maps
 
     model, _ = built[name]
     crops = torch.randint(0, 256, (2, 3, 64, 64), generator=torch.Generator().manual_seed(5), dtype=torch.uint8)
@@ -178,7 +178,8 @@ def _small_dataset(root: Path) -> Path:
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["test_efficientnet", "test_convnext", "test_vit"])
 def test_fit_predict_explain_end_to_end(tmp_path, name):
-    from hybridpose.explanation.photos import cam_maps, explain
+    from hybridpose.explanation import explain
+    from hybridpose.explanation.cam import cam_maps
     from hybridpose.inference.classifier import HybridPoseClassifier
     from hybridpose.train.fit import fit
 

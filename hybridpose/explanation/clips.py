@@ -7,12 +7,14 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import atomic
 from ..data.clips import list_samples
 from ..data.crops import crop_photo
 from ..defaults import DEFAULTS
 from ..inference.classifier import channels_first
 from ..inference.clips import ClipPredictor
 from .cam import cam_maps, grad_cam_class, overlay
+from .photos import printable
 
 STRIP = 6  # frames drawn per clip
 
@@ -31,7 +33,7 @@ def explain_clips(inputs: str | Path, run: str | Path, out: str | Path, *, metho
         leaf = res.row[pred.h.leaf_level]
         crops = _strip_crops(pred, s, res)
         maps = cam_maps(pred.clf, crops, [pred.h.leaves.index(leaf)] * len(crops), method)
-        png = out / f"{s.path.stem or s.path.name}_clip_explain.png"
+        png = out / f"{printable(s.path.stem or s.path.name)}_clip_explain.png"
         _figure(png, crops, maps, s, res, pred)
         written.append(str(png))
     return {"photos": len(written), "files": written, "contact_sheet": written[0] if written else ""}
@@ -77,7 +79,7 @@ def _figure(png: Path, crops: np.ndarray, maps: np.ndarray, sample, res, pred: C
         axes[0, j].axis("off")
     row = res.row
     rule = f"rule {row['rule']} ({row.get('rule_statistic', '')})" if row.get("rule") else "no rule"
-    fig.suptitle(f"{sample.path.name}: {row[pred.h.leaf_level]} {row['confidence']:.2f}, {rule}", fontsize=10)
+    fig.suptitle(f"{printable(sample.path.name)}: {row[pred.h.leaf_level]} {row['confidence']:.2f}, {rule}", fontsize=10)
     fig.text(0.01, 0.02, "   ".join(_statistics_shown(pred, res)), fontsize=8)
-    fig.savefig(png, dpi=90, bbox_inches="tight")
+    atomic.save_figure(png, fig, dpi=90)
     plt.close(fig)
