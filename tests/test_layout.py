@@ -189,3 +189,17 @@ def test_a_registry_names_what_it_knows():
 
     with pytest.raises(HybridPoseError, match="unknown skeleton 'octopus'"):
         get_skeleton("octopus")
+
+
+def test_the_library_explain_routes_a_clip_run(clip_data, tmp_path):
+    """``hybridpose.explain`` picks the clip strip for a clip run (one PNG per clip, its name made printable)."""
+    import hybridpose
+
+    clip = tmp_path / "in" / "jj\nframes"
+    shutil.copytree(clip_data / "jumpingjack" / "jj_frames", clip)
+    res = hybridpose.explain(clip, LEGACY / "cliprun", tmp_path / "out")
+    assert res["files"] == [str(tmp_path / "out" / "jj_frames_clip_explain.png")]
+    from PIL import Image
+
+    with Image.open(res["files"][0]) as im:
+        assert im.width > 3 * im.height  # a strip of frames
