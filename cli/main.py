@@ -76,8 +76,6 @@ class Format(str, Enum):
     json = "json"
 
 
-PREDICTIONS_FILE = {Format.csv: Path("predictions.csv"), Format.json: Path("predictions.jsonl")}
-
 WorkersOpt = typer.Option(DEFAULTS.pose_workers, "--workers", "-j", min=1, help="Processes running the pose model.")
 SkeletonOpt = typer.Option(DEFAULTS.skeleton, "--skeleton", callback=_skeleton_name,
                            help="Which keypoints the front end finds (hybridpose.skeletons): body, hand, two_hands, "

@@ -34,16 +34,9 @@ def predict(inputs: str | Path | None, run: str | Path, out: str | Path | None =
     ``fps`` / ``frames`` (sampling); ``camera`` (N or a video file standing in for one) runs live, calling
     ``on_frame`` with every frame's label."""
     executor = getattr(executor, "value", executor)
-    if rules is not None and no_rules:
-        raise ConfigError("give --rules FILE or --no-rules, not both.")
-    if camera is not None:
-        _camera_alone(camera, inputs, **{"--out": out, "--per-frame": per_frame, "--annotate": annotate})
-    clip = camera is not None or per_frame or annotate or fps or frames or RunFolder(run).is_clip_run()
-    if clip and executor == "ray":
-        raise ConfigError("clips and --camera are predicted locally; leave out --executor ray.")
-    if camera is None and inputs is None:
-        raise ConfigError("give an image or a folder (or --camera N)." if not clip else
-                          "give a video, a frame folder or a folder of clips (or --camera N).")
+    clip = bool(camera is not None or per_frame or annotate or fps or frames or RunFolder(run).is_clip_run())
+    _check(inputs, rules, no_rules, camera, clip, executor, fmt, **{"--out": out, "--per-frame": per_frame,
+                                                                   "--annotate": annotate})
     if camera is not None:
         return _camera(run, camera, rules, no_rules, cache_dir, partial, _sampling(fps, frames), max_frames, show,
                        on_frame)
@@ -51,8 +44,6 @@ def predict(inputs: str | Path | None, run: str | Path, out: str | Path | None =
         return _clips(inputs, run, Path(out or PREDICTIONS_FILE["csv"]), rules, no_rules, cache_dir, partial,
                       per_frame, annotate, _sampling(fps, frames), show_progress)
     if executor == "ray":
-        if fmt != "csv":
-            raise ConfigError("--executor ray writes Parquet shards and a CSV; leave out --format.")
         from ..executors.ray import predict_inputs
 
         res = predict_inputs(inputs, run, out or Path("predictions"), address=address, workers=max(1, workers or 1),
@@ -67,6 +58,21 @@ def predict(inputs: str | Path | None, run: str | Path, out: str | Path | None =
                          cache_dir=cache_dir, partial=partial, engine=engine, workers=workers, keypoints=keypoints,
                          keypoint_units=keypoint_units)
     return {"kind": "photos", **res}
+
+
+def _check(inputs, rules, no_rules: bool, camera, clip: bool, executor: str, fmt: str, **outputs) -> None:
+    """A ConfigError, before any work, for options that cannot go together."""
+    if rules is not None and no_rules:
+        raise ConfigError("give --rules FILE or --no-rules, not both.")
+    if camera is not None:
+        _camera_alone(camera, inputs, **outputs)
+    if clip and executor == "ray":
+        raise ConfigError("clips and --camera are predicted locally; leave out --executor ray.")
+    if camera is None and inputs is None:
+        raise ConfigError("give an image or a folder (or --camera N)." if not clip else
+                          "give a video, a frame folder or a folder of clips (or --camera N).")
+    if executor == "ray" and fmt != "csv":
+        raise ConfigError("--executor ray writes Parquet shards and a CSV; leave out --format.")
 
 
 def _camera_alone(camera, inputs, **outputs) -> None:
