@@ -1,14 +1,16 @@
 """The one registry mechanism: skeletons, pose estimators, input sources, branches, engines, executors,
 rule kinds and backbones are each a ``Registry`` of things found by name.
 
-A registry knows the modules that hold its built-ins and imports them itself on first use, so what it
-holds never depends on which modules happened to be imported before. A new entry is one module that
-calls ``register`` (or uses it as a decorator); a built-in one is also named in ``builtins``.
+A registry knows the package that holds its built-ins and imports every module of it itself on first use
+(modules named ``_x`` are helpers and left to be imported by those that use them), so what it holds never
+depends on which modules happened to be imported before, and a new built-in is one new module in that
+package that calls ``register`` (or uses it as a decorator).
 """
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable, Iterator, MutableMapping, Sequence
+import pkgutil
+from collections.abc import Callable, Iterator, MutableMapping
 from typing import Generic, TypeVar
 
 from .errors import ConfigError, HybridPoseError
@@ -20,16 +22,16 @@ class Registry(MutableMapping[str, T], Generic[T]):
     """Entries by name, in registration order; ``order`` (optional) sorts ``values()`` for lookups that
     try each entry in turn (input sources)."""
 
-    def __init__(self, kind: str, builtins: Sequence[str] = (), *, error: type[HybridPoseError] = ConfigError,
+    def __init__(self, kind: str, package: str | None = None, *, error: type[HybridPoseError] = ConfigError,
                  unknown: str = "unknown {kind} {name!r}; choose one of {known}.",
                  order: Callable[[T], object] | None = None) -> None:
         self.kind = kind
-        self._builtins = tuple(builtins)
+        self._package = package
         self._error = error
         self._unknown = unknown
         self._order = order
         self._items: dict[str, T] = {}
-        self._loaded = not self._builtins
+        self._loaded = package is None
 
     def register(self, obj: T | None = None, *, name: str | None = None):
         """``register(obj)``, ``@register`` or ``@register(name=...)``: adds ``obj`` under ``name`` (default ``obj.name``)."""
@@ -61,8 +63,10 @@ class Registry(MutableMapping[str, T], Generic[T]):
         if self._loaded:
             return
         self._loaded = True  # before importing: a built-in module registers into this registry as it loads
-        for module in self._builtins:
-            importlib.import_module(module)
+        package = importlib.import_module(self._package)
+        for module in pkgutil.iter_modules(package.__path__):
+            if not module.name.startswith("_"):
+                importlib.import_module(f"{self._package}.{module.name}")
 
     # MutableMapping: dict-like access (tests patch entries with monkeypatch.setitem)
     def __getitem__(self, name: str) -> T:

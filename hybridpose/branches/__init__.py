@@ -37,9 +37,8 @@ class Branch(Protocol):
     def save(self, run: "RunFolder") -> None: ...
 
 
-BRANCHES: Registry[type] = Registry(
-    "branch", [f"hybridpose.branches.{m}" for m in ("image", "keypoint", "keypoint_linear", "clip_keypoint")],
-    error=RunError, unknown="unknown branch {name!r}; known branches are {known}.")
+BRANCHES: Registry[type] = Registry("branch", "hybridpose.branches", error=RunError,
+                                   unknown="unknown branch {name!r}; known branches are {known}.")
 DEFAULT_BRANCHES = ("image", "keypoint", "keypoint_linear")
 register = BRANCHES.register
 

@@ -31,7 +31,7 @@ class Engine:
     reads: str  # what it needs, for messages: "run" (fold checkpoints) or "bundle"
 
 
-ENGINES: Registry[Engine] = Registry("engine", ("hybridpose.engines.ort", "hybridpose.engines.pytorch"), error=RunError,
+ENGINES: Registry[Engine] = Registry("engine", "hybridpose.engines", error=RunError,
                                     unknown="--engine {name}: unknown engine; choose one of {known}.")
 register = ENGINES.register
 

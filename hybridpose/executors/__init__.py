@@ -19,7 +19,7 @@ from ..pose.result import analyse
 from ..registry import Registry
 from ..skeletons import Skeleton
 
-EXECUTORS: Registry[type] = Registry("executor", ("hybridpose.executors.local", "hybridpose.executors.ray"),
+EXECUTORS: Registry[type] = Registry("executor", "hybridpose.executors",
                                    unknown="--executor {name!r}: choose one of {known}.")
 
 

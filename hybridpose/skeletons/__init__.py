@@ -13,7 +13,7 @@ from .base import VALUES, BoxFn, FeatureFn, Skeleton
 
 __all__ = ["SKELETONS", "VALUES", "BoxFn", "FeatureFn", "Skeleton", "available", "get_skeleton", "register"]
 
-SKELETONS: Registry[Skeleton] = Registry("skeleton", ("hybridpose.skeletons.body", "hybridpose.skeletons.hand"),
+SKELETONS: Registry[Skeleton] = Registry("skeleton", "hybridpose.skeletons",
                                          error=HybridPoseError)
 DEFAULT = "body"
 register = SKELETONS.register

@@ -18,9 +18,7 @@ from ...errors import HybridPoseError
 from ...registry import Registry
 from ...skeletons import Skeleton, get_skeleton
 
-ESTIMATORS: Registry[type] = Registry(
-    "pose model", ("hybridpose.pose.estimators.mediapipe_pose", "hybridpose.pose.estimators.mediapipe_hands"),
-    error=HybridPoseError)
+ESTIMATORS: Registry[type] = Registry("pose model", "hybridpose.pose.estimators", error=HybridPoseError)
 register = ESTIMATORS.register
 
 _state = {"mediapipe": False}
