@@ -149,7 +149,8 @@ def test_fit_on_clips_scores_per_clip(clip_run, CLIPS):
 
 @pytest.mark.slow
 def test_predict_clips_rule_per_frame_annotate_and_live(clip_run, tmp_path, CLIPS, VIDEO):
-    from hybridpose.inference.clips import ClipPredictor, live, predict_clips
+    from hybridpose.inference.clips import ClipPredictor, predict_clips
+    from hybridpose.inference.live import live
 
     src, _ = clip_run
     run = tmp_path / "run"

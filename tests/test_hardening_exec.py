@@ -56,10 +56,11 @@ def payload_checkpoint(path: Path, marker: Path, **fields) -> Path:
 
 
 def fit_error(code: int, text: str, *needles: str) -> str:
-    """`fit` on a run whose stages it checks before any work: the one error line (as ``one_line_error``)."""
+    """`fit`'s one error line, its last (a fit that got to work says first what it fits), as ``one_line_error``."""
     lines = [line for line in text.splitlines() if line.strip()]
-    assert len(lines) == 1 and "Traceback" not in text, text
-    return one_line_error(code, lines[0], *needles)
+    errors = [line for line in lines if line.startswith("error:")]
+    assert len(errors) == 1 and lines[-1] == errors[0] and "Traceback" not in text, text
+    return one_line_error(code, errors[0], *needles)
 
 
 def digest(folder: Path) -> dict[str, str]:

@@ -110,9 +110,9 @@ def test_predict_row_of_a_cut_video_says_so(cut_video, monkeypatch):
     (["--per-frame", "f.csv", "--annotate", "a.mp4"], ["--per-frame", "--annotate"]),
 ])
 def test_predict_refuses_camera_with_an_input_or_output(monkeypatch, capsys, tmp_path, no_work, extra, needles):
-    import hybridpose.inference.clips
+    import hybridpose.inference.live
 
-    monkeypatch.setattr(hybridpose.inference.clips, "live", lambda *a, **k: pytest.fail("the camera ran"))
+    monkeypatch.setattr(hybridpose.inference.live, "live", lambda *a, **k: pytest.fail("the camera ran"))
     monkeypatch.chdir(tmp_path)
     video = write_video(tmp_path / "clip.avi", frames=3)
     args = [str(video) if a == "INPUT" else a for a in extra]

@@ -104,7 +104,8 @@ def _clips(inputs, run, out: Path, rules, no_rules, cache_dir, partial, per_fram
 
 
 def _camera(run, camera, rules, no_rules, cache_dir, partial, sampling, max_frames, show, on_frame) -> dict:
-    from .clips import ClipPredictor, live
+    from .clips import ClipPredictor
+    from .live import live
 
     pred = ClipPredictor(run, rules=rules, use_rules=not no_rules, sampling=sampling, cache_dir=cache_dir,
                          partial=partial)

@@ -1,4 +1,4 @@
-"""Prediction on clips: videos, folders of frames, a camera.
+"""Prediction on clips: videos and folders of frames (the camera loop is ``live.py``).
 
 A clip run (``fit`` on clips) predicts a clip from its sampled frames: the image branch (the fold
 networks) on each frame's crop, averaged over the clip; the clip keypoint branch on the clip's temporal
@@ -8,14 +8,13 @@ Per frame (``--per-frame``) the label is the image branch's frame probabilities 
 centred moving average over about one second of sampled frames (``smooth``). Why a moving average and not
 an HMM: it has one parameter that a user can read (the window), needs no transition probabilities that
 the training clips (one movement each) cannot give, and keeps a label change within half a window of where
-the probabilities cross. The live loop (camera) cannot see the future, so it averages the last window.
+the probabilities cross. The live loop (``live.py``) cannot see the future, so it averages the last window.
 Segments are the runs of one smoothed label.
 
 Frames are decoded, analysed and dropped one by one: memory stays flat over any length of video.
 """
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -310,53 +309,3 @@ def evaluation_frame(data: str | Path, run: str | Path, *, show_progress: bool =
     for lv in h.levels:
         frame[rules_column(lv)] = [r.get(lv) for r in rows]  # the label after the rules (predictions.csv's)
     return frame, h
-
-
-def live(pred: ClipPredictor, source: int | str, *, show: bool = True, max_frames: int | None = None,
-         window: int = 5) -> Iterator[dict]:
-    """The camera loop (OpenCV): every frame's pose, image probabilities, the label averaged over the last
-    ``window`` frames, and the frames per second; drawn in a window when ``show`` (q or Esc quits)."""
-    import cv2
-    from PIL import Image
-
-    cap = cv2.VideoCapture(source)
-    if not cap.isOpened():
-        raise RunError(f"--camera {source}: cannot open (no such camera or file, or no permission).")
-    prep, leaves = pred.clf.image_branch.preprocessing_, pred.h.leaves
-    recent: list[np.ndarray] = []
-    ticks: list[float] = [time.perf_counter()]
-    n = 0
-    try:
-        while max_frames is None or n < max_frames:
-            ok, bgr = cap.read()
-            if not ok:
-                break
-            rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-            scale = min(1.0, FRAME_MAX_SIDE / max(rgb.shape[:2]))
-            if scale < 1:
-                rgb = cv2.resize(rgb, (int(rgb.shape[1] * scale), int(rgb.shape[0] * scale)), interpolation=cv2.INTER_AREA)
-            h, w = rgb.shape[:2]
-            result = analyse_array(rgb, w, h, pred.clf.estimator)
-            crop, _ = crop_photo(Image.fromarray(rgb), result.box, None, prep.eval_margin, prep.input_size, pred.sk.n)
-            p = pred.clf.image_branch.predict_level_proba(channels_first(crop[None]),
-                                                          pred.h)[pred.h.leaf_level][0]
-            recent = (recent + [p])[-window:]
-            avg = np.mean(recent, 0)
-            n += 1
-            ticks = (ticks + [time.perf_counter()])[-11:]  # frames per second over the last 10 frames
-            fps = (len(ticks) - 1) / (ticks[-1] - ticks[0])
-            label = leaves[int(avg.argmax())]
-            out = {"frame": n - 1, "status": result.status, "label": label, "confidence": float(avg.max()), "fps": fps}
-            if show:
-                from ..viz.annotate import draw
-
-                kp = np.asarray(result.keypoints, float).reshape(pred.sk.n, 4) if result.keypoints is not None else None
-                shown = draw(rgb, kp, pred.sk, f"{label} {avg.max():.2f}  {fps:.1f} fps")
-                cv2.imshow("hybridpose", cv2.cvtColor(shown, cv2.COLOR_RGB2BGR))
-                if cv2.waitKey(1) & 0xFF in (ord("q"), 27):
-                    break
-            yield out
-    finally:
-        cap.release()
-        if show:
-            cv2.destroyAllWindows()
