@@ -203,3 +203,18 @@ def test_the_library_explain_routes_a_clip_run(clip_data, tmp_path):
 
     with Image.open(res["files"][0]) as im:
         assert im.width > 3 * im.height  # a strip of frames
+
+
+def test_a_runs_config_is_a_fit_config_file(tmp_path):
+    """``fit --config RUN/config.json`` (the resume command's) carries every training setting, folds, skeleton
+    (a described one too, as the run keeps it) and flip pairs."""
+    from hybridpose.train.config import read_fit_config
+
+    config = json.loads((LEGACY / "run" / "config.json").read_text())
+    config["skeleton"] = {"name": "stick", "keypoints": ["a", "b"], "edges": [["a", "b"]], "mirror_pairs": []}
+    config["flip_pairs"] = {"Triangle": "Vrukshasana", "Vrukshasana": "Triangle"}
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    values = read_fit_config(tmp_path / "config.json")
+    assert values["backbone"] == "test_efficientnet" and values["input_size"] == 64 and values["folds"] == 2
+    assert values["skeleton"] == config["skeleton"] and values["flip_pairs"] == "Triangle:Vrukshasana"
+    assert values["stage1"] == config["train"]["stage1"] and "device" not in values

@@ -227,7 +227,8 @@ def read_fit_config(path: str | Path) -> dict:
         raise ConfigError(f"{path}: not valid YAML ({str(e).splitlines()[0]}).") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: give a mapping of fit options (key: value per line).")
-    if raw.get("format") == RUN_FORMAT:
+    of_run = raw.get("format") == RUN_FORMAT
+    if of_run:
         raw = run_settings(raw)
     allowed = {f.name for f in fields(FitOptions)} | {f.name for f in fields(TrainConfig)} | {"epochs"}
     values = {}
@@ -240,7 +241,7 @@ def read_fit_config(path: str | Path) -> dict:
                 raise ConfigError(f"{path}: {key} must be a mapping of {', '.join(sorted(STAGE_KEYS))}.")
             for sub, v in value.items():
                 _check_value(path, f"{key}.{sub}", sub, v, _STAGE_TYPES[sub])
-        else:
+        elif not (of_run and name == "skeleton" and isinstance(value, dict)):  # a described skeleton, as a run keeps it
             _check_value(path, str(key), name, value, _FILE_TYPES[name])
         values[name] = value
     return values
