@@ -11,6 +11,7 @@ Not a test module: tests call these with a temporary folder and check their part
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 from pathlib import Path
@@ -172,3 +173,20 @@ def _write_heic(path: Path) -> None:
         _photo().save(path, format="HEIF", quality=90)
     else:
         path.write_bytes(b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic" + bytes(1000))
+
+
+def sample_subset(dest: Path, per_class: int, source: Path = SAMPLE_DIR) -> Path:
+    """The first ``per_class`` photos of each class folder of ``source`` (data/sample), with its hierarchy."""
+    for cls in sorted(p for p in source.iterdir() if p.is_dir()):
+        (dest / cls.name).mkdir(parents=True)
+        for photo in sorted(cls.iterdir())[:per_class]:
+            shutil.copy(photo, dest / cls.name / photo.name)
+    if (source / "hierarchy.csv").exists():
+        shutil.copy(source / "hierarchy.csv", dest / "hierarchy.csv")
+    return dest
+
+
+def digest(folder: Path) -> dict[str, str]:
+    """The content hash of every file under ``folder``, by relative path (to show nothing was rewritten)."""
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}

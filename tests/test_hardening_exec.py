@@ -25,6 +25,7 @@ import pandas as pd
 import pytest
 import torch
 
+from corpus import digest
 from hybridpose import atomic
 from hybridpose.errors import HybridPoseError, RunError, WeightsError
 from hybridpose.nets.network import CHECKPOINT_FORMAT, load_checkpoint, save_checkpoint
@@ -61,11 +62,6 @@ def fit_error(code: int, text: str, *needles: str) -> str:
     errors = [line for line in lines if line.startswith("error:")]
     assert len(errors) == 1 and lines[-1] == errors[0] and "Traceback" not in text, text
     return one_line_error(code, errors[0], *needles)
-
-
-def digest(folder: Path) -> dict[str, str]:
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
 def temporaries(folder: Path) -> list[Path]:

@@ -3,7 +3,6 @@ nothing, a damaged checkpoint of a finished fold is trained again, and a Ray add
 listens is one line within seconds."""
 from __future__ import annotations
 
-import hashlib
 import shlex
 import shutil
 import socket
@@ -16,6 +15,7 @@ import pandas as pd
 import pytest
 
 from conftest import SAMPLE
+from corpus import digest, sample_subset
 from test_cli import _lines, cli
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -23,21 +23,10 @@ ROOT = Path(__file__).resolve().parents[1]
 TINY = {"preset": "tiny", "backbone": "test_efficientnet", "input_size": 32, "num_threads": 1, "show_progress": False}
 
 
-def digest(folder: Path) -> dict[str, str]:
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
-
-
 @pytest.fixture(scope="module")
 def small_data(tmp_path_factory) -> Path:
     """3 photos of each of the 8 classes of data/sample, with its hierarchy."""
-    root = tmp_path_factory.mktemp("small") / "data"
-    for cls in sorted(p for p in SAMPLE.iterdir() if p.is_dir()):
-        (root / cls.name).mkdir(parents=True)
-        for photo in sorted(cls.iterdir())[:3]:
-            shutil.copy(photo, root / cls.name / photo.name)
-    shutil.copy(SAMPLE / "hierarchy.csv", root / "hierarchy.csv")
-    return root
+    return sample_subset(tmp_path_factory.mktemp("small") / "data", 3)
 
 
 @pytest.fixture(scope="module")

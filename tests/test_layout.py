@@ -13,6 +13,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from corpus import sample_subset
+
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "data" / "sample"
 LEGACY = ROOT / "tests" / "data" / "legacy"
@@ -96,16 +98,6 @@ def test_predict_checks_its_options_before_any_work(tmp_path, no_work):
 # --- the printed resume command ---------------------------------------------------------------------
 
 
-def _subset(dest: Path, per_class: int, source: Path = SAMPLE) -> Path:
-    for folder in sorted(p for p in source.iterdir() if p.is_dir()):
-        (dest / folder.name).mkdir(parents=True)
-        for photo in sorted(folder.iterdir())[:per_class]:
-            shutil.copy(photo, dest / folder.name / photo.name)
-    if (source / "hierarchy.csv").exists():
-        shutil.copy(source / "hierarchy.csv", dest / "hierarchy.csv")
-    return dest
-
-
 @pytest.mark.parametrize("options", [
     ["--backbone", "test_efficientnet", "--input-size", "64", "--epochs", "1,1,1"],
     ["--skeleton", "hand", "--flip-pairs", "left:right", "--epochs", "1,1,1"],
@@ -118,7 +110,7 @@ def test_the_printed_fit_command_resumes_the_run(options, tmp_path):
     from hybridpose.run.folder import RunFolder
     from hybridpose_cli.main import app
 
-    data = _subset(tmp_path / "data", 4, HANDS if "hand" in options else SAMPLE)
+    data = sample_subset(tmp_path / "data", 4, HANDS if "hand" in options else SAMPLE)
     run = tmp_path / "run"
     r = CliRunner().invoke(app, ["fit", str(data), "--out", str(run), "--folds", "2", "--preset", "tiny", *options])
     assert r.exit_code == 0, r.output

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import SAMPLE
+from corpus import sample_subset
 
 # the smallest training the config allows: 1 epoch per stage, a 32-px timm test network, one thread
 # (the same thread count in both executors makes their floating-point sums, hence the folds, identical)
@@ -46,13 +46,7 @@ def ray_session():
 @pytest.fixture(scope="module")
 def small_data(tmp_path_factory) -> Path:
     """3 photos of each of the 8 classes of data/sample, with its hierarchy."""
-    root = tmp_path_factory.mktemp("small") / "data"
-    for cls in sorted(p for p in SAMPLE.iterdir() if p.is_dir()):
-        (root / cls.name).mkdir(parents=True)
-        for photo in sorted(cls.iterdir())[:3]:
-            shutil.copy(photo, root / cls.name / photo.name)
-    shutil.copy(SAMPLE / "hierarchy.csv", root / "hierarchy.csv")
-    return root
+    return sample_subset(tmp_path_factory.mktemp("small") / "data", 3)
 
 
 def _probs(run: Path) -> pd.DataFrame:
