@@ -78,7 +78,7 @@ class HybridPoseClassifier:
                     if name == "image" else branch_class(name).load(folder, config, device=device, partial=partial)
                     for name in names}
         skeleton = get_skeleton(config.get("skeleton"))
-        return cls(folder, config, branches, fusion, _load_rules(folder, rules, use_rules, hierarchy, skeleton))
+        return cls(folder, config, branches, fusion, _load_rules(folder, config, rules, use_rules, hierarchy, skeleton))
 
     @property
     def image_branch(self) -> "ImageBranch":
@@ -233,7 +233,7 @@ def _remake(folder: RunFolder, config: dict) -> str:
     return f"run `{folder.fit_command(config)}` again (it rewrites the file)"
 
 
-def _load_rules(run: RunFolder, rules: str | Path | None, use_rules: bool, hierarchy: Hierarchy,
+def _load_rules(run: RunFolder, config: dict, rules: str | Path | None, use_rules: bool, hierarchy: Hierarchy,
                 skeleton: Skeleton) -> RuleSet | None:
     """The rules in force (``rules``, else the run's rules.yaml when there is one), checked against the run's
     classes and statistics (a clip run's rules read clip statistics, a photo run's keypoint features)."""
@@ -245,5 +245,5 @@ def _load_rules(run: RunFolder, rules: str | Path | None, use_rules: bool, hiera
             raise RunError(f"{path}: rules file not found.")
         return None
     ruleset = read_rules(path)
-    ruleset.validate(hierarchy.leaves, statistic_names(skeleton) if run.is_clip_run() else skeleton.feature_names())
+    ruleset.validate(hierarchy.leaves, statistic_names(skeleton) if run.is_clip_run(config) else skeleton.feature_names())
     return ruleset

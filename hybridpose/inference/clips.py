@@ -75,7 +75,7 @@ class ClipPredictor:
 
     @property
     def is_clip_run(self) -> bool:
-        return self.clf.run.is_clip_run()
+        return self.clf.run.is_clip_run(self.clf.config)
 
     # ------------------------------------------------------------------ frames
     def frames(self, sample: Sample, every: bool = False) -> Iterator[Frame]:

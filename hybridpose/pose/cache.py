@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
 from ..data.content import default_cache_dir, sha256_of_regular_file
+from ..data.sources import classify
 from .estimators.mediapipe_pose import POSE_VERSION  # the cache's default version
 from .result import PoseResult
 
@@ -18,8 +19,6 @@ from .result import PoseResult
 def first_look(paths: Sequence[str]) -> tuple[list[PoseResult | None], list[str | None]]:
     """Per path: a final result where the file cannot be read (decided without opening anything that is
     not a regular file), else None; and the content hash of each readable file."""
-    from ..data.sources import classify
-
     results: list[PoseResult | None] = []
     shas: list[str | None] = []
     for p in paths:

@@ -15,7 +15,7 @@ from .keypoint_file import keypoint_source
 
 
 def extract_folder(data: str | Path, out: str | Path, *, workers: int = DEFAULTS.pose_workers, cache_dir: str | Path | None = None,
-                   show_progress: bool = True, skeleton: str = "body", keypoints: str | Path | None = None,
+                   show_progress: bool = True, skeleton: str = DEFAULTS.skeleton, keypoints: str | Path | None = None,
                    keypoint_units: str = "pixels") -> tuple[pd.DataFrame, dict]:
     """Run the keypoint front end on every file under ``data`` (or read ``keypoints`` from a file);
     writes OUT/poses.csv and OUT/summary.json."""

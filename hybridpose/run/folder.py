@@ -89,9 +89,14 @@ class RunFolder:
                            "with a fresh --out.")
         return config
 
-    def is_clip_run(self) -> bool:
-        """Whether the run's samples are clips (videos or frame folders; docs/CLIPS.md)."""
-        return self.is_run() and bool(self.read_config().get("clips"))
+    def is_clip_run(self, config: dict | None = None) -> bool:
+        """Whether the run's samples are clips (videos or frame folders; docs/CLIPS.md); ``config``: its
+        config.json already read (else it is read here)."""
+        if config is None:
+            if not self.is_run():
+                return False
+            config = self.read_config()
+        return bool(config.get("clips"))
 
     def fit_command(self, config: dict | None = None) -> str:
         """The `hybridpose fit` command that (re)creates or resumes this run: the data and run folder, the

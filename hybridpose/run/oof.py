@@ -40,7 +40,7 @@ def load_oof(run: Path) -> tuple[pd.DataFrame, Hierarchy, dict]:
 def _scored(folder: RunFolder, config: dict, fix: str) -> tuple[Path, int]:
     """The table listing what the out-of-fold table scores, and how many rows it has: every photo of folds.csv,
     or the clips of clips.csv that were read and have a fold."""
-    if folder.is_clip_run():
+    if folder.is_clip_run(config):
         clips = read_table(folder.require(folder.clips), fix)
         return folder.clips, int(((clips["status"] == "ok") & (clips["fold"] > 0)).sum())
     return folder.folds, len(read_table(folder.require(folder.folds), fix))
@@ -49,13 +49,14 @@ def _scored(folder: RunFolder, config: dict, fix: str) -> tuple[Path, int]:
 def run_features(run: Path, oof: pd.DataFrame) -> pd.DataFrame:
     """The statistics rules read, a row per row of ``oof``: keypoint features (photos) or clip statistics."""
     folder = RunFolder(run)
-    skeleton = get_skeleton(folder.read_config().get("skeleton"))
-    if folder.is_clip_run():  # a clip run: the clips' temporal statistics (pose/temporal.py)
+    config = folder.read_config()
+    skeleton = get_skeleton(config.get("skeleton"))
+    if folder.is_clip_run(config):  # a clip run: the clips' temporal statistics (pose/temporal.py)
         stats = pd.read_csv(folder.require(folder.clip_statistics), keep_default_na=False, na_values=[""])
         return stats.set_index("clip").loc[list(oof["path"])].reset_index(drop=True)
     poses = pd.read_csv(folder.require(folder.poses), keep_default_na=False, na_values=[""])
     rows = pd.Index(poses["path"]).get_indexer(oof["path"])
     if (rows < 0).any():
-        raise RunError(f"{folder.poses}: does not cover every photo of oof_predictions.csv; run `{folder.fit_command()}` again.")
+        raise RunError(f"{folder.poses}: does not cover every photo of oof_predictions.csv; run `{folder.fit_command(config)}` again.")
     poses = poses.iloc[rows].reset_index(drop=True)
     return skeleton.features(keypoints_array(poses, skeleton))

@@ -7,6 +7,7 @@ here, so a new skeleton is one new module that calls ``register``.
 """
 from __future__ import annotations
 
+from ..defaults import DEFAULTS
 from ..errors import HybridPoseError
 from ..registry import Registry
 from .base import VALUES, BoxFn, FeatureFn, Skeleton
@@ -15,7 +16,7 @@ __all__ = ["SKELETONS", "VALUES", "BoxFn", "FeatureFn", "Skeleton", "available",
 
 SKELETONS: Registry[Skeleton] = Registry("skeleton", "hybridpose.skeletons",
                                          error=HybridPoseError)
-DEFAULT = "body"
+DEFAULT = DEFAULTS.skeleton
 register = SKELETONS.register
 
 

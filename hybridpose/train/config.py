@@ -40,7 +40,7 @@ class StageConfig:
 
 @dataclass
 class TrainConfig:
-    preset: str = "quick"
+    preset: str = DEFAULTS.preset
     backbone: str = "efficientnet_lite0"
     weights: str | None = None
     pretrained: bool = False
@@ -137,7 +137,7 @@ PRESETS: dict[str, TrainConfig] = {
 Preset = Enum("Preset", {name: name for name in PRESETS}, type=str)
 
 
-def make_config(preset: str = "quick", **overrides: object) -> TrainConfig:
+def make_config(preset: str = DEFAULTS.preset, **overrides: object) -> TrainConfig:
     """A preset with ``overrides`` (None: keep the preset's value), validated."""
     preset = getattr(preset, "value", preset)
     if preset not in PRESETS:
@@ -201,7 +201,7 @@ class FitOptions:
     gpus_per_fold: float = 0.0
     retries: int = 2            # times Ray reruns a fold whose worker died
     workers: int = DEFAULTS.pose_workers
-    skeleton: str = "body"
+    skeleton: str = DEFAULTS.skeleton
     hierarchy: str | None = None
     images: str | None = None
     flip_pairs: str | None = None

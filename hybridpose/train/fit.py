@@ -409,7 +409,7 @@ def finish(run: RunFolder | str | Path) -> dict:
     missing = [k for k in range(1, p.k + 1) if not run.fold_done(k).exists()]
     if missing:
         raise RunError(f"{run.root}: folds {missing} are not finished; run `{run.fit_command(p.config)}`.")
-    if run.is_clip_run():
+    if run.is_clip_run(p.config):
         _plot_curves(run.root)
         return finish_clips(p)
     y_leaf = p.labels.leaf

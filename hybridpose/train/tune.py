@@ -17,6 +17,7 @@ from functools import partial
 from pathlib import Path
 from typing import Iterator
 
+from ..defaults import DEFAULTS
 from ..errors import ConfigError
 from ..executors import Resources, get_executor, warm_pose_cache
 from ..progress import log
@@ -26,7 +27,7 @@ from .config import make_config, write_fit_config
 @dataclass
 class SearchSpace:
     """What a trial samples; learning rates are searched from a third to three times the preset's."""
-    preset: str = "quick"
+    preset: str = DEFAULTS.preset
     backbones: list[str] = field(default_factory=list)    # empty: the preset's backbone
     input_sizes: list[int] = field(default_factory=list)  # empty: the preset's input size
     lr_factor: float = 3.0
@@ -71,7 +72,7 @@ class TuneSpec:
 def tune(data: str | Path, out: str | Path, *, storage: str, trials: int = 20, folds: int = 3,
          space: SearchSpace | None = None, study_name: str | None = None, executor: str = "local",
          address: str | None = None, cpus_per_trial: float = 1, gpus_per_trial: float = 0, seed: int = 0,
-         hierarchy=None, images=None, flip_pairs=None, skeleton: str = "body", cache_dir=None,
+         hierarchy=None, images=None, flip_pairs=None, skeleton: str = DEFAULTS.skeleton, cache_dir=None,
          show_progress: bool = True, **fixed) -> dict:
     """Run the study until it holds ``trials`` finished (complete or pruned) trials; write OUT/best.yaml
     and OUT/trials.csv. Returns a summary (best value and settings, trial counts)."""
