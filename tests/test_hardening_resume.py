@@ -204,3 +204,23 @@ def test_a_ray_address_where_nothing_listens_is_one_line_in_seconds(command, tmp
     assert len(lines) == 1 and lines[0].startswith("error:") and address in lines[0] and "ray start" in lines[0], text
     assert seconds < 45, seconds
     assert not out.exists()  # nothing ran
+
+
+@pytest.mark.parametrize("name", ["fusion.json", "oof_predictions.csv"])
+def test_fit_on_a_finished_run_with_a_damaged_output_finishes_it_again(name, monkeypatch, capsys, small_run,
+                                                                       small_data, tmp_path):
+    """The line a damaged fusion.json or out-of-fold table gives says to run fit again: that must remake it
+    (not answer "the run is complete"), from the folds, retraining nothing."""
+    import hybridpose.train.fit as fit_module
+
+    run = tmp_path / "run"
+    shutil.copytree(small_run, run)
+    whole = (run / name).read_bytes()
+    (run / name).write_bytes(whole[: len(whole) // 2])
+    monkeypatch.setattr(fit_module, "train_stage", lambda *a, **k: pytest.fail("a finished fold was retrained"))
+    capsys.readouterr()
+    summary = fit_module.fit(small_data, run, folds=2, **TINY)
+    text = capsys.readouterr()
+    assert "already_complete" not in summary
+    assert f"{run / name}: damaged; finishing the run again" in (text.out + text.err).replace("\n", "")
+    assert (run / name).read_bytes() == whole  # remade exactly from the same folds

@@ -42,13 +42,14 @@ from ..data.hierarchy import Hierarchy
 from ..defaults import DEFAULTS
 from ..errors import RunError
 from ..executors import Executor, Resources, get_executor, warm_pose_cache
-from ..fusion import select
+from ..fusion import read_fusion, select
 from ..nets.network import build_model, load_checkpoint, pick_device, save_checkpoint
 from ..pose.frontend import extract, keypoints_array
 from ..pose.keypoint_file import keypoint_source
 from ..progress import console, log, progress_bar
 from ..run.crossfit import cross_fitted as cross_fit
 from ..run.folder import RunFolder
+from ..run.oof import load_oof
 from ..run.predtable import table as prediction_table
 from ..skeletons import get_skeleton
 from .clips import finish_clips, prepare_clips, read_groups
@@ -107,9 +108,12 @@ def fit(data: str | Path, out: str | Path, *, folds: int = DEFAULTS.folds, prese
         if ex is not executor:
             ex.close()
     if not trained and run.summary.exists():  # written last; a fold trained since would have removed it
-        _say(f"{run.root}: the run is complete (every fold's checkpoints checked); nothing to do. "
-             "To train again, use another --out.")
-        return {**atomic.read_json(run.summary), "already_complete": True}
+        damaged = damaged_output(run)
+        if damaged is None:
+            _say(f"{run.root}: the run is complete (every fold's checkpoints checked); nothing to do. "
+                 "To train again, use another --out.")
+            return {**atomic.read_json(run.summary), "already_complete": True}
+        _say(f"{damaged}: damaged; finishing the run again from its folds (nothing is retrained).")
     summary = finish(run)
     summary["seconds"] = round(time.perf_counter() - t0, 1)
     atomic.write_json(run.summary, summary)
@@ -174,6 +178,21 @@ def fold_finished(run: RunFolder, k: int, config: dict | None = None) -> bool:
         _say(f"[yellow]{run.checkpoint(k, stage)}: damaged (not a whole checkpoint file); fold {k} is trained again "
              f"from stage {stage}.[/]")
     return stage > len(STAGES) and run.fold_done(k).exists()
+
+
+def damaged_output(run: RunFolder) -> Path | None:
+    """The first of the finish step's outputs (fusion.json, the out-of-fold table) that does not read back
+    whole, or None; what the error commands that read them say to fix ("run fit again") then works."""
+    config = run.read_config()
+    h = Hierarchy.from_dict(config["hierarchy"])
+    checks = ((run.fusion, lambda: read_fusion(run.fusion, h, config.get("branches", DEFAULT_BRANCHES), "")),
+              (run.oof, lambda: load_oof(run.root)))
+    for path, check in checks:
+        try:
+            check()
+        except RunError:
+            return path
+    return None
 
 
 def _say(message: str) -> None:
