@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 
 FeatureFn = Callable[[np.ndarray], pd.DataFrame]
+SizeFn = Callable[[np.ndarray], np.ndarray]
 BoxFn = Callable[[np.ndarray, int, int], "tuple[float, float, float, float]"]
 VALUES = "xyzv"  # per keypoint: x, y (pixels), z, visibility
 
@@ -30,11 +31,17 @@ class Skeleton:
     custom: bool = False                         # described by the user (skeletons/custom.py), stored in the run
     parts: int = 1                               # equal consecutive parts that may each be missing (two hands: 2)
     description: str = ""
+    # Keypoints whose path through the frame gets its own clip statistics (direction, turning, reversals; see
+    # pose/temporal.py); empty: the first four. A few, not all: every one adds columns to search.
+    track: tuple[str, ...] = ()
+    # (N, n, 4) pixel keypoints -> (N,) the skeleton's size in pixels (palm, torso), the unit of motion;
+    # default: the points' spread about their centroid.
+    size: SizeFn | None = None
     index: dict[str, int] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "index", {n: i for i, n in enumerate(self.keypoints)})
-        for a, b in (*self.edges, *self.mirror_pairs):
+        for a, b in (*self.edges, *self.mirror_pairs, *((t, t) for t in self.track)):
             for n in (a, b):
                 if n not in self.index:
                     raise ValueError(f"skeleton {self.name!r}: unknown keypoint {n!r}")
@@ -94,6 +101,38 @@ class Skeleton:
     def feature_names(self) -> list[str]:
         probe = np.arange(self.n * 4, dtype=np.float64).reshape(1, self.n, 4) + 1.0
         return list(self.features(probe).columns)
+
+    def tracked(self) -> tuple[str, ...]:
+        """The keypoints whose path gets its own clip statistics."""
+        return self.track or self.keypoints[:4]
+
+    def pixel_size(self, kp: np.ndarray) -> np.ndarray:
+        """(N,) the skeleton's size in pixels in each row of (N, n, 4) keypoints (NaN where not found)."""
+        kp = np.asarray(kp, dtype=np.float64).reshape(-1, self.n, 4)
+        if self.size is not None:
+            out = np.asarray(self.size(kp), dtype=np.float64)
+        else:
+            xy = kp[..., :2]
+            with np.errstate(all="ignore"):
+                centre = np.nanmean(xy, axis=1, keepdims=True) if len(xy) else xy[:, :1]
+                out = np.sqrt(np.nansum((xy - centre) ** 2, axis=-1).sum(-1) / np.isfinite(xy[..., 0]).sum(-1))
+        return np.where(self.found(kp) & (out > 1e-6), out, np.nan)
+
+    def frame_positions(self, kp: np.ndarray, size: tuple[float, float] | np.ndarray | None = None) -> pd.DataFrame:
+        """Where the tracked keypoints are in the frame: ``frame_<name>_x``, ``frame_<name>_y`` in [0, 1] of the
+        frame's width and height (y up), from (N, n, 4) pixel keypoints and the frame's (width, height) (one pair,
+        or one per row); NaN without a size. Clip statistics read them; the photo branches do not (a photo's
+        class does not depend on where in the frame it was taken)."""
+        kp = np.asarray(kp, dtype=np.float64).reshape(-1, self.n, 4)
+        wh = np.full((len(kp), 2), np.nan) if size is None else \
+            np.broadcast_to(np.asarray(size, dtype=np.float64).reshape(-1, 2), (len(kp), 2))
+        wh = np.where(wh > 0, wh, np.nan)
+        cols: dict[str, np.ndarray] = {}
+        for name in self.tracked():
+            i = self.index[name]
+            cols[f"frame_{name}_x"] = kp[:, i, 0] / wh[:, 0]
+            cols[f"frame_{name}_y"] = 1.0 - kp[:, i, 1] / wh[:, 1]
+        return pd.DataFrame(cols, index=range(len(kp)))
 
     def keypoint_box(self, kp: np.ndarray, width: int, height: int) -> tuple[float, float, float, float]:
         """The box that crops are cut around, inside the image."""

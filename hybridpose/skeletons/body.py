@@ -158,9 +158,18 @@ def person_box(kp: np.ndarray, width: int, height: int) -> tuple[float, float, f
     return visible_box(kp, width, height, extend_up=head)
 
 
+def torso_size(kp: np.ndarray) -> np.ndarray:
+    """(N,) shoulder centre to hip centre in pixels: a body's size, the unit its motion is measured in."""
+    kp = np.asarray(kp, dtype=np.float64).reshape(-1, N_KEYPOINTS, 4)
+    return normalise(kp)[1] if len(kp) else np.zeros(0)
+
+
+# Paths with their own clip statistics: head, hands, hips and feet (what moves in an exercise or a wave).
+TRACK = ("nose", "left_wrist", "right_wrist", "left_hip", "right_hip", "left_ankle", "right_ankle")
+
 BODY = register(Skeleton(
     name="body", keypoints=KEYPOINT_NAMES, edges=EDGES, mirror_pairs=mirror_pairs_by_name(KEYPOINT_NAMES),
-    features=features, estimator="mediapipe_pose", box=person_box,
+    features=features, estimator="mediapipe_pose", box=person_box, track=TRACK, size=torso_size,
     scale=(("left_shoulder", "right_shoulder"), ("left_hip", "right_hip")), mask_width=0.22,
     description="MediaPipe Pose: 33 body keypoints",
 ))

@@ -14,6 +14,7 @@ pointing directions, the thumb-index spread and the handedness.
 from __future__ import annotations
 
 import itertools
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -108,9 +109,19 @@ def hand_box(kp: np.ndarray, width: int, height: int) -> tuple[float, float, flo
             float(np.clip(cx + half, 0, width)), float(np.clip(cy + half, 0, height)))
 
 
+def palm_size(kp: np.ndarray) -> np.ndarray:
+    """(N,) wrist to middle-finger knuckle in pixels: a hand's size, the unit its motion is measured in."""
+    kp = np.asarray(kp, dtype=np.float64).reshape(-1, N_KEYPOINTS, 4)
+    return np.linalg.norm(kp[:, K["middle_mcp"], :2] - kp[:, K["wrist"], :2], axis=-1)
+
+
+# Paths with their own clip statistics: the hand as a whole (wrist, palm centre) and the two fingertips that draw.
+TRACK = ("wrist", "middle_mcp", "index_tip", "thumb_tip")
+
 HAND = register(Skeleton(
     name="hand", keypoints=KEYPOINT_NAMES, edges=EDGES, mirror_pairs=(), features=features,
     estimator="mediapipe_hands", box=hand_box, scale=(("wrist",), ("middle_mcp",)), mask_width=0.3, handed=True,
+    track=TRACK, size=palm_size,
     description="MediaPipe Hands: 21 keypoints of the larger hand, handedness in v",
 ))
 
@@ -137,6 +148,14 @@ def two_features(kp: np.ndarray) -> pd.DataFrame:
     return pd.DataFrame(cols)
 
 
+def two_palm_size(kp: np.ndarray) -> np.ndarray:
+    """(N,) the found hands' mean palm size in pixels."""
+    kp = np.asarray(kp, dtype=np.float64).reshape(-1, 2 * N_KEYPOINTS, 4)
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a row with neither hand
+        return np.nanmean(np.stack([palm_size(kp[:, :N_KEYPOINTS]), palm_size(kp[:, N_KEYPOINTS:])]), axis=0)
+
+
 def two_box(kp: np.ndarray, width: int, height: int) -> tuple[float, float, float, float]:
     return hand_box(kp, width, height)
 
@@ -145,5 +164,6 @@ TWO_HANDS = register(Skeleton(
     name="two_hands", keypoints=TWO_NAMES, edges=tuple((f"{s}_{a}", f"{s}_{b}") for s in SIDES for a, b in EDGES),
     mirror_pairs=mirror_pairs_by_name(TWO_NAMES), features=two_features, estimator="mediapipe_hands2",
     box=two_box, scale=(("left_wrist", "right_wrist"), ("left_middle_mcp", "right_middle_mcp")), mask_width=0.3,
-    handed=True, parts=len(SIDES), description="MediaPipe Hands: both hands, 21 keypoints each (left_*, right_*; NaN where not found)",
+    handed=True, parts=len(SIDES), track=("left_wrist", "left_index_tip", "right_wrist", "right_index_tip"),
+    size=two_palm_size, description="MediaPipe Hands: both hands, 21 keypoints each (left_*, right_*; NaN where not found)",
 ))
