@@ -266,6 +266,9 @@ def calibrate(
     alpha: float = typer.Option(DEFAULTS.alpha, "--alpha", min=0.0, max=1.0,
                                 help="... and passes a one-sided sign test at this level, Bonferroni-corrected over "
                                      "the statistics scanned (fixes significantly more photos than it breaks)."),
+    statistics: Optional[str] = typer.Option(None, "--statistics", help="Consider only these statistics: "
+                                             "NAME[,NAME...], globs allowed (e.g. 'net_path_index_tip_*,turning_*'); "
+                                             "the sign test's bar then counts only these. Default: all but frame_*."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Show what would be found; write nothing."),
 ) -> None:
     """Find threshold rules on keypoint statistics for the sibling classes the model confuses."""
@@ -273,14 +276,17 @@ def calibrate(
 
     from hybridpose.rules.runs import calibrate as run_calibrate
 
-    res = run_calibrate(run, out=out, dry_run=dry_run, min_gain=min_gain, min_fired=min_fired, alpha=alpha)
+    res = run_calibrate(run, out=out, dry_run=dry_run, min_gain=min_gain, min_fired=min_fired, alpha=alpha,
+                        statistics=_csv(statistics) or None)
     table = Table(title="confusable sibling pairs (out-of-fold photos where the fused top-2 is the pair)",
                   caption=f"decided_by: the test that settled the pair (min_fired {min_fired}, min_gain {min_gain}, "
                           f"sign_test at alpha {alpha} / statistics scanned) or kept if it passed all")
-    for col in ("pair", "confused", "fired", "statistic", "threshold", "before", "after", "gain", "decided_by", "kept"):
+    for col in ("pair", "confused", "fired", "scanned", "statistic", "threshold", "before", "after", "gain", "decided_by",
+                "kept"):
         table.add_column(col, justify="left" if col in ("pair", "statistic") else "right")
     for r in res["table"].itertuples(index=False):
-        table.add_row(str(r.pair), str(r.n_confused), str(r.n_fired), str(r.statistic or "-"), _num(r.threshold),
+        table.add_row(str(r.pair), str(r.n_confused), str(r.n_fired), str(r.n_scanned), str(r.statistic or "-"),
+                      _num(r.threshold),
                       _num(r.accuracy_before), _num(r.accuracy_after), _num(r.gain), str(r.decided_by),
                       "yes" if r.kept else f"no: {r.why}")
     console.print(table)

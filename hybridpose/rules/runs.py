@@ -12,13 +12,21 @@ from ..outputs import check_writable
 from ..run.folder import RunFolder
 from ..run.oof import load_oof, run_features
 from ..run.predtable import read_probs, rules_column, true_column
-from .calibrate import calibrate_rules, crossval_rules
+from .calibrate import calibrate_rules, crossval_rules, select_statistics
 from .io import backup_if_edited, write_rules
+
+# Not searched unless named: where in the frame a clip happened is where the camera stood, not the gesture (and the
+# frame's size is not known everywhere a clip's statistics are computed).
+DEFAULT_EXCLUDE = ("*_frame_*",)
 
 
 def calibrate(run: str | Path, *, out: str | Path | None = None, dry_run: bool = False, min_gain: float = DEFAULTS.min_gain,
-              min_fired: int = DEFAULTS.min_fired, alpha: float = DEFAULTS.alpha) -> dict:
+              min_fired: int = DEFAULTS.min_fired, alpha: float = DEFAULTS.alpha,
+              statistics: list[str] | None = None) -> dict:
     """Find rules for confused sibling pairs from the run's out-of-fold predictions; see rules/calibrate.py.
+
+    ``statistics``: the names (globs allowed) of the statistics to consider; the multiple-testing bar then counts
+    only those. Default: every statistic of the run but ``DEFAULT_EXCLUDE``.
 
     A rules file about to be replaced that was edited by hand is first copied to ``NAME.bak``
     (``.bak1``, ... if taken); ``result["backups"]`` lists the copies made.
@@ -31,12 +39,15 @@ def calibrate(run: str | Path, *, out: str | Path | None = None, dry_run: bool =
         if out:
             check_writable(_rules_file(Path(out)), "file")
     feats = run_features(run, oof)
+    names = select_statistics(list(feats.columns), statistics, DEFAULT_EXCLUDE, f"the run {folder.root}")
+    feats = feats[names]
     leaves, level = h.leaves, h.leaf_level
     probs = read_probs(oof, "fused", level, leaves)
     y = list(oof[true_column(level)].astype(str))
     kw = dict(min_gain=min_gain, min_fired=min_fired, alpha=alpha)
     ruleset, table = calibrate_rules(feats, y, probs, leaves, h, **kw)
-    ruleset.meta.update({"source_run": str(run), "photos": len(oof)})
+    ruleset.meta.update({"source_run": str(run), "photos": len(oof),
+                         "statistics": ",".join(statistics) if statistics else "all but " + ",".join(DEFAULT_EXCLUDE)})
     refined, fired = crossval_rules(feats, y, probs, leaves, h, oof["fold"].to_numpy(), **kw)
     before = float(np.mean(np.array(leaves)[probs.argmax(1)] == np.array(y)))
     after = float(np.mean(np.array(refined) == np.array(y)))

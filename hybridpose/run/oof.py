@@ -10,7 +10,8 @@ from ..data.hierarchy import Hierarchy
 from ..engines import is_bundle
 from ..errors import RunError
 from ..pose.frontend import keypoints_array
-from ..skeletons import get_skeleton
+from ..pose.temporal import clip_table, statistic_names
+from ..skeletons import Skeleton, get_skeleton
 from .folder import RunFolder
 from .predtable import missing_columns, read_table
 
@@ -53,6 +54,7 @@ def run_features(run: Path, oof: pd.DataFrame) -> pd.DataFrame:
     skeleton = get_skeleton(config.get("skeleton"))
     if folder.is_clip_run(config):  # a clip run: the clips' temporal statistics (pose/temporal.py)
         stats = pd.read_csv(folder.require(folder.clip_statistics), keep_default_na=False, na_values=[""])
+        stats = _current_statistics(folder, skeleton, stats)
         return stats.set_index("clip").loc[list(oof["path"])].reset_index(drop=True)
     poses = pd.read_csv(folder.require(folder.poses), keep_default_na=False, na_values=[""])
     rows = pd.Index(poses["path"]).get_indexer(oof["path"])
@@ -60,3 +62,19 @@ def run_features(run: Path, oof: pd.DataFrame) -> pd.DataFrame:
         raise RunError(f"{folder.poses}: does not cover every photo of oof_predictions.csv; run `{folder.fit_command(config)}` again.")
     poses = poses.iloc[rows].reset_index(drop=True)
     return skeleton.features(keypoints_array(poses, skeleton))
+
+
+def _current_statistics(folder: RunFolder, skeleton: Skeleton, stats: pd.DataFrame) -> pd.DataFrame:
+    """A clip run's statistics with every statistic of today's ``temporal.py``: a run written before some of them
+    existed has them computed again from its poses and frames (same frames, same keypoints), with the frames' size."""
+    if set(statistic_names(skeleton)) <= set(stats.columns) or not (folder.poses.is_file() and folder.clip_frames.is_file()):
+        return stats
+    frames = pd.read_csv(folder.clip_frames, keep_default_na=False, na_values=[""])
+    poses = pd.read_csv(folder.poses, keep_default_na=False, na_values=[""])
+    rows = pd.Index(poses["path"]).get_indexer(frames["path"])
+    if (rows < 0).any():
+        return stats
+    poses = poses.iloc[rows].reset_index(drop=True)
+    table = clip_table(keypoints_array(poses, skeleton), frames["time"], frames["clip"], skeleton, list(stats["clip"]),
+                       sizes=poses[["width", "height"]].to_numpy(dtype=float))
+    return pd.concat([stats[["clip"]].reset_index(drop=True), table], axis=1)
