@@ -205,3 +205,16 @@ def test_select_statistics_globs_default_and_errors():
                                                                      "range_topmost_x"]
     with pytest.raises(RulesError, match="net_pth"):
         select_statistics(cols, ["net_pth_*"])
+
+
+def test_report_counts_clips_by_frames_with_a_skeleton(tmp_path):
+    from hybridpose.evaluation.evaluate import found_bands
+    from hybridpose.evaluation.report import write_report
+
+    frame = pd.DataFrame({"path": list("abcdef"), "found": [0.0, 0.2, 0.5, 0.95, 1.0, 1.0],
+                          "true_class": ["x"] * 6, "pred_fused_class": ["y", "x", "x", "y", "x", "x"]})
+    bands = found_bands(frame, Hierarchy(["class"], {"x": [], "y": []}))
+    assert [b["clips"] for b in bands] == [1, 1, 1, 3]
+    assert [b["top-1 %"] for b in bands] == [0.0, 100.0, 100.0, pytest.approx(66.7)]
+    html = write_report(tmp_path, {"found": bands}, title="t").read_text()
+    assert "Frames with a skeleton" in html and "under half" in html

@@ -14,7 +14,7 @@ from ..errors import DatasetError
 from ..outputs import check_writable
 from ..run.folder import RunFolder
 from ..run.oof import load_oof
-from ..run.predtable import read_table, rules_column, true_column
+from ..run.predtable import pred_column, read_table, rules_column, true_column
 from ..skeletons import get_skeleton
 
 
@@ -57,7 +57,11 @@ def evaluate(target: str | Path, *, model: str | Path | None = None, out: str | 
     else:
         frame, h = _frame_from_dataset(target, Path(model), images, show_progress)
         title = f"Evaluation of {model} on {target}"
+    if of_run and RunFolder(target).is_clip_run() and "found" not in frame:
+        frame = _with_found(target, frame)
     summary = evaluate_frame(frame, h, out_dir, title=title)
+    if "found" in frame:
+        summary["found"] = found_bands(frame, h)
     run_dir = target if of_run else (Path(model) if model is not None else None)
     if run_dir is not None:  # the report says which keypoints the run used
         summary["skeleton"] = _skeleton_note(RunFolder(run_dir).read_config())
@@ -70,6 +74,38 @@ def evaluate(target: str | Path, *, model: str | Path | None = None, out: str | 
     atomic.write_csv(out_dir / "predictions_evaluated.csv", frame)
     summary["out"] = str(out_dir)
     return summary
+
+
+FOUND_BANDS = ((0.0, 0.0, "no frame"), (0.0, 0.5, "under half"), (0.5, 0.9, "half to 90 %"), (0.9, 1.0, "90 % or more"))
+
+
+def _with_found(run: Path, frame: pd.DataFrame) -> pd.DataFrame:
+    """The clip rows of a clip run's out-of-fold table with ``found``, the share of their frames with a skeleton."""
+    stats = pd.read_csv(RunFolder(run).clip_statistics, usecols=["clip", "found"]) \
+        if RunFolder(run).clip_statistics.is_file() else None
+    if stats is None:
+        return frame
+    return frame.assign(found=frame["path"].map(dict(zip(stats["clip"], stats["found"]))))
+
+
+def found_bands(frame: pd.DataFrame, h: Hierarchy) -> list[dict]:
+    """Clips by the share of their frames with a skeleton: how many, and the final prediction's top-1 in each band."""
+    leaf = h.leaf_level
+    final = frame[rules_column(leaf)] if rules_column(leaf) in frame else frame.get(pred_column("fused", leaf), frame.get(leaf))
+    found = pd.to_numeric(frame["found"], errors="coerce").fillna(0.0)
+    right = (final.astype(str) == frame[true_column(leaf)].astype(str)) if final is not None else None
+    rows = []
+    for lo, hi, name in FOUND_BANDS:
+        if hi == 0:
+            band = found == 0
+        elif lo == 0:
+            band = (found > 0) & (found < hi)
+        else:
+            band = (found >= lo) & ((found < hi) | (hi == 1))
+        n = int(band.sum())
+        top1 = float(right[band].mean()) if right is not None and n else None
+        rows.append({"frames with a skeleton": name, "clips": n, "top-1 %": None if top1 is None else round(100 * top1, 1)})
+    return rows
 
 
 def _what_to_evaluate(target: Path) -> str:

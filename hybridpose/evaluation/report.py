@@ -185,6 +185,16 @@ def _rules_section(summary: dict) -> str:
     return _section("rules", "Rules that fired", _table(frame))
 
 
+def _found_section(summary: dict) -> str:
+    bands = summary.get("found") or []
+    if not bands:
+        return ""
+    note = ("Clips by the share of their sampled frames in which the pose model found a skeleton (a hand, a body); "
+            "the keypoint statistics use only those frames, and a clip with none is decided by the image branch. "
+            "Per clip: the found column of the predictions.")
+    return _section("found", "Frames with a skeleton", _table(pd.DataFrame(bands)), note)
+
+
 def _per_class_section(out: Path, levels: list[str], branch_name: str) -> str:
     parts = []
     for level in levels:
@@ -259,7 +269,7 @@ def _levels(out: Path, summary: dict) -> list[str]:
 
 def _nav(sections: list[str]) -> str:
     links = [
-        ("metrics", "Metrics"), ("ablation", "Ablation"), ("yoga82", "Yoga-82"), ("rules", "Rules"),
+        ("metrics", "Metrics"), ("ablation", "Ablation"), ("yoga82", "Yoga-82"), ("rules", "Rules"), ("found", "Frames found"),
         ("per-class", "Per class"), ("confusion", "Confusion"), ("top-losses", "Top losses"),
         ("duplicates", "Duplicates"), ("more", "More figures"),
     ]
@@ -277,6 +287,7 @@ def write_report(out_dir: str | Path, summary: dict, *, title: str) -> Path:
         _ablation_section(out),
         _yoga_section(out),
         _rules_section(summary),
+        _found_section(summary),
         _per_class_section(out, levels, summary.get("best_branch_name", "")),
         confusion_html,
         _top_losses_section(out),
