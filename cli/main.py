@@ -109,6 +109,11 @@ def extract(
     _print_summary(summary, out / "poses.csv")
 
 
+class PersonChoice(str, Enum):
+    largest = "largest"
+    center = "center"
+
+
 class ExecutorName(str, Enum):
     local = "local"
     ray = "ray"
@@ -153,6 +158,8 @@ def fit(
     hands: int = HandsOpt,
     keypoints: Optional[Path] = KeypointsOpt,
     keypoint_units: str = UnitsOpt,
+    max_people: int = typer.Option(FitOptions.max_people, "--max-people", min=1, help="Above 1: find every person of a training photo (the multi-person pose model) and give the label to one of them (--person); 1: the single-person model."),
+    person: PersonChoice = typer.Option(FitOptions.person, "--person", help="With --max-people above 1: the person a photo's label belongs to, the largest or the one nearest the centre."),
 ) -> None:
     """Train the image branch per fold, the keypoint branch and their fusion; out-of-fold predictions included."""
     from hybridpose.train.config import read_fit_config, stage_epochs, train_overrides
@@ -177,6 +184,7 @@ def fit(
                       address=given("address", address), cpus_per_fold=given("cpus_per_fold", cpus_per_fold),
                       gpus_per_fold=given("gpus_per_fold", gpus_per_fold), clips=clip_opts,
                       keypoints=keypoints, keypoint_units=keypoint_units,
+                      max_people=given("max_people", max_people), person=getattr(given("person", person), "value", given("person", person)),
                       **overrides)
     if not summary.get("already_complete"):  # else fit said so, in one line
         _print_fit(summary, out)
@@ -206,6 +214,8 @@ def _print_fit(summary: dict, out: Path) -> None:
     console.print(f"share of CAM energy on the keypoint body region, out-of-fold photos: {cam}")
     for note in summary.get("notes", []):
         console.print(note)
+    if "several_people" in summary:
+        console.print(f"{summary['several_people']} training photos showed more than one person (the label went to one, --person).")
     console.print(f"run saved in {out} ({summary['seconds']:.0f} s); next: hybridpose calibrate {out}")
 
 

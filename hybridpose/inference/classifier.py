@@ -226,7 +226,7 @@ class HybridPoseClassifier:
 
     @property
     def estimator(self):
-        if self._estimator is None:
+        if type(self._estimator) is not self.estimator_class:  # none yet, or max_people changed since
             self._estimator = self.estimator_class()
         return self._estimator
 

@@ -123,6 +123,31 @@ def person_rows(result: PoseResult, max_people: int | None) -> list:
     return result.persons(max_people)
 
 
+PERSON_CHOICES = ("largest", "center")  # whose pose a training photo's label belongs to
+
+
+def choose_person(table: pd.DataFrame, how: str = DEFAULTS.person) -> tuple[pd.DataFrame, int]:
+    """One row per photo of a multi-person poses table (its rows in order): the person a photo's label belongs
+    to, ``largest`` (the largest box) or ``center`` (the box whose centre is nearest the photo's), with a
+    ``people`` column (how many were found); and how many photos had more than one person."""
+    if how not in PERSON_CHOICES:
+        raise ValueError(f"person {how!r}: choose one of {', '.join(PERSON_CHOICES)}")
+    photo = (table["path"] != table["path"].shift()).cumsum().to_numpy()
+    box = boxes_array(table)
+    if how == "largest":
+        key = -(box[:, 2] - box[:, 0]) * (box[:, 3] - box[:, 1])
+    else:
+        size = table[["width", "height"]].to_numpy(np.float64)
+        key = np.hypot((box[:, 0] + box[:, 2] - size[:, 0]) / size[:, 0], (box[:, 1] + box[:, 3] - size[:, 1]) / size[:, 1])
+    key = np.where(np.isfinite(key), key, np.inf)
+    order = np.lexsort((key, photo))  # by photo, then best first
+    first = np.r_[True, photo[order][1:] != photo[order][:-1]]
+    found = np.bincount(photo, weights=(table["status"] == "ok").to_numpy(np.float64))[1:].astype(int)
+    chosen = table.iloc[np.sort(order[first])].reset_index(drop=True)
+    chosen["people"] = found  # people found in the photo
+    return chosen, int((found > 1).sum())
+
+
 def table_skeleton(table: pd.DataFrame) -> Skeleton:
     """The skeleton whose keypoint columns the poses table holds."""
     from ..skeletons import SKELETONS, available
