@@ -97,15 +97,21 @@ def extract(
     hands: int = HandsOpt,
     keypoints: Optional[Path] = KeypointsOpt,
     keypoint_units: str = UnitsOpt,
+    max_people: int = typer.Option(DEFAULTS.max_people, "--max-people", min=1, help="A row per person found, up to this many, with its index (left to right) and score; 1: the single-person model, one row per file."),
 ) -> None:
-    """Find the person and their keypoints in every image: one row per file in OUT/poses.csv."""
+    """Find the people and their keypoints in every image: one row per person (or per file) in OUT/poses.csv."""
     from hybridpose.pose.extraction import extract_folder
 
     _writable(out, "folder")
     _writable(cache, "folder", "--cache")
     table, summary = extract_folder(data, out, workers=workers, cache_dir=cache, skeleton=_with_hands(skeleton, hands),
-                                    keypoints=keypoints, keypoint_units=keypoint_units)
+                                    keypoints=keypoints, keypoint_units=keypoint_units, max_people=max_people)
     _print_summary(summary, out / "poses.csv")
+
+
+class PersonChoice(str, Enum):
+    largest = "largest"
+    center = "center"
 
 
 class ExecutorName(str, Enum):
@@ -152,6 +158,8 @@ def fit(
     hands: int = HandsOpt,
     keypoints: Optional[Path] = KeypointsOpt,
     keypoint_units: str = UnitsOpt,
+    max_people: int = typer.Option(FitOptions.max_people, "--max-people", min=1, help="Above 1: find every person of a training photo (the multi-person pose model) and give the label to one of them (--person); 1: the single-person model."),
+    person: PersonChoice = typer.Option(FitOptions.person, "--person", help="With --max-people above 1: the person a photo's label belongs to, the largest or the one nearest the centre."),
 ) -> None:
     """Train the image branch per fold, the keypoint branch and their fusion; out-of-fold predictions included."""
     from hybridpose.train.config import read_fit_config, stage_epochs, train_overrides
@@ -176,6 +184,7 @@ def fit(
                       address=given("address", address), cpus_per_fold=given("cpus_per_fold", cpus_per_fold),
                       gpus_per_fold=given("gpus_per_fold", gpus_per_fold), clips=clip_opts,
                       keypoints=keypoints, keypoint_units=keypoint_units,
+                      max_people=given("max_people", max_people), person=getattr(given("person", person), "value", given("person", person)),
                       **overrides)
     if not summary.get("already_complete"):  # else fit said so, in one line
         _print_fit(summary, out)
@@ -205,6 +214,8 @@ def _print_fit(summary: dict, out: Path) -> None:
     console.print(f"share of CAM energy on the keypoint body region, out-of-fold photos: {cam}")
     for note in summary.get("notes", []):
         console.print(note)
+    if "several_people" in summary:
+        console.print(f"{summary['several_people']} training photos showed more than one person (the label went to one, --person).")
     console.print(f"run saved in {out} ({summary['seconds']:.0f} s); next: hybridpose calibrate {out}")
 
 
@@ -333,8 +344,9 @@ def predict(
     show: bool = typer.Option(True, "--show/--no-show", help="With --camera: draw the frames in a window."),
     keypoints: Optional[Path] = KeypointsOpt,
     keypoint_units: str = UnitsOpt,
+    max_people: int = typer.Option(DEFAULTS.max_people, "--max-people", min=1, help="Photos: a row (crop, keypoints, label) per person found, up to this many, with its index (left to right), box and score; 1: the single-person model."),
 ) -> None:
-    """Label every photo at every hierarchy level: one row per file, whatever the file holds."""
+    """Label every photo at every hierarchy level: one row per person found (a photo with nobody: one row), whatever the file holds."""
     from hybridpose.inference.api import predict as run_predict
 
     _writable(cache, "folder", "--cache")
@@ -347,7 +359,7 @@ def predict(
                       address=address, cpus_per_worker=cpus_per_worker, gpus_per_worker=gpus_per_worker,
                       per_frame=per_frame, annotate=annotate, fps=fps, frames=frames, camera=camera,
                       max_frames=max_frames, show=show, on_frame=on_frame, keypoints=keypoints,
-                      keypoint_units=keypoint_units)
+                      keypoint_units=keypoint_units, max_people=max_people)
     _print_predict(res, camera)
 
 
@@ -372,7 +384,8 @@ def _print_predict(res: dict, camera: Optional[str]) -> None:
     if res["missing_folds"]:
         console.print(f"[yellow]warning:[/] folds {res['missing_folds']} of the run have no model; "
                       "predicted with the others (column `ensemble`).")
-    console.print(f"{res['images']} files ({counts}) -> {res['out']}{rules}")
+    people = f", {res['rows']} rows (a row per person)" if res.get("rows", res["images"]) != res["images"] else ""
+    console.print(f"{res['images']} files{people} ({counts}) -> {res['out']}{rules}")
 
 
 @app.command()

@@ -19,6 +19,8 @@ class Defaults:
     cam_method: str = "hirescam"
     explain_limit: int = 48        # explain: at most this many photos or clips
     top_k: int = 5                 # top-k columns of the prediction table
+    max_people: int = 4            # predict / extract: a row per person found, up to this many (1: the single-person model)
+    person: str = "largest"        # fit: whose pose a training photo's label belongs to when several people are found
 
 
 DEFAULTS = Defaults()

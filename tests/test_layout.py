@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 
 from corpus import sample_subset
+from hybridpose.inference.classifier import PERSON_ROW_COLUMNS
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "data" / "sample"
@@ -43,10 +44,12 @@ def test_an_old_run_and_bundle_predict_as_they_did(model, tmp_path):
 
     expected = pd.read_csv(LEGACY / "expected" / f"predictions_{model}.csv")
     photos = _photos_of(expected, tmp_path / "photos")
-    res = hybridpose.predict(photos, LEGACY / model, tmp_path / "p.csv", workers=0, show_progress=False)
+    res = hybridpose.predict(photos, LEGACY / model, tmp_path / "p.csv", workers=0, show_progress=False, max_people=1)
     assert res["kind"] == "photos" and res["images"] == len(expected)
     got = _relative(pd.read_csv(tmp_path / "p.csv"), photos)
-    pd.testing.assert_frame_equal(got, expected)
+    # the single-person model: one row per photo, person 0; the rest exactly as the old code wrote it
+    assert (got["person"] == 0).all() and got["person_score"].isna().all()
+    pd.testing.assert_frame_equal(got.drop(columns=PERSON_ROW_COLUMNS), expected)
 
 
 def test_an_old_clip_run_predicts_a_frame_folder_as_it_did(clip_data, tmp_path):

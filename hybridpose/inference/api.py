@@ -25,14 +25,15 @@ def predict(inputs: str | Path | None, run: str | Path, out: str | Path | None =
             per_frame: str | Path | None = None, annotate: str | Path | None = None, fps: float | None = None,
             frames: int | None = None, camera: int | str | None = None, max_frames: int | None = None,
             show: bool = True, on_frame: Callable[[dict], None] | None = None,
-            keypoints: str | Path | None = None, keypoint_units: str = "pixels", show_progress: bool = True) -> dict:
+            keypoints: str | Path | None = None, keypoint_units: str = "pixels", show_progress: bool = True,
+            max_people: int = DEFAULTS.max_people) -> dict:
     """Label ``inputs`` with the run (or bundle) ``run``; the result's ``kind`` says which path it took
     (``photos``, ``ray``, ``clips`` or ``camera``) and the rest what was written.
 
     ``workers``: local processes that decode, pose and crop (None: one per CPU core; 0: in-process), or with
     ``executor="ray"`` the model actors. Clip runs: ``per_frame`` (the frame table), ``annotate`` (an .mp4),
     ``fps`` / ``frames`` (sampling); ``camera`` (N or a video file standing in for one) runs live, calling
-    ``on_frame`` with every frame's label."""
+    ``on_frame`` with every frame's label. Photos: a row per person found, up to ``max_people``."""
     executor = getattr(executor, "value", executor)
     clip = bool(camera is not None or per_frame or annotate or fps or frames or RunFolder(run).is_clip_run())
     _check(inputs, rules, no_rules, camera, clip, executor, fmt, **{"--out": out, "--per-frame": per_frame,
@@ -56,7 +57,7 @@ def predict(inputs: str | Path | None, run: str | Path, out: str | Path | None =
     res = predict_photos(inputs, run, Path(out or PREDICTIONS_FILE.get(fmt, "predictions.csv")), rules=rules,
                          no_rules=no_rules, fmt=fmt, batch_size=batch_size, show_progress=show_progress,
                          cache_dir=cache_dir, partial=partial, engine=engine, workers=workers, keypoints=keypoints,
-                         keypoint_units=keypoint_units)
+                         keypoint_units=keypoint_units, max_people=max_people)
     return {"kind": "photos", **res}
 
 

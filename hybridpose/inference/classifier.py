@@ -19,14 +19,14 @@ from ..engines import is_bundle, pick_engine
 from ..errors import RunError
 from ..fusion import Fusion, read_fusion
 from ..pose.cache import PoseCache, look_up
-from ..pose.frontend import estimator_class, keypoints_array, make_table
+from ..pose.frontend import BOX_COLUMNS, PERSON_COLUMNS, estimator_class, keypoints_array, make_table
 from ..pose.result import PoseResult
 from ..pose.temporal import statistic_names
 from ..rules import RuleSet, read_rules
 from ..run.folder import RunFolder
 from ..run.predtable import prediction_columns, prob_columns, rules_column
 from ..skeletons import Skeleton, get_skeleton
-from .pipeline import pose_and_crop, posed_by
+from .pipeline import pose_and_crop, posed_by, stack_crops
 
 if TYPE_CHECKING:
     from ..branches.image import ImageBranch
@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 TOP_K = DEFAULTS.top_k
 # statuses of photos that get a label (an image branch answer at least)
 LABELLED = ("ok", "no_person", "no_hand", "no_keypoints")
+PERSON_ROW_COLUMNS = [PERSON_COLUMNS[0], *BOX_COLUMNS, PERSON_COLUMNS[1]]  # predictions.csv's, after reason
 
 
 @dataclass
@@ -59,6 +60,7 @@ class HybridPoseClassifier:
         self.skeleton: Skeleton = get_skeleton(config.get("skeleton"))
         self.cache_dir: Path | None = None
         self.keypoint_source = None  # a keypoint_file.KeypointFile: keypoints from a file, not the pose model
+        self.max_people: int | None = None  # None: one row per photo; N: a row per person found, up to N
         self._estimator = None
 
     @classmethod
@@ -144,6 +146,8 @@ class HybridPoseClassifier:
     def _rows(self, b: Batch) -> pd.DataFrame:
         h = self.hierarchy
         frame = pd.DataFrame({"path": b.poses["path"], "status": b.poses["status"], "reason": b.poses["reason"]})
+        if self.max_people is not None:  # which person of the photo, its box and the pose model's confidence
+            frame = pd.concat([frame, b.poses[PERSON_ROW_COLUMNS]], axis=1)
         for col, values in prediction_columns(b.leaf, b.fused[h.leaf_level], h, b.rule,
                                          {name: p[h.leaf_level] for name, p in b.branches.items()}, TOP_K).items():
             frame[col] = values
@@ -173,13 +177,13 @@ class HybridPoseClassifier:
         threads = share_cores(self.image_branch, workers)  # given back after: a library call leaves the caller's alone
         try:
             prep = self.image_branch.preprocessing_
-            producer = Producer(estimator_class(self.skeleton), prep.input_size, prep.eval_margin, self.skeleton.n,
-                                workers, self.cache_dir)
+            producer = Producer(self.estimator_class, prep.input_size, prep.eval_margin, self.skeleton.n,
+                                workers, self.cache_dir, self.max_people)
             done = 0
             for shas, results, crops in producer.batches(paths, batch_size):
                 chunk = paths[done : done + len(results)]
                 done += len(results)
-                poses = make_table(chunk, shas, results, self.skeleton)
+                poses = make_table(chunk, shas, results, self.skeleton, self.max_people)
                 yield chunk, (poses, channels_first(crops))
         finally:
             self.image_branch.set_threads(threads)
@@ -188,36 +192,42 @@ class HybridPoseClassifier:
     def poses_and_crops(self, paths: Sequence[str | Path]) -> tuple[pd.DataFrame, np.ndarray]:
         """Pose table rows and crops for a batch, decoding each photo once."""
         prep = self.image_branch.preprocessing_
-        version = self.keypoint_source.version if self.keypoint_source else estimator_class(self.skeleton).version
+        version = self.keypoint_source.version if self.keypoint_source else self.estimator_class.version
         cache = PoseCache(self.cache_dir, version)
         try:
             lookup = look_up(paths, cache)
-            results, crops = [], np.full((len(paths), prep.input_size, prep.input_size, 3), 127, np.uint8)
+            results, crops = [], []
             for i, path in enumerate(paths):
                 if lookup.first[i] is not None:
                     results.append(lookup.first[i])
+                    crops.append(None)
                     continue
                 result, crop = self._one(path, lookup.cached(i), prep.input_size, prep.eval_margin)
                 results.append(result)
-                if crop is not None:
-                    crops[i] = crop
+                crops.append(crop)
             cache.put_many(lookup.fresh(results))
         finally:
             cache.close()
-        poses = make_table([str(p) for p in paths], lookup.shas, results, self.skeleton)
-        return poses, channels_first(crops)
+        poses = make_table([str(p) for p in paths], lookup.shas, results, self.skeleton, self.max_people)
+        return poses, channels_first(stack_crops(results, crops, prep.input_size, self.max_people))
 
-    def _one(self, path, cached: PoseResult | None, size: int, margin: float) -> tuple[PoseResult, np.ndarray | None]:
-        """The photo's pose result and crop (None, left grey, when the photo cannot be decoded)."""
+    def _one(self, path, cached: PoseResult | None, size: int, margin: float) -> tuple[PoseResult, list | None]:
+        """The photo's pose result and crops, one per row (None, left grey, when the photo cannot be decoded)."""
         if self.keypoint_source is not None:  # the file decides, whatever the cache holds
             found = lambda image, p: self.keypoint_source.result(p, image.width, image.height)  # noqa: E731
-            return pose_and_crop(path, None, found, size, margin, self.skeleton.n)
-        return pose_and_crop(path, cached, posed_by(lambda: self.estimator), size, margin, self.skeleton.n)
+            return pose_and_crop(path, None, found, size, margin, self.skeleton.n, self.max_people)
+        return pose_and_crop(path, cached, posed_by(lambda: self.estimator), size, margin, self.skeleton.n,
+                             self.max_people)
+
+    @property
+    def estimator_class(self) -> type:
+        """The pose model: the skeleton's, or the multi-person one that stands in for it (``max_people`` > 1)."""
+        return estimator_class(self.skeleton, self.max_people or 1)
 
     @property
     def estimator(self):
-        if self._estimator is None:
-            self._estimator = estimator_class(self.skeleton)()
+        if type(self._estimator) is not self.estimator_class:  # none yet, or max_people changed since
+            self._estimator = self.estimator_class()
         return self._estimator
 
 

@@ -20,14 +20,18 @@ from ..skeletons import get_skeleton
 def predict_photos(inputs: str | Path, run: str | Path, out: str | Path, *, rules: str | Path | None = None,
             no_rules: bool = False, fmt: str = "csv", batch_size: int = DEFAULTS.batch_size, show_progress: bool = True,
             cache_dir: str | Path | None = None, partial: bool = False, engine: str | None = None,
-            workers: int | None = DEFAULTS.predict_workers, keypoints: str | Path | None = None, keypoint_units: str = "pixels") -> dict:
+            workers: int | None = DEFAULTS.predict_workers, keypoints: str | Path | None = None, keypoint_units: str = "pixels",
+            max_people: int = DEFAULTS.max_people) -> dict:
     """Stream predictions for every image under ``inputs`` into ``out`` (CSV or JSON lines), atomically.
 
     ``engine``: what runs the image networks (hybridpose.engines; default torch for a run, onnxruntime for an
     exported bundle); ``workers``: processes that decode, pose and crop while this one runs the networks (None: one
     per CPU core); with ``keypoints``, the keypoints come from that file instead of the run's pose model (and
-    photos are read in this process: no pose model to spread)."""
+    photos are read in this process: no pose model to spread); ``max_people``: a row per person found, up to that
+    many (1: the skeleton's single-person model, one row per photo)."""
     inputs, out = Path(inputs), Path(out)
+    if max_people < 1:
+        raise OutputError(f"--max-people {max_people}: give 1 or more.")
     if fmt not in ("csv", "json"):
         raise OutputError(f"--format {fmt!r}: choose one of csv, json.")
     check_writable(out, "file", file_name="predictions.jsonl" if fmt == "json" else "predictions.csv")
@@ -38,7 +42,7 @@ def predict_photos(inputs: str | Path, run: str | Path, out: str | Path, *, rule
     workers = 0 if source is not None else (os.cpu_count() or 1) if workers is None else workers
     cache_dir = Path(cache_dir) if cache_dir else None
     if workers > 0 and paths:  # the workers start posing while this process loads the networks (below)
-        _start_posing(paths, workers, skeleton, config, batch_size, cache_dir)
+        _start_posing(paths, workers, skeleton, config, batch_size, cache_dir, max_people)
     from .classifier import HybridPoseClassifier
     from .pipeline import network_threads
 
@@ -46,9 +50,12 @@ def predict_photos(inputs: str | Path, run: str | Path, out: str | Path, *, rule
                                     threads=network_threads(workers) if workers > 0 else 0)
     clf.cache_dir = cache_dir
     clf.keypoint_source = source
+    clf.max_people = max_people
     counts: dict[str, int] = {}
+    rows = 0
     with atomic.atomic_open(out, "w", encoding="utf-8", newline="") as fh:
         for i, frame in enumerate(clf.iter_predict(paths, batch_size, show_progress, workers=workers)):
+            rows += len(frame)
             for s, n in frame["status"].value_counts().items():
                 counts[s] = counts.get(s, 0) + int(n)
             if fmt == "json":
@@ -56,20 +63,22 @@ def predict_photos(inputs: str | Path, run: str | Path, out: str | Path, *, rule
                     fh.write(json.dumps({k: _plain(v) for k, v in rec.items()}) + "\n")
             else:
                 frame.to_csv(fh, header=(i == 0), index=False)
-    return {"images": len(paths), "status": counts, "out": str(out), "missing_folds": clf.missing_folds,
+    return {"images": len(paths), "rows": rows, "status": counts, "out": str(out), "missing_folds": clf.missing_folds,
             "rules": str(clf.rules.path) if clf.rules is not None and clf.rules.path else None}
 
 
-def _start_posing(paths: list, workers: int, skeleton, config: dict, batch_size: int, cache_dir: Path | None) -> None:
+def _start_posing(paths: list, workers: int, skeleton, config: dict, batch_size: int, cache_dir: Path | None,
+                  max_people: int) -> None:
     """Fork the pose workers and hand them the first photos before PyTorch or the networks load; the
     classifier takes the stream if its networks crop the same way (the run's recorded input size and margin)."""
     from ..pose.frontend import estimator_class
     from .pipeline import Producer, prestart
 
-    estimator, train = estimator_class(skeleton), config.get("train") or {}
+    estimator, train = estimator_class(skeleton, max_people), config.get("train") or {}
     spec = None
     if "input_size" in train and "eval_margin" in train:  # the stream the classifier's Producer will ask for
-        producer = Producer(estimator, int(train["input_size"]), float(train["eval_margin"]), skeleton.n, workers, cache_dir)
+        producer = Producer(estimator, int(train["input_size"]), float(train["eval_margin"]), skeleton.n, workers,
+                            cache_dir, max_people)
         spec = producer.spec(paths, batch_size)
     prestart(workers, estimator, spec)
 

@@ -19,27 +19,29 @@ import numpy as np
 from ..data.crops import crop_photo
 from ..data.images import ImageLoadError, open_rgb
 from ..pose.cache import PoseCache, look_up
+from ..pose.frontend import person_rows
 from ..pose.result import PoseResult, analyse_loaded
 from ..pose.workers import forkable, start_pool, worker_estimator
 
 if TYPE_CHECKING:
     from PIL import Image
 
-Item = tuple[int, str, "PoseResult | None", int, float, int]  # index, path, cached result, crop size, margin, keypoints
-Done = tuple[int, PoseResult, "np.ndarray | None"]
+# index, path, cached result, crop size, margin, keypoints, people (None: the single-person table)
+Item = tuple[int, str, "PoseResult | None", int, float, int, "int | None"]
+Done = tuple[int, PoseResult, "list[np.ndarray] | None"]
 
 
 def pose_and_crop(path: str, cached: PoseResult | None, find: Callable[["Image.Image", str], PoseResult], size: int,
-                  margin: float, n_keypoints: int) -> tuple[PoseResult, np.ndarray | None]:
+                  margin: float, n_keypoints: int, max_people: int | None = None) -> tuple[PoseResult, list[np.ndarray] | None]:
     """One photo decoded once: its pose result (``cached`` when known, else ``find(image, path)``: the pose
-    model, or a keypoint file) and its crop (None, left grey by the caller, when the photo cannot be decoded)."""
+    model, or a keypoint file) and one crop per row of the poses table (``person_rows``: one, or one per
+    person up to ``max_people``); None, left grey by the caller, when the photo cannot be decoded."""
     try:
         image = open_rgb(path)
     except ImageLoadError as e:
         return cached or PoseResult(e.status, e.reason), None
     result = cached or find(image, path)
-    crop, _ = crop_photo(image, result.box, None, margin, size, n_keypoints)
-    return result, crop
+    return result, [crop_photo(image, p.box, None, margin, size, n_keypoints)[0] for p in person_rows(result, max_people)]
 
 
 def posed_by(estimator: Callable[[], object]) -> Callable[["Image.Image", str], PoseResult]:
@@ -54,9 +56,9 @@ WORKER_NICENESS = int(os.environ.get("HYBRIDPOSE_WORKER_NICENESS", "5"))
 
 
 def _work(item: Item) -> Done:
-    i, path, cached, size, margin, n = item
-    result, crop = pose_and_crop(path, cached, posed_by(worker_estimator), size, margin, n)
-    return i, result, crop
+    i, path, cached, size, margin, n, people = item
+    result, crops = pose_and_crop(path, cached, posed_by(worker_estimator), size, margin, n, people)
+    return i, result, crops
 
 
 _PRESTARTED: dict[tuple[int, type], object] = {}   # (workers, estimator) -> a pool, or a Stream already posing
@@ -116,6 +118,7 @@ class StreamSpec:
     n_keypoints: int
     batch_size: int
     cache_dir: str | None = None
+    max_people: int | None = None  # None: one row per photo; else a row (and a crop) per person, up to this many
 
 
 class Stream:
@@ -145,10 +148,10 @@ class Stream:
             if lookup.first[j] is not None:
                 self.pending.append((c, (j, lookup.first[j], None)))
             else:
-                item = (j, path, lookup.cached(j), spec.size, spec.margin, spec.n_keypoints)
+                item = (j, path, lookup.cached(j), spec.size, spec.margin, spec.n_keypoints, spec.max_people)
                 self.pending.append((c, self.pool.apply_async(_work, (item,))))
 
-    def __iter__(self) -> Iterator[tuple[list[str | None], list[PoseResult], np.ndarray]]:
+    def __iter__(self) -> Iterator[tuple[list[str | None], list[PoseResult], list[np.ndarray]]]:
         try:
             for c in range(len(self.chunks)):
                 batch = self._collect(c)
@@ -158,18 +161,15 @@ class Stream:
             self.close()
 
     def _collect(self, c: int):
-        chunk, size = self.chunks[c], self.spec.size
+        chunk = self.chunks[c]
         lookup = self.looked.pop(c)
         results: list[PoseResult] = [None] * len(chunk)  # type: ignore[list-item]
-        crops = np.full((len(chunk), size, size, 3), 127, np.uint8)
+        crops: list = [None] * len(chunk)
         for _ in range(len(chunk)):
             _, job = self.pending.popleft()
-            j, result, crop = job if isinstance(job, tuple) else _get(job, chunk)
-            results[j] = result
-            if crop is not None:
-                crops[j] = crop
+            j, results[j], crops[j] = job if isinstance(job, tuple) else _get(job, chunk)
         self.cache.put_many(lookup.fresh(results))
-        return lookup.shas, results, crops
+        return lookup.shas, results, stack_crops(results, crops, self.spec.size, self.spec.max_people)
 
     def close(self) -> None:
         if self.pool is not None:
@@ -178,17 +178,29 @@ class Stream:
             self.pool = None
 
 
+def stack_crops(results: Sequence[PoseResult], crops: Sequence[list[np.ndarray] | None], size: int,
+                max_people: int | None) -> np.ndarray:
+    """The crops of every row of the poses table (R x S x S x 3 uint8), in order; a photo that could not be
+    decoded gets grey ones."""
+    out = []
+    for r, cs in zip(results, crops):
+        rows = len(person_rows(r, max_people))
+        out.extend(cs if cs is not None else [np.full((size, size, 3), 127, np.uint8)] * rows)
+    return np.stack(out) if out else np.zeros((0, size, size, 3), np.uint8)
+
+
 class Producer:
-    """Batches of (pose results, uint8 crops B x S x S x 3) for ``paths``, in order, from ``workers`` processes."""
+    """Batches of (pose results, uint8 crops R x S x S x 3, one per row of the poses table) for ``paths``, in
+    order, from ``workers`` processes."""
 
     def __init__(self, estimator: type, size: int, margin: float, n_keypoints: int, workers: int,
-                 cache_dir: str | Path | None = None):
+                 cache_dir: str | Path | None = None, max_people: int | None = None):
         self.estimator, self.size, self.margin, self.n = estimator, size, margin, n_keypoints
-        self.workers, self.cache_dir = workers, cache_dir
+        self.workers, self.cache_dir, self.max_people = workers, cache_dir, max_people
 
     def spec(self, paths: Sequence[str], batch_size: int) -> StreamSpec:
         return StreamSpec(tuple(str(p) for p in paths), self.size, self.margin, self.n, batch_size,
-                          str(self.cache_dir) if self.cache_dir else None)
+                          str(self.cache_dir) if self.cache_dir else None, self.max_people)
 
     def batches(self, paths: Sequence[str], batch_size: int) -> Iterator[tuple[list[str | None], list[PoseResult], np.ndarray]]:
         """Per batch: content hashes, pose results and crops."""

@@ -24,12 +24,20 @@ from .workers import run_pose
 
 BOX_COLUMNS = ["box_x0", "box_y0", "box_x1", "box_y1"]
 HEAD_COLUMNS = ["path", "sha256", "status", "reason", "width", "height"]
+PERSON_COLUMNS = ["person", "person_score"]  # the multi-person table's: index left to right, the model's confidence
 
-def estimator_class(skeleton: Skeleton | str | None = None) -> type:
-    """The pose front end class that finds ``skeleton``'s keypoints."""
+
+def estimator_class(skeleton: Skeleton | str | None = None, max_people: int = 1) -> type:
+    """The pose front end class that finds ``skeleton``'s keypoints; with ``max_people`` > 1 the multi-person
+    model that stands in for it (an estimator whose ``people_of`` names it), where there is one."""
     sk = get_skeleton(skeleton)
-    return ESTIMATORS.get(sk.estimator, error=f"skeleton {sk.name!r} has no pose model here; give its keypoints "
-                                               "with --keypoints FILE.")
+    single = ESTIMATORS.get(sk.estimator, error=f"skeleton {sk.name!r} has no pose model here; give its keypoints "
+                                                 "with --keypoints FILE.")
+    if max_people > 1:
+        for name in ESTIMATORS.names():
+            if getattr(ESTIMATORS[name], "people_of", None) == sk.estimator:
+                return ESTIMATORS[name]
+    return single
 
 
 def extract(
@@ -40,9 +48,11 @@ def extract(
     show_progress: bool = True,
     use_cache: bool = True,
     skeleton: Skeleton | str | None = None,
+    max_people: int = 1,
 ) -> pd.DataFrame:
-    """Poses table for ``paths`` (one row each, in order). Cached results cost no pose model run."""
-    estimator = estimator_class(skeleton)
+    """Poses table for ``paths`` (one row each, in order; with ``max_people`` > 1 one row per person found,
+    up to that many, and the person columns). Cached results cost no pose model run."""
+    estimator = estimator_class(skeleton, max_people)
     paths = [str(p) for p in paths]
     cache = PoseCache(cache_dir, estimator.version) if use_cache else None
     try:
@@ -52,7 +62,7 @@ def extract(
     finally:
         if cache is not None:
             cache.close()
-    return make_table(paths, lookup.shas, results, estimator.skeleton_name)
+    return make_table(paths, lookup.shas, results, estimator.skeleton_name, max_people if max_people > 1 else None)
 
 
 def _compute(paths, lookup: Lookup, results, cache, workers, show_progress, estimator) -> None:
@@ -80,22 +90,62 @@ def _fill_duplicates(shas, results) -> None:
 
 
 def make_table(paths: list[str], shas: list[str | None], results: list[PoseResult | None],
-               skeleton: Skeleton | str | None = None) -> pd.DataFrame:
-    """The poses table (docs/FORMATS.md): one row per path, keypoint columns named by the skeleton."""
+               skeleton: Skeleton | str | None = None, max_people: int | None = None) -> pd.DataFrame:
+    """The poses table (docs/FORMATS.md): one row per path, keypoint columns named by the skeleton; with
+    ``max_people``, one row per person (up to that many, at least one row per path) and the person columns."""
     skeleton = get_skeleton(skeleton)
-    rows = np.full((len(paths), 4 + len(skeleton.columns)), np.nan)
-    for i, r in enumerate(results):
-        assert r is not None
-        if r.box is not None:
-            rows[i, :4] = r.box
-        if r.keypoints is not None:
-            rows[i, 4:] = np.asarray(r.keypoints).reshape(-1)
+    people = [(i, p) for i, r in enumerate(results) for p in person_rows(r, max_people)]  # type: ignore[arg-type]
+    rows = np.full((len(people), 4 + len(skeleton.columns)), np.nan)
+    for j, (_, p) in enumerate(people):
+        if p.box is not None:
+            rows[j, :4] = p.box
+        if p.keypoints is not None:
+            rows[j, 4:] = np.asarray(p.keypoints).reshape(-1)
+    rs = [results[i] for i, _ in people]
     head = pd.DataFrame({
-        "path": paths, "sha256": [s or "" for s in shas],
-        "status": [r.status for r in results], "reason": [r.reason for r in results],  # type: ignore[union-attr]
-        "width": [r.width for r in results], "height": [r.height for r in results],  # type: ignore[union-attr]
+        "path": [paths[i] for i, _ in people], "sha256": [shas[i] or "" for i, _ in people],
+        "status": [r.status for r in rs], "reason": [r.reason for r in rs],  # type: ignore[union-attr]
+        "width": [r.width for r in rs], "height": [r.height for r in rs],  # type: ignore[union-attr]
     })
+    if max_people is not None:
+        head["person"] = [p.index for _, p in people]
+        head["person_score"] = [np.nan if p.score is None else p.score for _, p in people]
     return pd.concat([head, pd.DataFrame(rows, columns=[*BOX_COLUMNS, *skeleton.columns])], axis=1)
+
+
+def person_rows(result: PoseResult, max_people: int | None) -> list:
+    """The rows a photo's result gives: its one person (the single-person table), or each person up to
+    ``max_people``."""
+    from .result import Person
+
+    if max_people is None:
+        return [Person(0, result.box, result.keypoints, None)]
+    return result.persons(max_people)
+
+
+PERSON_CHOICES = ("largest", "center")  # whose pose a training photo's label belongs to
+
+
+def choose_person(table: pd.DataFrame, how: str = DEFAULTS.person) -> tuple[pd.DataFrame, int]:
+    """One row per photo of a multi-person poses table (its rows in order): the person a photo's label belongs
+    to, ``largest`` (the largest box) or ``center`` (the box whose centre is nearest the photo's), with a
+    ``people`` column (how many were found); and how many photos had more than one person."""
+    if how not in PERSON_CHOICES:
+        raise ValueError(f"person {how!r}: choose one of {', '.join(PERSON_CHOICES)}")
+    photo = (table["path"] != table["path"].shift()).cumsum().to_numpy()
+    box = boxes_array(table)
+    if how == "largest":
+        key = -(box[:, 2] - box[:, 0]) * (box[:, 3] - box[:, 1])
+    else:
+        size = table[["width", "height"]].to_numpy(np.float64)
+        key = np.hypot((box[:, 0] + box[:, 2] - size[:, 0]) / size[:, 0], (box[:, 1] + box[:, 3] - size[:, 1]) / size[:, 1])
+    key = np.where(np.isfinite(key), key, np.inf)
+    order = np.lexsort((key, photo))  # by photo, then best first
+    first = np.r_[True, photo[order][1:] != photo[order][:-1]]
+    found = np.bincount(photo, weights=(table["status"] == "ok").to_numpy(np.float64))[1:].astype(int)
+    chosen = table.iloc[np.sort(order[first])].reset_index(drop=True)
+    chosen["people"] = found  # people found in the photo
+    return chosen, int((found > 1).sum())
 
 
 def table_skeleton(table: pd.DataFrame) -> Skeleton:

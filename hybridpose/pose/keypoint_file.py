@@ -178,7 +178,8 @@ def read_keypoints(file: str | Path, skeleton: Skeleton, units: str = "pixels", 
     for name, row, kp in entries:
         key = _resolve(name, bases)
         if key in out.rows:
-            raise KeypointFileError(f"{path} {row}: photo {name} is listed twice (also {out.rows[key]}); keep one.")
+            raise KeypointFileError(f"{path} {row}: photo {name} is listed twice (also {out.rows[key]}); keep one "
+                                     "(extract's poses.csv has a row per person unless made with --max-people 1).")
         out.rows[key] = row
         out.points[key] = None if kp is None else _checked(kp, path, row, skeleton)
     return out

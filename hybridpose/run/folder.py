@@ -119,6 +119,9 @@ class RunFolder:
         keypoints = config.get("keypoints")
         if isinstance(keypoints, dict) and keypoints.get("file"):
             parts += ["--keypoints", str(keypoints["file"]), "--keypoint-units", str(keypoints.get("units", "pixels"))]
+        people = config.get("people")
+        if isinstance(people, dict) and people.get("max_people"):
+            parts += ["--max-people", str(people["max_people"]), "--person", str(people.get("person", DEFAULTS.person))]
         if self.config.exists():
             parts += ["--config", str(self.config)]
         return " ".join(shlex.quote(p) for p in parts)
@@ -141,7 +144,7 @@ _CONFIG_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
     "folds": ((int,), "a whole number of at least 2"), "skeleton": ((str, dict, type(None)), "a skeleton name or description"),
     "branches": ((list,), "a list of branch names"), "train": ((dict,), "a mapping of training settings"),
     "flip_pairs": ((dict,), "a mapping of classes"), "clips": ((dict, type(None)), "a mapping of clip settings"),
-    "keypoints": ((dict,), "a mapping"), "run_id": ((str,), "a text id"),
+    "keypoints": ((dict,), "a mapping"), "run_id": ((str,), "a text id"), "people": ((dict,), "a mapping"),
 }
 _TRAIN_TYPES: dict[str, tuple[tuple[type, ...], str]] = {  # what prediction reads of the training settings
     "input_size": ((int,), "a whole number of pixels"), "eval_margin": ((int, float), "a number"),

@@ -206,6 +206,8 @@ class FitOptions:
     images: str | None = None
     flip_pairs: str | None = None
     cache: str | None = None
+    max_people: int = 1         # >1: the multi-person pose model, the label given to one person per photo
+    person: str = DEFAULTS.person  # ... which one: largest or center
 
 
 STAGE_KEYS = {f.name for f in fields(StageConfig)}

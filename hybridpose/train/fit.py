@@ -40,11 +40,11 @@ from ..data.datasets import (
 from ..data.folds import check_fold_counts, make_folds
 from ..data.hierarchy import Hierarchy
 from ..defaults import DEFAULTS
-from ..errors import RunError
+from ..errors import ConfigError, RunError
 from ..executors import Executor, Resources, get_executor, warm_pose_cache
 from ..fusion import read_fusion, select
 from ..nets.network import build_model, load_checkpoint, pick_device, save_checkpoint
-from ..pose.frontend import extract, keypoints_array
+from ..pose.frontend import PERSON_CHOICES, choose_person, extract, keypoints_array
 from ..pose.keypoint_file import keypoint_source
 from ..progress import console, log, progress_bar
 from ..run.crossfit import cross_fitted as cross_fit
@@ -86,13 +86,14 @@ def fit(data: str | Path, out: str | Path, *, folds: int = DEFAULTS.folds, prese
         executor: str | Executor = "local", address: str | None = None, cpus_per_fold: float = 1,
         gpus_per_fold: float = 0, retries: int = 2, on_epoch: Callable[[dict], None] | None = None,
         clips: dict | None = None, keypoints: str | Path | None = None, keypoint_units: str = "pixels",
-        **overrides) -> dict:
+        max_people: int = 1, person: str = DEFAULTS.person, **overrides) -> dict:
     """Train the image branch per fold, the other branches and the fusion; returns the summary dict.
 
     ``executor``: where the folds run (``hybridpose.executors``: ``local``, ``ray``); ``on_epoch``
     is called with every epoch's metrics row (``fold``, ``stage``, ``epoch``, ``val_macro_f1``, ...),
     in this process (local executor only). ``clips`` (``{"fps": , "frames": , "groups": , "force": }``,
-    see ``clipfit``): samples are clips; data holding a video is always clips. On a run already finished
+    see ``clipfit``): samples are clips; data holding a video is always clips. ``max_people`` > 1: the
+    multi-person pose model, each photo's label given to its ``person`` (largest or center). On a run already finished
     with these settings nothing is done or written: its summary comes back, with ``already_complete``."""
     t0 = time.perf_counter()
     ex = get_executor(executor, address=address)
@@ -101,7 +102,7 @@ def fit(data: str | Path, out: str | Path, *, folds: int = DEFAULTS.folds, prese
         run = prepare(data, out, folds=folds, preset=preset, hierarchy=hierarchy, images=images, flip_pairs=flip_pairs,
                       workers=workers, cache_dir=cache_dir, show_progress=show_progress, skeleton=skeleton,
                       executor=ex, clips=clips, keypoints=keypoints,
-                      keypoint_units=keypoint_units, **overrides)
+                      keypoint_units=keypoint_units, max_people=max_people, person=person, **overrides)
         trained = train_folds(run, ex, resources=Resources(cpus_per_fold, gpus_per_fold), retries=retries,
                               show_progress=show_progress, on_epoch=on_epoch)
     finally:
@@ -206,13 +207,15 @@ def prepare(data: str | Path, out: str | Path, *, folds: int = DEFAULTS.folds, p
             hierarchy: str | Path | None = None, images: str | Path | None = None, flip_pairs: str | None = None,
             workers: int = DEFAULTS.pose_workers, cache_dir: str | Path | None = None, show_progress: bool = True,
             skeleton: str = DEFAULTS.skeleton, executor: Executor | None = None, clips: dict | None = None,
-            keypoints: str | Path | None = None, keypoint_units: str = "pixels", **overrides) -> RunFolder:
+            keypoints: str | Path | None = None, keypoint_units: str = "pixels", max_people: int = 1,
+            person: str = DEFAULTS.person, **overrides) -> RunFolder:
     """Check everything, then write config.json, poses.csv, folds.csv and the crop cache.
 
     A distributed ``executor`` runs the pose model on its workers first (into the pose cache)."""
     run = RunFolder(out)
     cfg = make_config(preset, **overrides)  # options first, then the data, all before anything is written
     sk = get_skeleton(skeleton)
+    _check_people(max_people, person)
     if _is_clip_data(data, images, clips):
         from ..data.video import Sampling
 
@@ -229,6 +232,8 @@ def prepare(data: str | Path, out: str | Path, *, folds: int = DEFAULTS.folds, p
     config = config_dict(ds, cfg, folds, data, sk)
     if source is not None:
         config["keypoints"] = source.describe()
+    elif max_people > 1:
+        config["people"] = {"max_people": max_people, "person": person}
     if finished_with(run, config):
         return run  # nothing to prepare again, nothing rewritten; fit checks the folds and says it is complete
     _warn_undeclared_mirrors(ds)  # after every check: an error stays the only line
@@ -241,11 +246,23 @@ def prepare(data: str | Path, out: str | Path, *, folds: int = DEFAULTS.folds, p
     else:
         if executor is not None and executor.distributed:
             warm_pose_cache(executor, ds.paths, skeleton=sk, cache_dir=cache_dir, show_progress=show_progress)
-        poses = extract(ds.paths, cache_dir=cache_dir, workers=workers, show_progress=show_progress, skeleton=sk)
+        poses = extract(ds.paths, cache_dir=cache_dir, workers=workers, show_progress=show_progress, skeleton=sk,
+                        max_people=max_people)
+        if max_people > 1:
+            poses, several = choose_person(poses, person)
+            log(f"{several} of {len(poses)} training photos show more than one person; each label goes to the "
+                f"{person} one (--person).")
     atomic.write_csv(run.poses, poses)
     _write_folds(run, ds, folds, cfg.seed, user_groups)
     build_crop_bank(poses, bank_size(cfg), cfg.train_margin[1], sk, run.crops(bank_size(cfg)), show_progress)
     return run
+
+
+def _check_people(max_people: int, person: str) -> None:
+    if max_people < 1:
+        raise ConfigError(f"--max-people {max_people}: give 1 or more.")
+    if person not in PERSON_CHOICES:
+        raise ConfigError(f"--person {person!r}: choose one of {', '.join(PERSON_CHOICES)}.")
 
 
 def _warn_undeclared_mirrors(ds: Dataset) -> None:
@@ -499,4 +516,7 @@ def oof_frame(p: Prepared, branches: dict[str, dict[str, np.ndarray]]) -> pd.Dat
 
 
 def summarize_oof(frame: pd.DataFrame, p: Prepared) -> dict:
-    return {"n_images": len(frame), "oof_top1": top1(frame, p.hierarchy), "cam_inside_oof": cam_inside(p)}
+    out = {"n_images": len(frame), "oof_top1": top1(frame, p.hierarchy), "cam_inside_oof": cam_inside(p)}
+    if "people" in p.poses:  # the multi-person pose model: photos where the label went to one of several
+        out["several_people"] = int((p.poses["people"] > 1).sum())
+    return out
