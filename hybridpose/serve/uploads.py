@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import AsyncIterator
 
 from ..data.images import HEIF_EXTENSIONS
+from ..data.video import VideoError, is_video, probe
 from ..errors import HybridPoseError
 
 FIELD = "files"
@@ -207,7 +208,13 @@ def _typed(up: Upload, n: int) -> Path:
     ext = sniff(up.head)
     if ext is None:
         raise UploadError(415, f"{up.name}: unreadable: not an image (cannot identify format)")
-    return up.path.rename(up.path.with_name(f"{n}{ext}"))
+    path = up.path.rename(up.path.with_name(f"{n}{ext}"))
+    if is_video(path):  # a container with no video stream is refused now, with the reason predict gives
+        try:
+            probe(path)
+        except VideoError as e:
+            raise UploadError(422, f"{up.name}: {e.status}: {e.reason}") from None
+    return path
 
 
 def _mb(n: int) -> str:
