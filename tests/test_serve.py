@@ -321,3 +321,30 @@ def test_cli_refuses_a_missing_run_and_a_taken_port(monkeypatch, capsys, tmp_pat
     finally:
         taken.close()
     one_line_error(*cli(monkeypatch, capsys, "serve", tmp_path / "nope", "--queue", "0"), "--queue")
+
+
+@pytest.mark.slow
+def test_a_clip_run_answers_one_row_per_clip(clip_data, tmp_path_factory, tmp_path):
+    from hybridpose.data.clips import sample_of
+    from hybridpose.inference.clips import ClipPredictor
+    from hybridpose.train.fit import fit
+
+    run = tmp_path_factory.mktemp("serve_clip_run") / "run"
+    fit(clip_data, run, folds=2, preset="tiny", show_progress=False, clips={"fps": 5})
+    video = clip_data / "squat" / "squat_correct_003.mp4"  # 12 frames at 10 fps: 6 sampled at 5 fps
+    expected = ClipPredictor(run).predict_clip(sample_of(video))
+    with Server(run, port=0) as s:
+        status, answer = post(s.url, [("my squat.mp4", video.read_bytes())], part_type="application/octet-stream")
+        assert status == 200 and answer["kind"] == "clips"
+        (row,) = answer["predictions"]
+        assert row["path"] == "my squat.mp4" and row["kind"] == "video" and row["status"] == expected.status
+        for col in ("class", "top1", "rule", "frames", "image_top", "clip_keypoint_top"):
+            assert row[col] == expected.row[col], col
+        assert [f["frame"] for f in row["keypoints"]] == [f.index for f in expected.frames]
+        assert any(f["keypoints"] is not None and len(f["keypoints"]) == 33 for f in row["keypoints"])
+        status, body = post(s.url, [("e.mp4", _empty_video(tmp_path / "e.mp4"))])
+        assert status == 422 and body["detail"] == "e.mp4: unreadable: the file holds no video stream"
+        photo = PHOTOS[0]
+        status, answer = post(s.url, [(photo.name, photo.read_bytes())])
+        assert status == 200 and answer["predictions"][0]["kind"] == "photo"  # a clip of one frame
+        assert _left(s) == []

@@ -30,14 +30,21 @@ async function send(files) {
   return body;
 }
 
-function keypointsOf(row) {
-  // a photo: [[x, y, z, v], ...]; a clip: per frame, the middle frame with keypoints is drawn
+const FRAME_MAX_SIDE = 720;  // a clip's keypoints are in pixels of its frames decoded at most this large
+
+function keypointsOf(row, picture) {
+  // a photo: [[x, y, z, v], ...]; a clip: per sampled frame, and the page shows its first frame
   if (!row.keypoints) return null;
   if (typeof row.keypoints[0] === "object" && row.keypoints[0] !== null && "frame" in row.keypoints[0]) {
-    const found = row.keypoints.filter((f) => f.keypoints);
-    return found.length ? found[Math.floor(found.length / 2)].keypoints : null;
+    const first = row.keypoints[0];
+    const side = picture ? Math.max(picture.videoWidth || 0, picture.videoHeight || 0) : 0;
+    return first.frame === 0 && first.keypoints ? scaled(first.keypoints, Math.max(1, side / FRAME_MAX_SIDE)) : null;
   }
   return row.keypoints;
+}
+
+function scaled(points, factor) {
+  return points.map((p) => (p && p[0] !== null ? [p[0] * factor, p[1] * factor, p[2], p[3]] : p));
 }
 
 function draw(canvas, image, points) {
@@ -103,7 +110,7 @@ function card(row, picture) {
     node.querySelector(".branches").textContent = "branches: " + model.branches
       .map((b) => `${b} → ${row[`${b}_top`] ?? "—"}`).join(", ");
   }
-  if (picture) draw(node.querySelector(".picture"), picture, keypointsOf(row));
+  if (picture) draw(node.querySelector(".picture"), picture, keypointsOf(row, picture));
   else node.querySelector(".picture").hidden = true;
   return node;
 }
