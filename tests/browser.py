@@ -29,7 +29,7 @@ def chromium() -> str | None:
 class Browser:
     """One page of a headless Chromium; ``close()`` (or ``with``) ends the browser."""
 
-    def __init__(self, profile: Path, width: int = 1200, height: int = 1400):
+    def __init__(self, profile: Path, width: int = 1200, height: int = 1400, args: tuple[str, ...] = ()):
         exe = chromium()
         if exe is None:
             raise RuntimeError("no Chromium installed")
@@ -44,7 +44,7 @@ class Browser:
         cmd = [exe, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                "--disable-background-networking", "--disable-component-update", "--disable-sync",
                "--disable-dev-shm-usage", "--remote-debugging-pipe", f"--user-data-dir={profile}",
-               f"--window-size={width},{height}", "about:blank"]
+               f"--window-size={width},{height}", *args, "about:blank"]
         self.proc = subprocess.Popen(cmd, preexec_fn=fds, close_fds=False, stdout=subprocess.DEVNULL,
                                      stderr=subprocess.DEVNULL)
         os.close(to_chrome_r)

@@ -348,3 +348,53 @@ def test_a_clip_run_answers_one_row_per_clip(clip_data, tmp_path_factory, tmp_pa
         status, answer = post(s.url, [(photo.name, photo.read_bytes())])
         assert status == 200 and answer["predictions"][0]["kind"] == "photo"  # a clip of one frame
         assert _left(s) == []
+
+
+def test_a_slow_upload_gets_408_and_its_files_go(tiny_run):
+    import socket
+
+    with Server(tiny_run, port=0, limits=Limits(timeout_s=1.0)) as s:
+        body, ctype = multipart([(PHOTOS[0].name, PHOTOS[0].read_bytes())])
+        sock = socket.create_connection(("127.0.0.1", s.port), timeout=30)
+        try:  # the headers and half the body, then nothing: a client that stalls
+            sock.sendall(f"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: {ctype}\r\n"
+                         f"Content-Length: {len(body)}\r\n\r\n".encode() + body[: len(body) // 2])
+            answer = b""
+            while b"}" not in answer:  # the headers, then the JSON body
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                answer += chunk
+            answer = answer.decode()
+        finally:
+            sock.close()
+        assert answer.startswith("HTTP/1.1 408") and "did not arrive within 1 s" in answer, answer
+        assert _left(s) == []
+        assert request(s.url, path="/health")[1]["in_progress"] == 0
+
+
+@pytest.mark.skipif(chromium() is None and not os.environ.get("HYBRIDPOSE_REQUIRE_CHROMIUM"),
+                    reason="headless Chromium not installed (.ci/run installs it, and there this test never skips)")
+def test_page_webcam_sends_frames_as_fast_as_answered(server, tmp_path):
+    """Chromium's fake camera (a moving test pattern) stands in for a webcam."""
+    fake = ("--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream")
+    served = request(server.url, path="/health")[1]["served"]
+    with Browser(tmp_path / "profile", args=fake) as b:
+        b.open(server.url + "/")
+        b.wait_for("document.body.dataset.ready === '1'")
+        b.evaluate("document.getElementById('camera').click()")
+        b.wait_for("document.getElementById('status').textContent.includes('frames/s') && "
+                   "document.querySelectorAll('.card').length === 1 && "
+                   "document.querySelector('.card .file').textContent.startsWith('webcam.jpg')", timeout=90)
+        time.sleep(2)
+        b.evaluate("document.getElementById('stop').click()")
+        error = b.evaluate("document.getElementById('error').hidden")
+        rate = b.evaluate("document.getElementById('status').textContent")
+    sent = request(server.url, path="/health")[1]["served"] - served
+    assert error is True  # no refusal shown
+    assert sent >= 2 and "frames/s" in rate, (sent, rate)  # frame after frame, each when the last was answered
+    deadline = time.monotonic() + 60
+    while request(server.url, path="/health")[1]["in_progress"]:  # the last frame may still be on its way
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    assert _left(server) == []

@@ -102,9 +102,13 @@ def create_app(model: LoadedModel, workdir: Path, limits: Limits = Limits()):
         handed_over = False
         try:
             _check_length(request.headers.get("content-length"), limits.max_upload_bytes)
-            got = await receive(request.stream(), request.headers.get("content-type"),
-                                workdir / uuid.uuid4().hex, max_bytes=limits.max_upload_bytes,
-                                max_files=limits.max_files)
+            try:  # a client that sends slowly holds its slot no longer than --timeout
+                got = await asyncio.wait_for(receive(request.stream(), request.headers.get("content-type"),
+                                                     workdir / uuid.uuid4().hex, max_bytes=limits.max_upload_bytes,
+                                                     max_files=limits.max_files), limits.timeout_s)
+            except asyncio.TimeoutError:
+                raise UploadError(408, f"the upload did not arrive within {limits.timeout_s:g} s (serve's "
+                                       "--timeout); send it again.") from None
             t0 = time.perf_counter()
             job = asyncio.get_running_loop().run_in_executor(pool, _predict, model, got)
             handed_over = True

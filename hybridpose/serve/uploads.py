@@ -104,6 +104,10 @@ async def receive(chunks: AsyncIterator[bytes], content_type: str | None, folder
         state.close()
         got.remove()
         raise UploadError(400, f"the multipart body cannot be read ({str(e)[:120] or type(e).__name__}).") from None
+    except BaseException:  # cancelled (the upload's deadline): nothing left behind either
+        state.close()
+        got.remove()
+        raise
     return got
 
 
