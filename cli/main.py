@@ -405,6 +405,39 @@ def export(
 
 
 @app.command()
+def serve(
+    run: Path = typer.Argument(..., help="Run directory written by `hybridpose fit` (or an exported bundle)."),
+    host: str = typer.Option(DEFAULTS.serve_host, "--host", help="Address to listen on (default: this machine only; 0.0.0.0: every network the machine is on)."),
+    port: int = typer.Option(DEFAULTS.serve_port, "--port", help="Port (0: any free port; the address is printed)."),
+    rules: Optional[Path] = typer.Option(None, "--rules", help="Rules file (default RUN/rules.yaml when present)."),
+    no_rules: bool = typer.Option(False, "--no-rules", help="Fused prediction without rules."),
+    partial: bool = typer.Option(False, "--partial", help="Serve the finished folds of an incomplete run."),
+    engine: Optional[str] = typer.Option(None, "--engine", help="What runs the image networks (as predict's --engine)."),
+    max_upload_mb: float = typer.Option(DEFAULTS.serve_max_upload_mb, "--max-upload-mb", help="Largest request body in MB (413 beyond)."),
+    max_files: int = typer.Option(DEFAULTS.serve_max_files, "--max-files", help="Files in one request (413 beyond)."),
+    timeout: float = typer.Option(DEFAULTS.serve_timeout_s, "--timeout", help="Seconds a prediction may take, its wait included (504 beyond)."),
+    queue: int = typer.Option(DEFAULTS.serve_queue, "--queue", help="Predictions admitted at once, running or waiting (503 beyond)."),
+) -> None:
+    """Serve a run: POST /predict, GET /health, GET /model and a web page at / (docs/SERVE.md)."""
+    from hybridpose.serve import require
+
+    require()
+    from hybridpose.serve.app import Limits
+    from hybridpose.serve.server import is_loopback
+    from hybridpose.serve.server import serve as run_serve
+
+    limits = Limits(max_upload_bytes=int(max_upload_mb * 1e6), timeout_s=timeout, queue=queue, max_files=max_files)
+    if not is_loopback(host):
+        console.print(f"[yellow]warning:[/] --host {host}: other machines can reach this server; it has no login.")
+
+    def started(url: str) -> None:
+        console.print(f"serving {run} at {url}/ (POST /predict, GET /health, GET /model); Ctrl-C stops", soft_wrap=True)
+
+    run_serve(run, host=host, port=port, limits=limits, rules=rules, no_rules=no_rules, partial=partial,
+              engine=engine, on_start=started)
+
+
+@app.command()
 def evaluate(
     target: Path = typer.Argument(..., help="A run directory (its out-of-fold predictions), a labelled folder or Yoga-82 list (with --model), or a predictions CSV (with --data)."),
     model: Optional[Path] = typer.Option(None, "--model", "-m", help="Run directory, to evaluate on a labelled data set."),

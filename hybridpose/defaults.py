@@ -21,6 +21,12 @@ class Defaults:
     top_k: int = 5                 # top-k columns of the prediction table
     max_people: int = 4            # predict / extract: a row per person found, up to this many (1: the single-person model)
     person: str = "largest"        # fit: whose pose a training photo's label belongs to when several people are found
+    serve_host: str = "127.0.0.1"  # serve: this machine only unless told otherwise
+    serve_port: int = 8000
+    serve_max_upload_mb: float = 32.0  # serve: the largest request body (all its files together)
+    serve_max_files: int = 32      # serve: files in one request
+    serve_timeout_s: float = 60.0  # serve: a prediction's time, its wait for the model included
+    serve_queue: int = 8           # serve: predictions admitted at once (running or waiting); 503 beyond
 
 
 DEFAULTS = Defaults()

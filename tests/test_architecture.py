@@ -22,6 +22,7 @@ LAYERS = {
     "inference": 5, "export": 5,
     "executors": 6, "evaluation": 6, "explanation": 6,
     "train": 7, "inference.api": 7, "run.oof": 3,
+    "serve": 8,
 }
 
 def _modules() -> list[Path]:

@@ -114,6 +114,12 @@ class HybridPoseClassifier:
                     leaf[i], rule[i] = d, n
         return Batch(poses, crops, probs, fused, leaf, rule, feats)
 
+    def predict_batch(self, paths: Sequence[str | Path]) -> tuple[pd.DataFrame, Batch]:
+        """predictions.csv rows of one batch of photos (in this process) and the batch they came from (its poses
+        table holds every photo's keypoints)."""
+        b = self.batch([str(p) for p in paths])
+        return self._rows(b), b
+
     def predict_proba(self, paths: Sequence[str | Path]) -> tuple[dict[str, np.ndarray], pd.DataFrame]:
         """Hierarchy-consistent fused probabilities per level (before rules), and each file's status.
 
