@@ -11,7 +11,7 @@ import numpy as np
 
 from . import MediaPipeEstimator, register
 
-HANDS_VERSION = "mediapipe-0.10.21-hands-c1-v2"  # bump when the stored result changes
+HANDS_VERSION = "mediapipe-0.10.21-hands-c1-v1"  # bump when the stored result changes
 
 
 @register
@@ -24,13 +24,21 @@ class HandEstimator(MediaPipeEstimator):
     missing = ("no_hand", "MediaPipe found no hand")
     max_hands = 2
 
-    def make_graph(self, solutions, detection: float = 0.5, presence: float = 0.5):
+    def make_graph(self, solutions):
         return solutions.hands.Hands(static_image_mode=True, max_num_hands=self.max_hands, model_complexity=1,
-                                     min_detection_confidence=detection, min_tracking_confidence=presence)
+                                     min_detection_confidence=0.5)
 
     def detect(self, rgb: np.ndarray) -> list[np.ndarray]:
-        """Every hand found (after a second look when none): (21, 4) arrays, x and y normalised to [0, 1], z, P(right)."""
-        return _read(self.process(rgb)) or self.second_look(rgb, _read)
+        """Every hand found: (21, 4) arrays, x and y normalised to [0, 1], z, P(right)."""
+        result = self.process(rgb)
+        if not result.multi_hand_landmarks:
+            return []
+        hands = []
+        for marks, side in zip(result.multi_hand_landmarks, result.multi_handedness):
+            label = side.classification[0]
+            right = label.score if label.label == "Right" else 1.0 - label.score
+            hands.append(np.array([[p.x, p.y, p.z, right] for p in marks.landmark], dtype=np.float64))
+        return hands
 
     def landmarks(self, rgb: np.ndarray) -> np.ndarray | None:
         hands = self.detect(rgb)
@@ -38,17 +46,6 @@ class HandEstimator(MediaPipeEstimator):
             return None
         h, w = rgb.shape[:2]
         return max(hands, key=lambda p: np.ptp(p[:, 0]) * w * np.ptp(p[:, 1]) * h)
-
-
-def _read(result) -> list[np.ndarray]:
-    if not result.multi_hand_landmarks:
-        return []
-    hands = []
-    for marks, side in zip(result.multi_hand_landmarks, result.multi_handedness):
-        label = side.classification[0]
-        right = label.score if label.label == "Right" else 1.0 - label.score
-        hands.append(np.array([[p.x, p.y, p.z, right] for p in marks.landmark], dtype=np.float64))
-    return hands
 
 
 @register

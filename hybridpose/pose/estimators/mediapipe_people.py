@@ -9,12 +9,12 @@ difference ~0.0003 of the photo's size).
 
 The detector misses the smaller people of a wide photo (it sees the photo letterboxed to 224 px), so a
 second look searches each wide strip that no person found covers; a person found there is kept when the
-landmark model is sure of it (mean presence >= ``MIN_PRESENCE``) and it is not one already found. A photo
-where nobody is found gets the estimators' second chance (``MediaPipeEstimator.second_look``).
+landmark model is sure of it (mean presence >= ``MIN_PRESENCE``) and it is not one already found.
 """
 from __future__ import annotations
 
 import io
+import os
 import zipfile
 from pathlib import Path
 
@@ -22,7 +22,7 @@ import numpy as np
 
 from ... import atomic
 from ...data.content import default_cache_dir
-from . import MediaPipeEstimator, quiet_stderr, register
+from . import MediaPipeEstimator, quiet_stderr, register, started
 
 PEOPLE_LIMIT = 8         # people the model looks for per photo (the cache keeps all; --max-people cuts)
 MIN_PRESENCE = 0.5       # a person of the second look is kept when the landmark model is this sure of it
@@ -103,44 +103,49 @@ class PeopleEstimator(MediaPipeEstimator):
     """Every person of the photo (up to ``PEOPLE_LIMIT``), 33 keypoints each, ordered left to right."""
 
     name = "mediapipe_people"
-    version = f"mediapipe-{mediapipe_version()}-people-r{BUNDLE_REVISION}-v2"
+    version = f"mediapipe-{mediapipe_version()}-people-r{BUNDLE_REVISION}-v1"
     skeleton_name = "body"
     people_of = "mediapipe_pose"  # the single-person model it stands in for when several people are asked for
 
-    def make_graph(self, solutions, detection: float = 0.5, presence: float = 0.5):
+    def make_graph(self, solutions):
         from mediapipe.tasks.python import BaseOptions, vision
 
         options = vision.PoseLandmarkerOptions(base_options=BaseOptions(model_asset_path=str(bundle_path())),
-                                               running_mode=vision.RunningMode.IMAGE, num_poses=PEOPLE_LIMIT,
-                                               min_pose_detection_confidence=detection,
-                                               min_pose_presence_confidence=presence)
+                                               running_mode=vision.RunningMode.IMAGE, num_poses=PEOPLE_LIMIT)
         return vision.PoseLandmarker.create_from_options(options)
 
-    def run(self, graph, rgb: np.ndarray):
-        import mediapipe as mp
-
-        return graph.detect(mp.Image(image_format=mp.ImageFormat.SRGB, data=np.ascontiguousarray(rgb)))
+    def __init__(self) -> None:
+        os.environ.setdefault("GLOG_minloglevel", "2")
+        started()
+        with quiet_stderr():
+            self._graph = self.make_graph(None)
+        self._warm = False
 
     def _detect(self, rgb: np.ndarray) -> list[np.ndarray]:
+        import mediapipe as mp
+
+        image = mp.Image(image_format=mp.ImageFormat.SRGB, data=np.ascontiguousarray(rgb))
         if not self._warm:
             self._warm = True
             with quiet_stderr():
-                return _read(self.run(self._graph, rgb))
-        return _read(self.run(self._graph, rgb))
+                result = self._graph.detect(image)
+        else:
+            result = self._graph.detect(image)
+        return [np.array([[p.x, p.y, p.z, p.visibility, p.presence] for p in marks], dtype=np.float64)
+                for marks in result.pose_landmarks]
 
     def people(self, rgb: np.ndarray) -> list[tuple[np.ndarray, float]]:
         """Every person: ((33, 4) keypoints, x and y normalised to [0, 1], z, visibility; the landmark model's
         mean presence), left to right."""
         found = self._detect(rgb)
         h, w = rgb.shape[:2]
-        for x0, x1 in free_strips(found, w / h) if 0 < len(found) < PEOPLE_LIMIT else []:
+        for x0, x1 in free_strips(found, w / h) if len(found) < PEOPLE_LIMIT else []:
             a, b = int(round(x0 * w)), int(round(x1 * w))
             for p in self._detect(rgb[:, a:b]):
                 p[:, 0] = (p[:, 0] * (b - a) + a) / w
                 if p[:, 4].mean() >= MIN_PRESENCE and all(
                         iou(keypoint_extent(p), keypoint_extent(q)) < SAME_PERSON_IOU for q in found):
                     found.append(p)
-        found = found or self.second_look(rgb, _read)
         found = sorted(found[:PEOPLE_LIMIT], key=lambda p: float(np.median(p[:, 0])))
         return [(p[:, :4], round(float(p[:, 4].mean()), 4)) for p in found]
 
@@ -151,8 +156,5 @@ class PeopleEstimator(MediaPipeEstimator):
             return None
         return max((kp for kp, _ in people), key=lambda kp: float(np.prod(np.ptp(kp[:, :2], axis=0))))
 
-
-def _read(result) -> list[np.ndarray]:
-    """Each person's (33, 5) array: x, y, z, visibility, presence."""
-    return [np.array([[p.x, p.y, p.z, p.visibility, p.presence] for p in marks], dtype=np.float64)
-            for marks in result.pose_landmarks]
+    def close(self) -> None:
+        self._graph.close()

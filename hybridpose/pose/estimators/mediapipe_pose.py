@@ -8,7 +8,7 @@ import numpy as np
 
 from . import MediaPipeEstimator, register
 
-POSE_VERSION = "mediapipe-0.10.21-c1-v3"  # bump when the stored result changes
+POSE_VERSION = "mediapipe-0.10.21-c1-v2"  # bump when the stored result changes
 
 
 @register
@@ -19,17 +19,12 @@ class PoseEstimator(MediaPipeEstimator):
     version = POSE_VERSION
     skeleton_name = "body"
 
-    def make_graph(self, solutions, detection: float = 0.5, presence: float = 0.5):
-        return solutions.pose.Pose(static_image_mode=True, model_complexity=1, enable_segmentation=False,
-                                   min_detection_confidence=detection, min_tracking_confidence=presence)
+    def make_graph(self, solutions):
+        return solutions.pose.Pose(static_image_mode=True, model_complexity=1, enable_segmentation=False)
 
     def landmarks(self, rgb: np.ndarray) -> np.ndarray | None:
-        """n x 4 array (x, y normalised to [0, 1], z, visibility), or None if no person (after a second look)."""
-        found = _read(self.process(rgb)) or self.second_look(rgb, _read)
-        return found[0] if found else None
-
-
-def _read(result) -> list[np.ndarray]:
-    if result.pose_landmarks is None:
-        return []
-    return [np.array([[p.x, p.y, p.z, p.visibility] for p in result.pose_landmarks.landmark], dtype=np.float64)]
+        """n x 4 array (x, y normalised to [0, 1], z, visibility), or None if no person."""
+        result = self.process(rgb)
+        if result.pose_landmarks is None:
+            return None
+        return np.array([[p.x, p.y, p.z, p.visibility] for p in result.pose_landmarks.landmark], dtype=np.float64)
