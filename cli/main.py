@@ -370,7 +370,8 @@ def _print_predict(res: dict, camera: Optional[str]) -> None:
         return
     counts = ", ".join(f"{k}: {v}" for k, v in res["status"].items())
     if res["kind"] == "ray":
-        console.print(f"{res['images']} files ({counts}) -> {res['out']} ({res['shards']} Parquet shard(s)"
+        people = _rows_note(res["images"], res.get("rows"))
+        console.print(f"{res['images']} files{people} ({counts}) -> {res['out']} ({res['shards']} Parquet shard(s)"
                       + (f", {res['csv']})" if res["csv"] else ")"))
         return
     rules = f" (rules: {res['rules']})" if res["rules"] else ""
@@ -384,8 +385,7 @@ def _print_predict(res: dict, camera: Optional[str]) -> None:
     if res["missing_folds"]:
         console.print(f"[yellow]warning:[/] folds {res['missing_folds']} of the run have no model; "
                       "predicted with the others (column `ensemble`).")
-    people = f", {res['rows']} rows (a row per person)" if res.get("rows", res["images"]) != res["images"] else ""
-    console.print(f"{res['images']} files{people} ({counts}) -> {res['out']}{rules}")
+    console.print(f"{res['images']} files{_rows_note(res['images'], res.get('rows'))} ({counts}) -> {res['out']}{rules}")
 
 
 @app.command()
@@ -484,9 +484,14 @@ def explain(
                   + (f"; t-SNE {res['tsne']}" if "tsne" in res else ""))
 
 
+def _rows_note(files: int, rows: int | None) -> str:
+    return f", {rows} rows (a row per person)" if rows is not None and rows != files else ""
+
+
 def _print_summary(summary: dict, path: Path) -> None:
     counts = ", ".join(f"{k}: {v}" for k, v in summary["status"].items())
-    console.print(f"[bold]{summary['images']}[/] files ({counts}) in {summary['seconds']:.1f} s -> {path}")
+    people = _rows_note(summary["images"], summary.get("rows"))
+    console.print(f"[bold]{summary['images']}[/] files{people} ({counts}) in {summary['seconds']:.1f} s -> {path}")
 
 
 # click's ClickException: the click package's, or the copy of click that newer typer versions carry.

@@ -149,10 +149,11 @@ def check_visible(path: str | Path) -> None:
 
 
 class Predictor:
-    """A Ray Data actor: loads the run once, then labels batches of paths (one row per file, always)."""
+    """A Ray Data actor: loads the run once, then labels batches of paths (a row per person found, up to
+    ``max_people``, and one row for a file with nobody or that cannot be read)."""
 
     def __init__(self, run: str, rules: str | None, use_rules: bool, cache_dir: str | None, partial: bool,
-                 threads: int, engine: str | None = None) -> None:
+                 threads: int, engine: str | None = None, max_people: int = DEFAULTS.max_people) -> None:
         from ..inference.classifier import HybridPoseClassifier
 
         check_visible(run)
@@ -161,6 +162,7 @@ class Predictor:
         if threads:  # the engine's own threads (PyTorch's are process-wide: this actor's process)
             self.clf.image_branch.set_threads(threads)
         self.clf.cache_dir = Path(cache_dir) if cache_dir else None
+        self.clf.max_people = max_people
 
     def __call__(self, batch):
         frame = self.clf.predict(list(batch["path"]), batch_size=max(1, len(batch)))
@@ -173,7 +175,8 @@ class Predictor:
 def predict(paths: Sequence[str], run: str | Path, out: str | Path, *, workers: int = 1, cpus_per_worker: float = 1,
             gpus_per_worker: float = 0, rules: str | Path | None = None, no_rules: bool = False,
             batch_size: int = DEFAULTS.batch_size, cache_dir: str | Path | None = None, partial: bool = False,
-            threads: int | None = None, show_progress: bool = True, engine: str | None = None) -> dict:
+            threads: int | None = None, show_progress: bool = True, engine: str | None = None,
+            max_people: int = DEFAULTS.max_people) -> dict:
     """``OUT/part-NNNNN.parquet`` (prediction rows in input order) and, when short, ``OUT/predictions.csv``.
 
     Photos are read and labelled by ``workers`` actors (each loads the run once); the rows come back to
@@ -198,7 +201,8 @@ def predict(paths: Sequence[str], run: str | Path, out: str | Path, *, workers: 
         num_cpus=cpus_per_worker, num_gpus=gpus_per_worker,
         fn_constructor_kwargs=dict(run=run, rules=str(rules) if rules else None, use_rules=not no_rules,
                                    cache_dir=str(cache_dir) if cache_dir else None, partial=partial,
-                                   threads=threads or max(1, int(cpus_per_worker)), engine=engine))
+                                   threads=threads or max(1, int(cpus_per_worker)), engine=engine,
+                                   max_people=max_people))
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
@@ -222,7 +226,7 @@ def predict(paths: Sequence[str], run: str | Path, out: str | Path, *, workers: 
                 n += len(frame)
                 if len(paths) <= MERGED_CSV_MAX_ROWS:
                     frames.append(frame)
-                advance(len(frame))
+                advance(frame["path"].nunique())
         if buffer:
             write_shard()
         if frames:
@@ -230,7 +234,7 @@ def predict(paths: Sequence[str], run: str | Path, out: str | Path, *, workers: 
         _replace(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return {"images": n, "status": counts, "out": str(out), "shards": len(shards),
+    return {"images": len(paths), "rows": n, "status": counts, "out": str(out), "shards": len(shards),
             "csv": str(out / "predictions.csv") if frames else None}
 
 

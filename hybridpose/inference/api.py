@@ -50,7 +50,7 @@ def predict(inputs: str | Path | None, run: str | Path, out: str | Path | None =
         res = predict_inputs(inputs, run, out or Path("predictions"), address=address, workers=max(1, workers or 1),
                              cpus_per_worker=cpus_per_worker, gpus_per_worker=gpus_per_worker, rules=rules,
                              no_rules=no_rules, batch_size=batch_size, cache_dir=cache_dir, partial=partial,
-                             engine=engine)
+                             engine=engine, max_people=max_people)
         return {"kind": "ray", **res}
     from .photos import predict_photos
 

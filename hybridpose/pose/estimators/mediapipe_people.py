@@ -40,9 +40,18 @@ def mediapipe_version() -> str:
 def bundle_path(cache_dir: str | Path | None = None) -> Path:
     """The ``.task`` bundle, built from the installed wheel's models the first time (atomically)."""
     folder = Path(cache_dir) if cache_dir else default_cache_dir()
-    path = folder / "models" / f"pose_landmarker-mediapipe-{mediapipe_version()}-r{BUNDLE_REVISION}.task"
+    name = f"pose_landmarker-mediapipe-{mediapipe_version()}-r{BUNDLE_REVISION}.task"
+    try:
+        return _built(folder / "models" / name)
+    except OSError:  # the cache cannot be written (the pose cache already said so): a private temporary folder
+        import tempfile
+
+        return _built(Path(tempfile.gettempdir()) / f"hybridpose-models-{os.getuid()}" / name)
+
+
+def _built(path: Path) -> Path:
     if not path.is_file():
-        path.parent.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         data = build_bundle()
         with atomic.atomic_open(path, "wb") as fh:
             fh.write(data)
