@@ -40,22 +40,22 @@ def mediapipe_version() -> str:
 def bundle_path(cache_dir: str | Path | None = None) -> Path:
     """The ``.task`` bundle, built from the installed wheel's models the first time (atomically)."""
     folder = Path(cache_dir) if cache_dir else default_cache_dir()
-    name = f"pose_landmarker-mediapipe-{mediapipe_version()}-r{BUNDLE_REVISION}.task"
-    try:
-        return _built(folder / "models" / name)
-    except OSError:  # the cache cannot be written (the pose cache already said so): a private temporary folder
-        import tempfile
-
-        return _built(Path(tempfile.gettempdir()) / f"hybridpose-models-{os.getuid()}" / name)
-
-
-def _built(path: Path) -> Path:
+    path = folder / "models" / f"pose_landmarker-mediapipe-{mediapipe_version()}-r{BUNDLE_REVISION}.task"
     if not path.is_file():
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        path.parent.mkdir(parents=True, exist_ok=True)
         data = build_bundle()
         with atomic.atomic_open(path, "wb") as fh:
             fh.write(data)
     return path
+
+
+def bundle_source() -> dict:
+    """Where the Tasks API reads the bundle from: the cached file or, when the cache cannot be written (the
+    pose cache has already said so), the bundle built in memory."""
+    try:
+        return {"model_asset_path": str(bundle_path())}
+    except OSError:
+        return {"model_asset_buffer": build_bundle()}
 
 
 def build_bundle() -> bytes:
@@ -119,7 +119,7 @@ class PeopleEstimator(MediaPipeEstimator):
     def make_graph(self, solutions):
         from mediapipe.tasks.python import BaseOptions, vision
 
-        options = vision.PoseLandmarkerOptions(base_options=BaseOptions(model_asset_path=str(bundle_path())),
+        options = vision.PoseLandmarkerOptions(base_options=BaseOptions(**bundle_source()),
                                                running_mode=vision.RunningMode.IMAGE, num_poses=PEOPLE_LIMIT)
         return vision.PoseLandmarker.create_from_options(options)
 
