@@ -201,7 +201,7 @@ def test_predict_on_ray_data_matches_local_predict_and_keeps_bad_files(ray_sessi
     local = pd.read_csv(tmp_path / "local.csv")
     merged = pd.read_csv(tmp_path / "ray" / "predictions.csv")
     shards = pd.concat([pd.read_parquet(p) for p in sorted((tmp_path / "ray").glob("part-*.parquet"))], ignore_index=True)
-    assert res["images"] == local["path"].nunique() == 26 and res["shards"] == 1
+    assert res["images"] == local["path"].nunique() == 26 and res["rows"] == len(local) and res["shards"] == 1
     assert list(merged["path"]) == list(local["path"]) == list(shards["path"])  # input order kept
     assert dict(zip(merged["path"], merged["status"]))[str(inputs / "Triangle" / "notes.jpg")] == "unreadable"
     text = [c for c in local.columns if c not in ("confidence",) and not c.endswith("_prob")]
