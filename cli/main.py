@@ -153,6 +153,8 @@ def fit(
     gpus_per_fold: float = typer.Option(FitOptions.gpus_per_fold, "--gpus-per-fold", min=0.0, help="With --executor ray: GPUs a fold task asks for (e.g. 1, or 0.5 to share one)."),
     fps: Optional[float] = typer.Option(None, "--fps", min=0.01, help="Clips: frames sampled per second of video (default 4)."),
     frames: Optional[int] = typer.Option(None, "--frames", min=1, help="Clips: N frames spread evenly over each clip (instead of --fps)."),
+    min_frames: Optional[int] = typer.Option(None, "--min-frames", min=0, help=f"Clips: with --fps, at least this many frames from a short clip, spread evenly (default {DEFAULTS.min_frames}; 0: none)."),
+    image_frames: Optional[int] = typer.Option(None, "--image-frames", min=0, help=f"Clips: frames per clip the image branch trains on (default {DEFAULTS.image_frames}; 0: every sampled frame); the keypoint branches read them all."),
     groups: Optional[Path] = typer.Option(None, "--groups", help="CSV of 'path,group': samples of one group (subject, session) share a fold."),
     clips: bool = typer.Option(False, "--clips", help="Sub-folders of frames inside class folders are clips (automatic when DATA holds a video)."),
     hands: int = HandsOpt,
@@ -176,7 +178,9 @@ def fit(
         overrides = {**file_train, **{k: v for k, v in overrides.items() if v is not None}}
     _writable(out, "folder")
     _writable(cache, "folder", "--cache")
-    clip_opts = {"fps": fps, "frames": frames, "groups": groups, "force": clips} if (fps or frames or groups or clips) else None
+    clip_opts = {"fps": fps, "frames": frames, "groups": groups, "force": clips, "min_frames": min_frames,
+                 "image_frames": image_frames}
+    clip_opts = clip_opts if any(v not in (None, False) for v in clip_opts.values()) else None
     summary = run_fit(data, out, folds=given("folds", folds), preset=preset_name, hierarchy=given("hierarchy", hierarchy),
                       images=given("images", images), flip_pairs=given("flip_pairs", flip_pairs),
                       workers=given("workers", workers), cache_dir=given("cache", cache),

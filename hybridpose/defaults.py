@@ -11,6 +11,10 @@ class Defaults:
     skeleton: str = "body"
     batch_size: int = 32           # photos per prediction batch
     fps: float = 4.0               # frames per second sampled from a video: a squat (~2 s) gets ~8 frames
+    min_frames: int = 16           # ... but at least this many from a clip (all of them if it has fewer): a
+                                   # 1-second swipe at 4 fps would give 4 frames, too few for its path
+    image_frames: int = 8          # fit on clips: frames per clip the image branch trains on (the keypoint
+                                   # branches read every sampled frame); 0: all of them
     pose_workers: int = 1          # fit / extract: processes running the pose model
     predict_workers: int | None = None  # predict: processes that decode, pose and crop; None: one per CPU core
     min_gain: float = 0.02         # calibrate: a rule must improve its pair's out-of-fold accuracy by this much,

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from hybridpose.data.clips import FrameCache, Sample, clip_frames, list_samples, load_clip_dataset
+from hybridpose.data.clips import FrameCache, Sample, clip_frames, list_samples, load_clip_dataset, select_frames
 from hybridpose.data.video import Sampling, VideoError, iter_frames, probe
 from hybridpose.errors import DatasetError
 from hybridpose.pose.temporal import clip_statistics, statistic_names
@@ -39,6 +39,27 @@ def test_sampling_by_fps_and_by_count(VIDEO):
     every = list(iter_frames(VIDEO, Sampling(fps=5), every=True))
     assert len(every) == 12 and sum(f.sampled for f in every) == 6
     assert max(by_fps[0].rgb.shape) == 320
+
+
+def test_a_short_clip_gives_at_least_min_frames(VIDEO):
+    # 12 frames at 10 fps: 1.2 s, which at 5 fps would be 6 frames
+    dense = list(iter_frames(VIDEO, Sampling(fps=5, min_frames=8)))
+    assert len(dense) == 8 and dense[0].index == 0 and dense[-1].index == 11
+    assert len(list(iter_frames(VIDEO, Sampling(fps=5, min_frames=20)))) == 12  # all it has
+    assert len(list(iter_frames(VIDEO, Sampling(fps=5, min_frames=6)))) == 6    # enough at 5 fps already
+    assert Sampling(fps=4, min_frames=16).count(total=300, rate=30) == 0        # a 10 s clip: by fps
+    assert Sampling(fps=4, min_frames=16).key != Sampling(fps=4).key            # its own frame cache
+    assert select_frames(10, Sampling(fps=4, min_frames=16), rate=4) == list(range(10))
+    assert len(select_frames(40, Sampling(fps=4, min_frames=16), rate=4)) == 40
+
+
+def test_image_branch_frames_are_spread_over_each_clip():
+    from hybridpose.train.clips import image_subset
+
+    ids = pd.Series(["a"] * 10 + ["b"] * 2 + ["c"] * 5)
+    keep = image_subset(ids, 4)
+    assert keep[:10].nonzero()[0].tolist() == [0, 3, 6, 9] and keep[10:12].all() and keep[12:].sum() == 4
+    assert image_subset(ids, 0).all()
 
 
 def test_corrupt_and_cut_videos_get_a_reason(tmp_path, VIDEO):
@@ -138,7 +159,7 @@ def test_fit_on_clips_scores_per_clip(clip_run, CLIPS):
     run, summary = clip_run
     oof = pd.read_csv(run / "oof_predictions.csv")
     assert len(oof) == 5 and set(oof["path"]) == {str(s.path) for s in list_samples(CLIPS)}
-    assert set(summary["oof_top1"]) == {"image", "clip_keypoint", "fused"}
+    assert set(summary["oof_top1"]) == {"image", "clip_keypoint", "sequence", "fused"}
     folds = pd.read_csv(run / "folds.csv")
     frames = pd.read_csv(run / "clip_frames.csv")
     merged = frames.merge(folds, on="path")

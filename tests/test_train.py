@@ -418,3 +418,15 @@ def test_a_fold_is_reproducible(tiny_run, tmp_path):
     first = pd.read_csv(tiny_run / "fold_1" / "oof_image.csv")
     second = pd.read_csv(again / "fold_1" / "oof_image.csv")
     pd.testing.assert_frame_equal(first, second, rtol=0, atol=1e-6)
+
+
+def test_a_branch_at_chance_is_named_in_one_line(capsys):
+    from hybridpose.train.prepared import chance_level, warn_branches_at_chance
+
+    labels = ["a"] * 6 + ["b"] * 2 + ["c"] * 2
+    assert chance_level(labels) == pytest.approx(0.6)
+    top1 = {"image": {"class": 0.58}, "sequence": {"class": 0.95}, "fused": {"class": 0.5}}
+    assert warn_branches_at_chance(top1, labels, "class") == ["image"]
+    out = capsys.readouterr()
+    text = out.out + out.err
+    assert "image branch" in text and "no better than chance (0.600" in text and "sequence" not in text

@@ -170,8 +170,9 @@ def select_frames(n: int, sampling: Sampling, rate: float) -> list[int]:
     """Which of ``n`` frames (at ``rate`` per second) a sampling keeps."""
     if n <= 0:
         return []
-    if sampling.n:
-        return np.unique(np.linspace(0, n - 1, min(sampling.n, n)).round().astype(int)).tolist()
+    even = sampling.count(n, rate)
+    if even:
+        return np.unique(np.linspace(0, n - 1, even).round().astype(int)).tolist()
     step = max(1, int(round(rate / sampling.fps)))
     return list(range(0, n, step))
 

@@ -33,17 +33,29 @@ class VideoError(Exception):
 
 @dataclass(frozen=True)
 class Sampling:
-    """How frames are picked from a clip: ``fps`` per second of video, or ``n`` evenly (n wins when set)."""
+    """How frames are picked from a clip: ``fps`` per second of video, or ``n`` evenly (n wins when set); with
+    fps, a clip too short to give ``min_frames`` that way gives ``min_frames`` evenly (all, if it has fewer)."""
     fps: float = DEFAULT_FPS
     n: int = 0
+    min_frames: int = 0
 
     def __post_init__(self) -> None:
-        if self.n < 0 or (not self.n and not self.fps > 0):
+        if self.n < 0 or self.min_frames < 0 or (not self.n and not self.fps > 0):
             raise ValueError("sampling needs fps > 0 or frames >= 1")
 
     @property
     def key(self) -> str:
-        return f"n{self.n}" if self.n else f"fps{self.fps:g}"
+        if self.n:
+            return f"n{self.n}"
+        return f"fps{self.fps:g}" + (f"min{self.min_frames}" if self.min_frames else "")
+
+    def count(self, total: int, rate: float) -> int:
+        """How many evenly spread frames of ``total`` (at ``rate`` per second) to take; 0: sample by fps."""
+        if self.n:
+            return min(self.n, total)
+        if self.min_frames and total > 0 and rate > 0 and total / rate * self.fps < self.min_frames:
+            return min(self.min_frames, total)
+        return 0
 
 
 @dataclass
@@ -87,11 +99,13 @@ def probe(path: str | Path) -> VideoInfo:
 
 
 def wanted_indices(sampling: Sampling, info: VideoInfo) -> set[int] | None:
-    """Frame indices to keep for ``n`` evenly spread frames; None for fps sampling (decided while decoding)."""
-    if not sampling.n:
-        return None
+    """Frame indices to keep for evenly spread frames (``n``, or a clip short for ``min_frames``); None for fps
+    sampling (decided while decoding)."""
     total = max(info.frames, 1)
-    return set(np.unique(np.linspace(0, total - 1, min(sampling.n, total)).round().astype(int)).tolist())
+    n = sampling.count(total, info.rate)
+    if not n:
+        return None
+    return set(np.unique(np.linspace(0, total - 1, n).round().astype(int)).tolist())
 
 
 def iter_frames(path: str | Path, sampling: Sampling = Sampling(), info: VideoInfo | None = None,

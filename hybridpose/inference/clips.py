@@ -32,7 +32,7 @@ from ..data.video import FRAME_MAX_SIDE, Frame, Sampling, VideoError, iter_frame
 from ..defaults import DEFAULTS
 from ..errors import DatasetError, RunError
 from ..pose.cache import PoseCache
-from ..pose.frontend import estimator_class
+from ..pose.frontend import estimator_class, retry_class
 from ..pose.result import PoseResult, analyse_array
 from ..pose.temporal import clip_statistics
 from ..run.predtable import prediction_columns
@@ -67,10 +67,13 @@ class ClipPredictor:
                  sampling: Sampling | None = None, cache_dir: str | Path | None = None, partial: bool = False):
         self.clf = HybridPoseClassifier.load(run, rules=rules, use_rules=use_rules, partial=partial)
         cfg = self.clf.config.get("clips") or {}
-        self.sampling = sampling or Sampling(fps=cfg.get("fps") or DEFAULTS.fps, n=cfg.get("frames") or 0)
+        self.sampling = sampling or Sampling(fps=cfg.get("fps") or DEFAULTS.fps, n=cfg.get("frames") or 0,
+                                             min_frames=cfg.get("min_frames") or 0)
         self.h, self.sk = self.clf.hierarchy, self.clf.skeleton
         self.cache_dir = cache_dir
         self.rules = self.clf.rules
+        second = retry_class(estimator_class(self.sk)) if cfg.get("retry") else None
+        self.retry = second() if second is not None else None  # as fit did: a second look where no skeleton was found
         self.last_info = None  # the last video's VideoInfo (its ``truncated`` reason)
 
     @property
@@ -100,8 +103,10 @@ class ClipPredictor:
     def analyse_frames(self, sample: Sample, frames: Iterator[Frame]) -> Iterator[FrameResult]:
         """Pose (cached by the file's content hash and the frame index) and image probabilities, frame by frame."""
         sha = file_sha256(sample.path) if sample.path.is_file() else None
-        version = estimator_class(self.sk).version
-        cache = PoseCache(self.cache_dir, version)
+        first = estimator_class(self.sk)
+        cache = PoseCache(self.cache_dir, first.version)
+        again = PoseCache(self.cache_dir, self.retry.version) if self.retry is not None else None
+        nobody = getattr(first, "missing", ("no_person",))[0]
         prep = self.clf.image_branch.preprocessing_
         pending: list[tuple[Frame, PoseResult, np.ndarray]] = []
         try:
@@ -111,6 +116,9 @@ class ClipPredictor:
                 key = f"{sha}:{fr.index}:{FRAME_MAX_SIDE}" if sha else None
                 h, w = fr.rgb.shape[:2]
                 result = cache.fetch(key, lambda: analyse_array(fr.rgb, w, h, self.clf.estimator))
+                if again is not None and result.status == nobody:
+                    second = again.fetch(key, lambda: analyse_array(fr.rgb, w, h, self.retry))
+                    result = second if second.status == "ok" else result
                 from PIL import Image
 
                 crop, _ = crop_photo(Image.fromarray(fr.rgb), result.box, None, prep.eval_margin, prep.input_size, self.sk.n)
@@ -120,6 +128,8 @@ class ClipPredictor:
             yield from self._flush(pending)
         finally:
             cache.close()
+            if again is not None:
+                again.close()
 
     def _flush(self, pending: list) -> Iterator[FrameResult]:
         if not pending:
@@ -146,8 +156,10 @@ class ClipPredictor:
         if not frames:
             return ClipResult(sample, "unreadable", "no readable frame")
         found = any(f.status == "ok" for f in frames)
-        res = ClipResult(sample, "ok" if found else "no_person",
-                         reason if found else "no person found in any sampled frame", frames)
+        nobody, what = getattr(estimator_class(self.sk), "missing", ("no_person", "MediaPipe found no person"))
+        res = ClipResult(sample, "ok" if found else nobody,
+                         reason if found else f"{what} in any of the {len(frames)} sampled frames; decided by the "
+                                              "image branch alone", frames)
         res.row, res.probs = self._decide(frames)
         return res
 
@@ -157,9 +169,10 @@ class ClipPredictor:
         stats = pd.DataFrame([clip_statistics(kp, [f.time for f in frames], self.sk)])
         image_leaf = np.mean([f.image for f in frames], axis=0)[None]
         probs = {"image": {lv: image_leaf @ h.leaf_to_level(lv) for lv in h.levels}}
+        inputs = {"clip_statistics": stats, "clip_sequence": [kp]}
         for name, b in self.clf.branches.items():
             if name != "image":
-                probs[name] = b.predict_level_proba(stats, h)
+                probs[name] = b.predict_level_proba(inputs[b.input], h)
         fused_levels = self.clf.fusion.predict_proba(probs)
         fused = fused_levels[h.leaf_level]
         leaf, rule = leaves[int(fused[0].argmax())], ""

@@ -40,6 +40,14 @@ def estimator_class(skeleton: Skeleton | str | None = None, max_people: int = 1)
     return single
 
 
+def retry_class(estimator: type) -> type | None:
+    """The estimator registered as ``estimator``'s second look (its ``retry_of``) at frames it found nothing in."""
+    for name in ESTIMATORS.names():
+        if getattr(ESTIMATORS[name], "retry_of", None) == estimator.name:
+            return ESTIMATORS[name]
+    return None
+
+
 def extract(
     paths: Sequence[str | Path],
     *,
@@ -49,11 +57,26 @@ def extract(
     use_cache: bool = True,
     skeleton: Skeleton | str | None = None,
     max_people: int = 1,
+    retry: bool = False,
 ) -> pd.DataFrame:
     """Poses table for ``paths`` (one row each, in order; with ``max_people`` > 1 one row per person found,
-    up to that many, and the person columns). Cached results cost no pose model run."""
+    up to that many, and the person columns). Cached results cost no pose model run. ``retry``: photos the
+    pose model found nothing in get a second look from its retry estimator (``retry_class``), where it has one."""
     estimator = estimator_class(skeleton, max_people)
     paths = [str(p) for p in paths]
+    shas, results = _results(paths, estimator, cache_dir, workers, show_progress, use_cache)
+    second = retry_class(estimator) if retry else None
+    nobody = getattr(estimator, "missing", ("no_person",))[0]
+    missing = [i for i, r in enumerate(results) if second is not None and r.status == nobody]
+    if missing:
+        _, again = _results([paths[i] for i in missing], second, cache_dir, workers, show_progress, use_cache)
+        for i, r in zip(missing, again):
+            if r.status == "ok":
+                results[i] = r
+    return make_table(paths, shas, results, estimator.skeleton_name, max_people if max_people > 1 else None)
+
+
+def _results(paths: list[str], estimator: type, cache_dir, workers, show_progress, use_cache):
     cache = PoseCache(cache_dir, estimator.version) if use_cache else None
     try:
         lookup = look_up(paths, cache)
@@ -62,7 +85,7 @@ def extract(
     finally:
         if cache is not None:
             cache.close()
-    return make_table(paths, lookup.shas, results, estimator.skeleton_name, max_people if max_people > 1 else None)
+    return lookup.shas, results
 
 
 def _compute(paths, lookup: Lookup, results, cache, workers, show_progress, estimator) -> None:

@@ -115,7 +115,9 @@ class RunFolder:
         clips = config.get("clips")
         if isinstance(clips, dict):
             parts += ["--clips", *(["--frames", str(clips["frames"])] if clips.get("frames") else
-                                   ["--fps", f"{clips.get('fps', DEFAULTS.fps):g}"])]
+                                   ["--fps", f"{clips.get('fps', DEFAULTS.fps):g}",
+                                    "--min-frames", str(clips.get("min_frames", 0))]),
+                      "--image-frames", str(clips.get("image_frames", 0))]
         keypoints = config.get("keypoints")
         if isinstance(keypoints, dict) and keypoints.get("file"):
             parts += ["--keypoints", str(keypoints["file"]), "--keypoint-units", str(keypoints.get("units", "pixels"))]

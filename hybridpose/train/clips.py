@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from .. import atomic
+from ..branches import branch_class
 from ..data.clips import ClipDataset, FrameCache, clip_frames, load_clip_dataset
 from ..data.hierarchy import read_table
 from ..data.video import Sampling
@@ -31,9 +32,31 @@ from ..progress import log, progress_bar
 from ..run.folder import RunFolder
 from ..run.predtable import table as prediction_table
 from .data import build_crop_bank
-from .prepared import Prepared, bank_size, cam_inside, config_dict, finished_with, new_branch, top1, write_config
+from .prepared import (
+    Prepared,
+    bank_size,
+    cam_inside,
+    config_dict,
+    finished_with,
+    new_branch,
+    top1,
+    warn_branches_at_chance,
+    write_config,
+)
 
-BRANCHES = ("image", "clip_keypoint")
+BRANCHES = ("image", "clip_keypoint", "sequence")
+
+
+def image_subset(clip_ids: pd.Series, per_clip: int) -> np.ndarray:
+    """Which frames the image branch uses: ``per_clip`` spread evenly over each clip's frames (0: every frame).
+    No single frame of a gesture tells its class; a few show what the hand or body looks like."""
+    ids = np.asarray(clip_ids)
+    keep = np.zeros(len(ids), dtype=bool)
+    for c in pd.unique(ids):
+        rows = np.flatnonzero(ids == c)
+        n = len(rows) if not per_clip else min(per_clip, len(rows))
+        keep[rows[np.unique(np.linspace(0, len(rows) - 1, n).round().astype(int))]] = True
+    return keep
 
 
 def read_groups(path: str | Path | None, root: Path) -> dict[str, str]:
@@ -92,7 +115,7 @@ def clip_folds(labels: list[str], groups: np.ndarray, k: int, seed: int) -> tupl
 
 def prepare_clips(data: str | Path, out: str | Path, *, folds: int, cfg, skeleton, hierarchy=None,
                   groups: str | Path | None = None, sampling: Sampling = Sampling(), workers: int = 1,
-                  cache_dir: str | Path | None = None, show_progress: bool = True) -> RunFolder:
+                  cache_dir: str | Path | None = None, show_progress: bool = True, image_frames: int = 0) -> RunFolder:
     """The clip counterpart of ``fit.prepare`` (called by it): checks, frames, poses, folds, crop cache;
     nothing when the run was finished with these settings."""
     run = RunFolder(out)
@@ -101,7 +124,8 @@ def prepare_clips(data: str | Path, out: str | Path, *, folds: int, cfg, skeleto
     fold, notes = clip_folds(ds.labels, gid, folds, cfg.seed)   # before anything is written
     config = config_dict(ds, cfg, folds, data, skeleton)
     config.update({"branches": list(BRANCHES), "n_clips": len(ds),
-                   "clips": {"fps": sampling.fps, "frames": sampling.n, "notes": notes}})
+                   "clips": {"fps": sampling.fps, "frames": sampling.n, "min_frames": sampling.min_frames,
+                             "image_frames": image_frames, "retry": True, "notes": notes}})
     if finished_with(run, config):
         return run
     write_config(run, config)
@@ -128,12 +152,13 @@ def prepare_clips(data: str | Path, out: str | Path, *, folds: int, cfg, skeleto
     atomic.write_csv(run.clips, clips)
     atomic.write_csv(run.clip_frames, frames_t)
     poses = extract(list(frames_t["path"]), cache_dir=cache_dir, workers=workers, show_progress=show_progress,
-                    skeleton=skeleton)
+                    skeleton=skeleton, retry=True)
     atomic.write_csv(run.poses, poses)
     by_clip = clips.set_index("clip")
     folds_t = pd.DataFrame({"path": frames_t["path"], "label": by_clip.loc[frames_t["clip"], "label"].to_numpy(),
                             "group": by_clip.loc[frames_t["clip"], "group"].to_numpy(),
-                            "fold": by_clip.loc[frames_t["clip"], "fold"].to_numpy()})
+                            "fold": by_clip.loc[frames_t["clip"], "fold"].to_numpy(),
+                            "image": image_subset(frames_t["clip"], image_frames).astype(int)})
     atomic.write_csv(run.folds, folds_t)
     build_crop_bank(poses, bank_size(cfg), cfg.train_margin[1], skeleton, run.crops(bank_size(cfg)), show_progress)
     return run
@@ -157,19 +182,12 @@ def finish_clips(p: Prepared) -> dict:
     y_leaf = np.array([leaves.index(c) for c in y])
 
     image = _clip_image_oof(p, frames, order)
-    kp = {lv: np.full((len(clips), len(h.classes(lv))), np.nan) for lv in h.levels}
-    for f in range(1, p.k + 1):
-        train, test = np.flatnonzero(fold != f), np.flatnonzero(fold == f)
-        if not len(test):
-            continue
-        part = new_branch(p, "clip_keypoint").fit(stats.iloc[train], y[train], classes=leaves)
-        for lv, v in part.predict_level_proba(stats.iloc[test], h).items():
-            kp[lv][test] = v
-    new_branch(p, "clip_keypoint").fit(stats, y, classes=leaves).save(run)
-
+    kp_frames = keypoints_array(p.poses, p.skeleton)
+    inputs = {"clip_statistics": stats, "clip_sequence": clip_sequences(kp_frames, frames["clip"], order)}
+    names = [b for b in p.config.get("branches", BRANCHES) if b != "image"]
+    oof = {name: _branch_oof(p, name, inputs, y, fold) for name in names}
     scored = fold > 0
-    branches = {"image": {lv: v[scored] for lv, v in image.items()},
-                "clip_keypoint": {lv: v[scored] for lv, v in kp.items()}}
+    branches = {name: {lv: v[scored] for lv, v in levels.items()} for name, levels in {"image": image, **oof}.items()}
     choice = select(h, branches, y_leaf[scored], fold[scored])
     atomic.write_json(run.fusion, {**choice.fusion.to_dict(), "selection": choice.to_dict()})
     found = stats["found"].to_numpy()[scored]
@@ -179,12 +197,41 @@ def finish_clips(p: Prepared) -> dict:
     frame = prediction_table(h, head, truth, {**branches, "fused": choice.oof})
     atomic.write_csv(run.oof, frame)
     top1_ = top1(frame, h)
+    warn_branches_at_chance(top1_, y[scored], h.leaf_level)
     notes = list(p.config.get("clips", {}).get("notes", []))
     n = int(scored.sum())
     notes.append(f"figures are per clip: {n} clips scored out of fold ({len(clips) - n} training-only); the image "
                  "branch is its fold networks' frame probabilities averaged over the clip's frames")
     return {"n_images": n, "n_clips": len(clips), "oof_top1": top1_, "fusion": choice.to_dict(), "notes": notes,
             "cam_inside_oof": cam_inside(p)}
+
+
+def clip_sequences(kp: np.ndarray, clip_ids, order: list[str]) -> list[np.ndarray]:
+    """Each clip's (T, n, 4) keypoints in frame order (the sequence branch's input), from per-frame keypoints."""
+    ids = np.asarray(list(clip_ids))
+    return [kp[ids == c] for c in order]
+
+
+def _take(X, idx: np.ndarray):
+    return X.iloc[idx] if isinstance(X, pd.DataFrame) else [X[i] for i in idx]
+
+
+def _branch_oof(p: Prepared, name: str, inputs: dict, y: np.ndarray, fold: np.ndarray) -> dict[str, np.ndarray]:
+    """A clip branch's out-of-fold probabilities per level (fitted on the other folds), then fitted on every
+    clip and saved in the run."""
+    h, leaves = p.hierarchy, p.hierarchy.leaves
+    X = inputs[branch_class(name).input]
+    out = {lv: np.full((len(y), len(h.classes(lv))), np.nan) for lv in h.levels}
+    with progress_bar(f"{name} folds", total=p.k) as advance:
+        for f in range(1, p.k + 1):
+            train, test = np.flatnonzero(fold != f), np.flatnonzero(fold == f)
+            if len(test):
+                part = new_branch(p, name).fit(_take(X, train), y[train], classes=leaves)
+                for lv, v in part.predict_level_proba(_take(X, test), h).items():
+                    out[lv][test] = v
+            advance()
+    new_branch(p, name).fit(X, y, classes=leaves).save(p.run)
+    return out
 
 
 def _clip_image_oof(p, frames: pd.DataFrame, order: list[str]) -> dict[str, np.ndarray]:

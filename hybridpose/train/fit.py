@@ -60,10 +60,13 @@ from .prepared import (
     Prepared,
     bank_size,
     cam_inside,
+    chance_level,
     config_dict,
     finished_with,
     new_branch,
     top1,
+    warn_branches_at_chance,
+    warn_if_chance,
     write_config,
 )
 from .stages import evaluate, predict_bank, stage_seed, train_stage
@@ -220,9 +223,11 @@ def prepare(data: str | Path, out: str | Path, *, folds: int = DEFAULTS.folds, p
         from ..data.video import Sampling
 
         c = clips or {}
+        sampling = Sampling(fps=c.get("fps") or DEFAULTS.fps, n=c.get("frames") or 0,
+                            min_frames=DEFAULTS.min_frames if c.get("min_frames") is None else c["min_frames"])
         return prepare_clips(data, out, folds=folds, cfg=cfg, skeleton=sk, hierarchy=hierarchy, groups=c.get("groups"),
-                             sampling=Sampling(fps=c.get("fps") or DEFAULTS.fps, n=c.get("frames") or 0), workers=workers,
-                             cache_dir=cache_dir, show_progress=show_progress)
+                             sampling=sampling, workers=workers, cache_dir=cache_dir, show_progress=show_progress,
+                             image_frames=DEFAULTS.image_frames if c.get("image_frames") is None else c["image_frames"])
     ds = load_dataset(data, hierarchy=hierarchy, images=images, flip_pairs=flip_pairs)
     leave_out_unusable(ds)
     check_classes(ds)  # before anything is written
@@ -346,7 +351,8 @@ def train_fold(run: RunFolder | str | Path, k: int, *, device: str | None = None
         torch.set_num_threads(cfg.num_threads)
     dev = pick_device(device or cfg.device)
     bank = build_crop_bank(p.poses, bank_size(cfg), cfg.train_margin[1], p.skeleton, run.crops(bank_size(cfg)), show_progress)
-    train_idx, val_idx = np.nonzero(fold_of != k)[0], np.nonzero(fold_of == k)[0]
+    rows = p.image_rows  # a clip run's image branch trains on a few frames per clip
+    train_idx, val_idx = np.nonzero((fold_of != k) & rows)[0], np.nonzero((fold_of == k) & rows)[0]
     # Early stopping looks at an inner split of the training photos, never at the out-of-fold ones,
     # so the out-of-fold predictions (and the fusion and rules fitted on them) stay honest.
     fit_idx, stop_idx = inner_split(train_idx, labels.leaf, p.folds["group"].to_numpy(), cfg.inner_val_fraction, cfg.seed + k)
@@ -379,6 +385,9 @@ def train_fold(run: RunFolder | str | Path, k: int, *, device: str | None = None
                 advance(info=f"val acc {row['val_acc']:.3f} f1 {row['val_macro_f1']:.3f} {row['images_per_s']:.0f} img/s")
             result = train_stage(stage, model, aug, labels, fit_idx, stop_idx, cfg, dev,
                                  seed=stage_seed(cfg.seed, k, stage), on_epoch=epoch_done)
+        if stage == STAGES[0] and not np.array_equal(fit_idx, stop_idx):  # say it early, before stages 2 and 3
+            warn_if_chance(f"fold {k} stage {stage}: the image branch on held-out training photos",
+                           float(result.best.get("val_acc", np.nan)), chance_level(labels.leaf[stop_idx]))
         oof_eval = evaluate(model, aug, labels, val_idx, cfg, dev)
         oof_rows[stage] = oof_eval.metrics
         save_checkpoint(ckpt_path, run_id=p.config["run_id"], fold=k, stage=stage, state_dict=result.state,
@@ -462,6 +471,7 @@ def finish(run: RunFolder | str | Path) -> dict:
 
     plot_training_curves(run.root)
     summary = summarize_oof(frame, p)
+    warn_branches_at_chance(summary["oof_top1"], p.folds["label"], p.hierarchy.leaf_level)
     return {**summary, "fusion": choice.to_dict(), "notes": fusion_notes(choice, summary)}
 
 

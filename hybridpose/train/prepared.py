@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
+from typing import Sequence
 
 import numpy as np
 import pandas as pd
@@ -46,6 +47,13 @@ class Prepared:
     @property
     def fold_of(self) -> np.ndarray:
         return self.folds["fold"].to_numpy()
+
+    @property
+    def image_rows(self) -> np.ndarray:
+        """Rows the image branch trains on and predicts out of fold: all, but a clip run's chosen frames."""
+        if "image" not in self.folds:
+            return np.ones(len(self.folds), dtype=bool)
+        return self.folds["image"].to_numpy(dtype=bool)
 
     @property
     def labels(self) -> Labels:
@@ -115,6 +123,28 @@ def top1(frame: pd.DataFrame, h: Hierarchy) -> dict:
 
     return {name: {lv: round(float((frame[pred_column(name, lv)] == frame[true_column(lv)]).mean()), 4)
                    for lv in h.levels} for name in branch_names(frame)}
+
+
+def chance_level(labels: Sequence) -> float:
+    """The accuracy of always answering the most common class."""
+    counts = pd.Series(np.asarray(labels)).value_counts()
+    return float(counts.iloc[0] / counts.sum()) if len(counts) else 0.0
+
+
+def warn_if_chance(what: str, accuracy: float, chance: float, margin: float = 0.05) -> bool:
+    """One plain warning line when a branch does no better than always answering the commonest class."""
+    if not np.isfinite(accuracy) or accuracy > chance + margin:
+        return False
+    log(f"[yellow]{what}: accuracy {accuracy:.3f}, no better than chance ({chance:.3f}, always the commonest class): "
+        "this branch cannot tell these classes apart; the fusion gives it little or no weight.")
+    return True
+
+
+def warn_branches_at_chance(oof_top1: dict, labels: Sequence, leaf_level: str) -> list[str]:
+    """``warn_if_chance`` for every branch's out-of-fold top-1 at the leaf level; the branches it warned of."""
+    chance = chance_level(labels)
+    return [name for name, acc in oof_top1.items() if name != "fused"
+            and warn_if_chance(f"the {name} branch out of fold ({leaf_level})", float(acc.get(leaf_level, np.nan)), chance)]
 
 
 def new_branch(p: Prepared, name: str):

@@ -23,10 +23,11 @@ class HandEstimator(MediaPipeEstimator):
     skeleton_name = "hand"
     missing = ("no_hand", "MediaPipe found no hand")
     max_hands = 2
+    min_detection_confidence = 0.5
 
     def make_graph(self, solutions):
         return solutions.hands.Hands(static_image_mode=True, max_num_hands=self.max_hands, model_complexity=1,
-                                     min_detection_confidence=0.5)
+                                     min_detection_confidence=self.min_detection_confidence)
 
     def detect(self, rgb: np.ndarray) -> list[np.ndarray]:
         """Every hand found: (21, 4) arrays, x and y normalised to [0, 1], z, P(right)."""
@@ -71,3 +72,15 @@ class TwoHandEstimator(HandEstimator):
             out[slot * n:(slot + 1) * n] = p
         return out
 
+
+
+@register
+class HandRetryEstimator(HandEstimator):
+    """The second look at a clip's frame where ``mediapipe_hands`` found no hand: the palm detector at a low
+    threshold. Only for clips, where a hand is in most frames and the clip's other frames outvote a stray find;
+    on a photo alone it is not used (it found a hand in a yoga photo with none)."""
+
+    name = "mediapipe_hands_retry"
+    version = f"{HANDS_VERSION}-retry-det0.15"
+    retry_of = "mediapipe_hands"
+    min_detection_confidence = 0.15
