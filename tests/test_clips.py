@@ -187,7 +187,9 @@ def test_predict_clips_rule_per_frame_annotate_and_live(clip_run, tmp_path, CLIP
             assert row["rule"] == "knees_bend_in_a_squat"
             assert row["class"] == ("jumpingjack" if stats[row["path"]] >= 145 else "squat")
     per_frame = pd.read_csv(tmp_path / "f.csv")
-    assert {"frame", "time", "label", "confidence", "smoothed_label"} <= set(per_frame.columns)
+    assert {"frame", "time", "label", "confidence", "smoothed_label", "motion_label"} <= set(per_frame.columns)
+    seen = per_frame["status"].eq("ok").groupby(per_frame["clip"]).cummax()  # a skeleton so far in the clip
+    assert (per_frame["motion_label"].fillna("").ne("") == seen).all()
     assert per_frame.groupby("clip").size().sum() == pred["frames"].sum()
     seg = pd.read_csv(tmp_path / "f_segments.csv")
     assert (seg.groupby("clip")["frames"].sum() == per_frame.groupby("clip").size()).all()
@@ -196,6 +198,7 @@ def test_predict_clips_rule_per_frame_annotate_and_live(clip_run, tmp_path, CLIP
     p = ClipPredictor(run, use_rules=False)
     out = list(live(p, str(VIDEO), show=False, max_frames=4))
     assert len(out) == 4 and all(o["label"] in p.h.leaves and o["fps"] > 0 for o in out)
+    assert all(o["motion_label"] in p.h.leaves for o in out if o["status"] == "ok")  # the sequence branch, live
 
 
 @pytest.mark.slow

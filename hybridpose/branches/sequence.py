@@ -6,8 +6,9 @@ step is described by
 
 * where every keypoint is, relative to the clip's median centre, in units of the clip's median skeleton size
   (palm, torso), y up: the path, which is where a swipe or a circle lives;
+* the same path divided by how far the skeleton moved over the clip: the drawn shape, whatever its size;
 * every keypoint relative to its own frame's centre and size: the shape;
-* the skeleton's named features (angles, distances).
+* with ``named=True``, the skeleton's named features (angles, distances; the clip keypoint branch has them).
 
 Unlike the clip statistics, the network sees the order of the frames: a clip played backwards is another
 clip. Augmentation respects motion: time warping (a random smooth change of pace and a little trimmed at
@@ -55,9 +56,10 @@ def resample(kp: np.ndarray, sk: Skeleton, length: int, warp: np.ndarray | None 
     return np.where(np.isfinite(b), a * (1 - w) + b * w, a)  # a part missing in one of them: the nearer
 
 
-def step_features(seqs: np.ndarray, sk: Skeleton) -> np.ndarray:
+def step_features(seqs: np.ndarray, sk: Skeleton, named: bool = False) -> np.ndarray:
     """(N, length, C) per-step inputs of (N, length, n, 4) resampled clips: path, path scaled by the clip's motion,
-    shape, named features (NaN where undefined)."""
+    shape, and with ``named`` the skeleton's named features (NaN where undefined). Without them by default: on
+    egogestar's 110 clips (5 group folds) out-of-fold top-1 was 0.900 without and 0.882 with them."""
     seqs = np.asarray(seqs, dtype=np.float64)
     N, L = seqs.shape[:2]
     flat = seqs.reshape(N * L, sk.n, 4)
@@ -77,8 +79,10 @@ def step_features(seqs: np.ndarray, sk: Skeleton) -> np.ndarray:
         centres = own[:, :, 0]
         extent = np.nanmax(np.nanmax(centres, axis=1) - np.nanmin(centres, axis=1), axis=-1)[:, None, None, None]
         drawn = path / np.maximum(np.where(np.isfinite(extent), extent / unit, 1.0), 1.0)
-    named = sk.features(flat).to_numpy(dtype=np.float64).reshape(N, L, -1)
-    return np.concatenate([path.reshape(N, L, -1), drawn.reshape(N, L, -1), shape.reshape(N, L, -1), named], axis=2)
+    parts = [path.reshape(N, L, -1), drawn.reshape(N, L, -1), shape.reshape(N, L, -1)]
+    if named:
+        parts.append(sk.features(flat).to_numpy(dtype=np.float64).reshape(N, L, -1))
+    return np.concatenate(parts, axis=2)
 
 
 @contextmanager
@@ -120,16 +124,17 @@ class SequenceClassifier:
     input = "clip_sequence"
 
     def __init__(self, length: int = 32, width: int = 48, epochs: int = 120, batch_size: int = 32,
-                 learning_rate: float = 3e-3, weight_decay: float = 1e-3, seeds: int = 3,
+                 learning_rate: float = 3e-3, weight_decay: float = 1e-3, seeds: int = 3, named: bool = False,
                  flip_pairs: dict[str, str] | None = None, seed: int = 0, skeleton: str = "body", **_ignored):
         self.params = dict(length=length, width=width, epochs=epochs, batch_size=batch_size,
-                           learning_rate=learning_rate, weight_decay=weight_decay, seeds=seeds)
+                           learning_rate=learning_rate, weight_decay=weight_decay, seeds=seeds, named=named)
         self.flip_pairs = dict(flip_pairs or {})
         self.seed = seed
         self.skeleton = skeleton
         self.classes_: list[str] = []
         self.mean_: np.ndarray | None = None
         self.std_: np.ndarray | None = None
+        self.frames_ = 16  # the training clips' median frame count: the window of a running label
         self.models_: list = []
 
     # ------------------------------------------------------------------ inputs
@@ -139,7 +144,7 @@ class SequenceClassifier:
 
     def _inputs(self, seqs: list[np.ndarray]) -> np.ndarray:
         """(N, C, length) standardised inputs (NaN -> 0, the mean) of resampled clips."""
-        f = (step_features(np.stack(seqs), self.skeleton_) - self.mean_) / self.std_
+        f = (step_features(np.stack(seqs), self.skeleton_, self.params["named"]) - self.mean_) / self.std_
         return np.nan_to_num(f, nan=0.0, posinf=0.0, neginf=0.0).transpose(0, 2, 1).astype(np.float32)
 
     def _augment(self, kp: np.ndarray, rng: np.random.Generator, mirror: bool) -> np.ndarray | None:
@@ -168,13 +173,14 @@ class SequenceClassifier:
         keep = [i for i, s in enumerate(seqs) if s is not None]
         if not keep:
             raise RunError("the sequence branch has no clip with a skeleton to train on.")
-        f = step_features(np.stack([seqs[i] for i in keep]), sk)
+        f = step_features(np.stack([seqs[i] for i in keep]), sk, self.params["named"])
         f = f.reshape(-1, f.shape[-1])
         with np.errstate(all="ignore"):
             self.mean_ = np.nan_to_num(np.nanmean(f, 0))
             std = np.nanstd(f, 0)
         self.std_ = np.where(np.isfinite(std) & (std > 1e-6), std, 1.0)
         clips = [np.asarray(X[i], dtype=np.float64) for i in keep]
+        self.frames_ = int(np.median([len(c) for c in clips]))
         labels = np.array([index[str(y[i])] for i in keep])
         mirrored = np.array([index.get(self.flip_pairs.get(self.classes_[c], self.classes_[c]), c) for c in labels])
         with one_thread():
@@ -222,6 +228,13 @@ class SequenceClassifier:
                 out[ok] = np.mean([torch.softmax(m(x), 1).numpy() for m in self.models_], axis=0)
         return out
 
+    def running_proba(self, kp: np.ndarray, window: int | None = None) -> np.ndarray:
+        """(T, classes): at each frame of a (T, n, 4) track, the probabilities of its last ``window`` frames
+        (default ``frames_``): a gesture is recognised while it is drawn, from what has been seen so far."""
+        w = window or self.frames_
+        kp = np.asarray(kp, dtype=np.float64)
+        return self.predict_proba([kp[max(0, i - w + 1):i + 1] for i in range(len(kp))])
+
     def predict_level_proba(self, X: Sequence[np.ndarray], hierarchy: Hierarchy) -> dict[str, np.ndarray]:
         return leaf_to_levels(self.predict_proba(X), hierarchy)
 
@@ -231,6 +244,7 @@ class SequenceClassifier:
         atomic.save_torch(meta.with_name(WEIGHTS), [m.state_dict() for m in self.models_])
         write_model_file(meta, FORMAT, {"classes": self.classes_, "params": self.params, "skeleton": self.skeleton,
                                         "flip_pairs": self.flip_pairs, "seed": self.seed, "channels": len(self.mean_),
+                                        "frames": self.frames_,
                                         "mean": self.mean_.tolist(), "std": self.std_.tolist()})
 
     @classmethod
@@ -240,6 +254,7 @@ class SequenceClassifier:
         obj = cls(**d["params"], flip_pairs=d.get("flip_pairs"), seed=d.get("seed", 0),
                   skeleton=d.get("skeleton", "body"))
         obj.classes_, obj.mean_, obj.std_ = d["classes"], np.asarray(d["mean"]), np.asarray(d["std"])
+        obj.frames_ = int(d.get("frames", obj.frames_))
         try:
             states = atomic.load_torch(meta.with_name(WEIGHTS))
             obj.models_ = []

@@ -210,17 +210,26 @@ def window_frames(sampling: Sampling, rate: float | None = None) -> int:
     return w if w % 2 else w + 1
 
 
-def per_frame_table(res: ClipResult, leaves: Sequence[str], window: int) -> pd.DataFrame:
+def per_frame_table(res: ClipResult, leaves: Sequence[str], window: int, sequence=None) -> pd.DataFrame:
+    """A clip's frames: the image branch's label, smoothed over ``window``; with the run's ``sequence`` branch,
+    its running label over the last frames (``motion_label``, empty until a skeleton was seen)."""
     if not res.frames:
         return pd.DataFrame()
     p = np.stack([f.image for f in res.frames])
     s = smooth(p, window)
     raw, sm = p.argmax(1), s.argmax(1)
-    return pd.DataFrame({"clip": str(res.sample.path), "frame": [f.index for f in res.frames],
+    table = pd.DataFrame({"clip": str(res.sample.path), "frame": [f.index for f in res.frames],
                          "time": [f.time for f in res.frames], "status": [f.status for f in res.frames],
                          "label": [leaves[i] for i in raw], "confidence": p[np.arange(len(p)), raw].round(4),
                          "smoothed_label": [leaves[i] for i in sm],
                          "smoothed_confidence": s[np.arange(len(s)), sm].round(4)})
+    if sequence is not None:
+        m = sequence.running_proba(np.stack([f.keypoints for f in res.frames]))
+        seen = np.isfinite(m).all(1)
+        best = np.nan_to_num(m).argmax(1)
+        table["motion_label"] = [sequence.classes_[i] if ok else "" for i, ok in zip(best, seen)]
+        table["motion_confidence"] = np.where(seen, np.nan_to_num(m).max(1), np.nan).round(4)
+    return table
 
 
 def segments(table: pd.DataFrame) -> pd.DataFrame:
@@ -263,7 +272,7 @@ def predict_clips(inputs: str | Path, run: str | Path, out: str | Path, *, rules
             rows.append(_clip_row(res))
             counts[res.status] = counts.get(res.status, 0) + 1
             if per_frame or annotate:
-                t = per_frame_table(res, leaves, window)
+                t = per_frame_table(res, leaves, window, pred.clf.branches.get("sequence"))
                 if per_frame and len(t):
                     tables.append(t)
                 if annotate and annotated is None and len(t) and s.kind != "photo":

@@ -26,6 +26,10 @@ def live(pred: ClipPredictor, source: int | str, *, show: bool = True, max_frame
         raise RunError(f"--camera {source}: cannot open (no such camera or file, or no permission).")
     prep, leaves = pred.clf.image_branch.preprocessing_, pred.h.leaves
     recent: list[np.ndarray] = []
+    sequence = pred.clf.branches.get("sequence")  # a clip run's: the running label of the last frames' motion
+    track: list[tuple[float, np.ndarray]] = []
+    # the last seconds a training clip spans at the run's sampling, whatever the camera's frame rate
+    span = sequence.frames_ / pred.sampling.fps if sequence is not None else 0.0
     ticks: list[float] = [time.perf_counter()]
     n = 0
     try:
@@ -49,11 +53,19 @@ def live(pred: ClipPredictor, source: int | str, *, show: bool = True, max_frame
             fps = (len(ticks) - 1) / (ticks[-1] - ticks[0])
             label = leaves[int(avg.argmax())]
             out = {"frame": n - 1, "status": result.status, "label": label, "confidence": float(avg.max()), "fps": fps}
+            kp = np.asarray(result.keypoints, float).reshape(pred.sk.n, 4) if result.keypoints is not None else None
+            text = f"{label} {avg.max():.2f}"
+            if sequence is not None:
+                now = time.perf_counter()
+                track = [(t, k) for t, k in track if now - t <= span] + [(now, kp if kp is not None else pred.sk.empty(1)[0])]
+                m = sequence.predict_proba([np.stack([k for _, k in track])])[0]
+                if np.isfinite(m).all():
+                    out.update(motion_label=sequence.classes_[int(m.argmax())], motion_confidence=float(m.max()))
+                    text += f"  motion: {out['motion_label']} {m.max():.2f}"
             if show:
                 from ..viz.annotate import draw
 
-                kp = np.asarray(result.keypoints, float).reshape(pred.sk.n, 4) if result.keypoints is not None else None
-                shown = draw(rgb, kp, pred.sk, f"{label} {avg.max():.2f}  {fps:.1f} fps")
+                shown = draw(rgb, kp, pred.sk, f"{text}  {fps:.1f} fps")
                 cv2.imshow("hybridpose", cv2.cvtColor(shown, cv2.COLOR_RGB2BGR))
                 if cv2.waitKey(1) & 0xFF in (ord("q"), 27):
                     break
