@@ -3,6 +3,14 @@ as an MLflow model, a failing store that costs the fit nothing, tune's nested tr
 from __future__ import annotations
 
 import importlib.util
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
 from pathlib import Path
 
 import pandas as pd
@@ -188,3 +196,50 @@ def test_a_tuned_study_is_a_run_and_its_trials_nested_runs(small_data, store, tm
     if res["best"]:
         best = next(r for r in children if r.data.tags["optuna.trial"] == str(res["best"]["trial"]))
         assert best.data.metrics["value"] == pytest.approx(res["best"]["value"])
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_mlflow_models_serve_answers_with_the_runs_predictions(tracked, store, small_data, tmp_path):
+    """`mlflow models serve -m runs:/<id>/model` (about 25 s to start here) answers POST /invocations."""
+    run, summary = tracked
+    port = _free_port()
+    env = {**os.environ, "MLFLOW_TRACKING_URI": store, "MLFLOW_DISABLE_TELEMETRY": "true"}
+    command = [sys.executable, "-m", "mlflow", "models", "serve", "-m", f"runs:/{summary['tracking']['run_id']}/model",
+               "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)]
+    with open(tmp_path / "serve.log", "wb") as out:
+        server = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        _wait_until_up(f"http://127.0.0.1:{port}/ping", server, tmp_path / "serve.log")
+        photo = str(sorted(small_data.rglob("*.jpg"))[0])
+        body = json.dumps({"dataframe_split": {"columns": ["path"], "data": [[photo]]}}).encode()
+        request = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", data=body,
+                                         headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=60) as response:
+            [row] = json.load(response)["predictions"]
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)  # the server and its uvicorn worker
+        server.wait(timeout=30)
+    from hybridpose.inference.loaded import LoadedModel
+
+    [expected] = LoadedModel.load(run).predict_files([photo])
+    assert (row["path"], row["status"], row["class"]) == (photo, "ok", expected["class"])
+    assert row["confidence"] == pytest.approx(expected["confidence"])
+
+
+def _wait_until_up(url: str, server: subprocess.Popen, log: Path, seconds: float = 180) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            pytest.fail(f"mlflow models serve exited: {log.read_text()[-2000:]}")
+        try:
+            with urllib.request.urlopen(url, timeout=2):
+                return
+        except OSError:
+            time.sleep(0.5)
+    pytest.fail(f"mlflow models serve did not start in {seconds} s: {log.read_text()[-2000:]}")
