@@ -285,6 +285,7 @@ def calibrate(
                                              "NAME[,NAME...], globs allowed (e.g. 'net_path_index_tip_*,turning_*'); "
                                              "the sign test's bar then counts only these. Default: all but frame_*."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Show what would be found; write nothing."),
+    track: Optional[str] = TrackOpt,
 ) -> None:
     """Find threshold rules on keypoint statistics for the sibling classes the model confuses."""
     from rich.table import Table
@@ -292,7 +293,7 @@ def calibrate(
     from hybridpose.rules.runs import calibrate as run_calibrate
 
     res = run_calibrate(run, out=out, dry_run=dry_run, min_gain=min_gain, min_fired=min_fired, alpha=alpha,
-                        statistics=_csv(statistics) or None)
+                        statistics=_csv(statistics) or None, track=track)
     table = Table(title="confusable sibling pairs (out-of-fold photos where the fused top-2 is the pair)",
                   caption=f"decided_by: the test that settled the pair (min_fired {min_fired}, min_gain {min_gain}, "
                           f"sign_test at alpha {alpha} / statistics scanned) or kept if it passed all")

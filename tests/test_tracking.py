@@ -243,3 +243,25 @@ def _wait_until_up(url: str, server: subprocess.Popen, log: Path, seconds: float
         except OSError:
             time.sleep(0.5)
     pytest.fail(f"mlflow models serve did not start in {seconds} s: {log.read_text()[-2000:]}")
+
+
+def test_calibrate_logs_its_outcome_and_a_finished_run_tracked_again_brings_its_rules(tracked, store, small_data,
+                                                                                     tmp_path):
+    import shutil
+
+    from hybridpose.rules.runs import calibrate
+    from hybridpose.train.fit import fit
+
+    run = tmp_path / "run"
+    shutil.copytree(tracked[0], run)
+    res = calibrate(run, track=store, min_fired=1, min_gain=0.0, alpha=1.0)
+    client = mlflow.MlflowClient(store)
+    got = client.get_run(res["tracking"]["run_id"])
+    assert got.data.metrics["calibration/cv_after"] == pytest.approx(res["cv_after"])
+    assert got.data.metrics["calibration/rules"] == len(res["rules"].rules)
+    assert {"rules.yaml", "calibration.csv"} <= {a.path for a in client.list_artifacts(got.info.run_id)}
+    again = fit(small_data, run, folds=2, track=store, **_tiny())  # complete: nothing trained, the run logged
+    assert again["already_complete"]
+    logged = client.get_run(again["tracking"]["run_id"])
+    assert "rules.yaml" in {a.path for a in client.list_artifacts(logged.info.run_id)}
+    assert "calibration/pairs" in logged.data.metrics and "fold2/stage3/train_loss" in logged.data.metrics
