@@ -143,6 +143,15 @@ def test_the_uri_comes_from_the_option_else_the_environment(monkeypatch, tmp_pat
         tracking_uri("sqlite:///x.db")
 
 
+def test_without_a_uri_mlflow_is_never_imported(tmp_path):
+    code = ("import sys; import hybridpose.train.fit, hybridpose.train.tune, hybridpose.evaluation.evaluate, "
+            "hybridpose.rules.runs; from hybridpose.tracking import Tracker, tracking_uri; "
+            "t = Tracker(tracking_uri(None), 'x'); t.params({'a': 1}); t.metrics({'b': 2}); "
+            "assert t.epoch_logger(None) is None and 'mlflow' not in sys.modules, sorted(sys.modules)")
+    env = {k: v for k, v in os.environ.items() if k != "HYBRIDPOSE_TRACKING_URI"}
+    subprocess.run([sys.executable, "-c", code], check=True, env=env, cwd=tmp_path, timeout=300)
+
+
 def test_fit_without_mlflow_fails_before_any_work(monkeypatch, capsys, tmp_path, no_work):
     from hybridpose_cli.main import main
 

@@ -133,10 +133,10 @@ class Tracker:
         return Tracker(self.uri if parent else None, name, tags=tags, parent_id=parent)
 
     def params(self, values: dict[str, Any]) -> None:
-        from mlflow.entities import Param
-
         if not self.enabled or not values:
             return
+        from mlflow.entities import Param
+
         items = [Param(k[:MAX_PARAM_KEY], _text(v)[:MAX_PARAM_VALUE]) for k, v in flatten(values).items()]
         self.call("log parameters", lambda c: c.log_batch(self.run_id, params=items))
 
@@ -168,7 +168,10 @@ class Tracker:
 
     def epoch_logger(self, then: Callable[[dict], None] | None = None) -> Callable[[dict], None]:
         """An ``on_epoch`` hook for fit: each epoch's row as metrics ``fold<k>/stage<s>/<name>`` at step epoch,
-        then ``then(row)``."""
+        then ``then(row)`` (just ``then`` when tracking is off)."""
+        if not self.enabled:
+            return then
+
         def on_epoch(row: dict) -> None:
             self.metrics(epoch_metrics(row), step=int(row["epoch"]))
             self.logged_curves.add((int(row["fold"]), int(row["stage"])))
