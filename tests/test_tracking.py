@@ -181,8 +181,9 @@ def test_evaluate_logs_its_figures_and_files(tracked, store, tmp_path):
     assert {"report.html", "predictions_evaluated.csv"} <= names
 
 
-def test_a_tuned_study_is_a_run_and_its_trials_nested_runs(small_data, store, tmp_path):
+def test_a_tuned_study_is_a_run_and_its_trials_nested_runs(small_data, store, tmp_path, monkeypatch):
     pytest.importorskip("optuna")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", store)
     from hybridpose.train.tune import SearchSpace, tune
 
     fixed = _tiny()
@@ -200,6 +201,8 @@ def test_a_tuned_study_is_a_run_and_its_trials_nested_runs(small_data, store, tm
     assert sorted(r.data.tags["optuna.trial"] for r in children) == ["0", "1"]
     for child in children:
         assert "trial.cam_weight" in child.data.params and "train.cam_weight" in child.data.params
+        assert not mlflow.search_logged_models(experiment_ids=[parent.info.experiment_id], output_format="list",
+                                               filter_string=f"source_run_id = '{child.info.run_id}'")
         if child.data.tags["optuna.state"] == "COMPLETE":
             assert "value" in child.data.metrics and "fold1/stage1/train_loss" in child.data.metrics
     if res["best"]:

@@ -72,8 +72,9 @@ class Tracker:
     again: the inner ``with`` leaves the run open."""
 
     def __init__(self, uri: str | None, name: str, *, tags: dict[str, str] | None = None,
-                 parent_id: str | None = None) -> None:
+                 parent_id: str | None = None, with_model: bool = True) -> None:
         self.uri, self.name, self.tags, self.parent_id = uri, name, dict(tags or {}), parent_id
+        self.with_model = with_model  # whether a fit logs its run as an MLflow model too
         self.run_id: str | None = None
         self.logged_curves: set[tuple[int, int]] = set()  # (fold, stage) whose epochs were logged as they ran
         self.ended_as: str | None = None  # the MLflow status to end with, whatever ends the outermost ``with``

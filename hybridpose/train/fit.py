@@ -145,7 +145,8 @@ def _track_end(tracker: Tracker, run: RunFolder, summary: dict) -> dict:
     from ..tracking.runs import log_fit
 
     log_fit(tracker, run, summary)
-    log_model(tracker, run)
+    if tracker.with_model:
+        log_model(tracker, run)
     if tracker.enabled:
         tracker.say_where()
         return {**summary, "tracking": {"uri": tracker.uri, "run_id": tracker.run_id}}

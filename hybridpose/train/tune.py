@@ -191,8 +191,9 @@ def objective(trial, spec: TuneSpec, show_progress: bool = False) -> float:
             raise optuna.TrialPruned(f"fold {row['fold']} stage {row['stage']} epoch {row['epoch']}")
 
     run = Path(spec.out) / "trials" / f"trial_{trial.number:04d}"
+    # no model per trial: each would copy the trial's networks into the store; `fit --config best.yaml` logs one
     tracker = Tracker(spec.track if spec.track_parent else None, f"trial {trial.number}", parent_id=spec.track_parent,
-                      tags={"optuna.study": spec.study_name, "optuna.trial": str(trial.number)})
+                      tags={"optuna.study": spec.study_name, "optuna.trial": str(trial.number)}, with_model=False)
     with tracker:
         tracker.params({f"trial.{k}": v for k, v in trial.params.items()})
         try:
