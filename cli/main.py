@@ -121,6 +121,7 @@ class ExecutorName(str, Enum):
 
 ExecutorOpt = typer.Option(FitOptions.executor, "--executor", help="Where the pieces run: local (this process) or ray (a Ray cluster; docs/SCALING.md).")
 AddressOpt = typer.Option(None, "--address", help="With --executor ray: auto joins the running cluster, ray://HOST:10001 a remote one; none: start a local Ray.")
+TrackOpt = typer.Option(None, "--track", help="Log to this MLflow tracking URI, e.g. sqlite:///mlflow.db or a folder (default $HYBRIDPOSE_TRACKING_URI; none: no tracking; docs/TRACKING.md).")
 
 
 @app.command()
@@ -162,6 +163,7 @@ def fit(
     keypoint_units: str = UnitsOpt,
     max_people: int = typer.Option(FitOptions.max_people, "--max-people", min=1, help="Above 1: find every person of a training photo (the multi-person pose model) and give the label to one of them (--person); 1: the single-person model."),
     person: PersonChoice = typer.Option(FitOptions.person, "--person", help="With --max-people above 1: the person a photo's label belongs to, the largest or the one nearest the centre."),
+    track: Optional[str] = TrackOpt,
 ) -> None:
     """Train the image branch per fold, the keypoint branch and their fusion; out-of-fold predictions included."""
     from hybridpose.train.config import read_fit_config, stage_epochs, train_overrides
@@ -189,7 +191,7 @@ def fit(
                       gpus_per_fold=given("gpus_per_fold", gpus_per_fold), clips=clip_opts,
                       keypoints=keypoints, keypoint_units=keypoint_units,
                       max_people=given("max_people", max_people), person=getattr(given("person", person), "value", given("person", person)),
-                      **overrides)
+                      track=track, **overrides)
     if not summary.get("already_complete"):  # else fit said so, in one line
         _print_fit(summary, out)
 
@@ -246,6 +248,7 @@ def tune(
     address: Optional[str] = AddressOpt,
     cpus_per_trial: float = typer.Option(1.0, "--cpus-per-trial", min=0.0, help="With --executor ray: CPUs a trial task asks for."),
     gpus_per_trial: float = typer.Option(0.0, "--gpus-per-trial", min=0.0, help="With --executor ray: GPUs a trial task asks for."),
+    track: Optional[str] = TrackOpt,
 ) -> None:
     """Search learning rates, CAM and SupCon weights, crop margins, input size and backbone with Optuna."""
     from hybridpose.train.config import stage_epochs
@@ -260,7 +263,8 @@ def tune(
     _writable(out, "folder")
     res = run_tune(data, out, storage=study, trials=trials, folds=folds, space=space, study_name=study_name,
                    executor=executor.value, address=address, cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial,
-                   seed=seed, hierarchy=hierarchy, images=images, skeleton=skeleton, cache_dir=cache, **fixed)
+                   seed=seed, hierarchy=hierarchy, images=images, skeleton=skeleton, cache_dir=cache, track=track,
+                   **fixed)
     console.print(f"study {res['study']}: {res['trials']} trial(s), {res['complete']} complete, {res['pruned']} pruned "
                   f"-> {res['trials_csv']}")
     if res["best"]:
@@ -285,6 +289,7 @@ def calibrate(
                                              "NAME[,NAME...], globs allowed (e.g. 'net_path_index_tip_*,turning_*'); "
                                              "the sign test's bar then counts only these. Default: all but frame_*."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Show what would be found; write nothing."),
+    track: Optional[str] = TrackOpt,
 ) -> None:
     """Find threshold rules on keypoint statistics for the sibling classes the model confuses."""
     from rich.table import Table
@@ -292,7 +297,7 @@ def calibrate(
     from hybridpose.rules.runs import calibrate as run_calibrate
 
     res = run_calibrate(run, out=out, dry_run=dry_run, min_gain=min_gain, min_fired=min_fired, alpha=alpha,
-                        statistics=_csv(statistics) or None)
+                        statistics=_csv(statistics) or None, track=track)
     table = Table(title="confusable sibling pairs (out-of-fold photos where the fused top-2 is the pair)",
                   caption=f"decided_by: the test that settled the pair (min_fired {min_fired}, min_gain {min_gain}, "
                           f"sign_test at alpha {alpha} / statistics scanned) or kept if it passed all")
@@ -448,13 +453,14 @@ def evaluate(
     data: Optional[Path] = typer.Option(None, "--data", help="Labelled folder, to evaluate a predictions CSV."),
     images: Optional[Path] = typer.Option(None, "--images", help="Image root for a Yoga-82 list."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output folder (tables, PNGs, report.html)."),
+    track: Optional[str] = TrackOpt,
 ) -> None:
     """Accuracy, top-5 and macro-F1 per level, per-class table, confusion matrices, ablation, label review, report.html."""
     from rich.table import Table
 
     from hybridpose.evaluation.evaluate import evaluate as run_evaluate
 
-    res = run_evaluate(target, model=model, out=out, data=data, images=images)
+    res = run_evaluate(target, model=model, out=out, data=data, images=images, track=track)
     table = Table(title=res["title"])
     for col in ("branch", "level", "photos", "abstained", "top-1", "top-1 all", "top-5", "macro-F1"):
         table.add_column(col, justify="left" if col in ("branch", "level") else "right")

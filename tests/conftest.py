@@ -26,6 +26,7 @@ def _isolated_env(tmp_path_factory: pytest.TempPathFactory):
         mp.setenv("HYBRIDPOSE_CACHE", str(cache))
         mp.setenv("HYBRIDPOSE_NO_PROGRESS", "1")
         mp.setenv("GLOG_minloglevel", "2")
+        mp.delenv("HYBRIDPOSE_TRACKING_URI", raising=False)  # a developer's own store stays out of the tests
         yield cache
 
 

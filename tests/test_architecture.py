@@ -23,6 +23,7 @@ LAYERS = {
     "executors": 6, "evaluation": 6, "explanation": 6,
     "train": 7, "inference.api": 7, "run.oof": 3,
     "serve": 8,
+    "tracking": 1, "tracking.model": 5, "tracking.model_code": 5,
 }
 
 def _modules() -> list[Path]:

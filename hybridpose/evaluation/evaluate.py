@@ -16,6 +16,7 @@ from ..run.folder import RunFolder
 from ..run.oof import load_oof
 from ..run.predtable import pred_column, read_table, rules_column, true_column
 from ..skeletons import get_skeleton
+from ..tracking import Tracker, tracking_uri
 
 
 def _skeleton_note(config: dict) -> str:
@@ -25,14 +26,40 @@ def _skeleton_note(config: dict) -> str:
 
 
 def evaluate(target: str | Path, *, model: str | Path | None = None, out: str | Path | None = None,
-             data: str | Path | None = None, images: str | Path | None = None, show_progress: bool = True) -> dict:
+             data: str | Path | None = None, images: str | Path | None = None, show_progress: bool = True,
+             track: str | None = None) -> dict:
     """Metrics, plots, label review and report.html for a run's out-of-fold predictions (``evaluate RUN``),
-    a labelled data set with ``model``, or a predictions CSV with its labelled ``data``."""
+    a labelled data set with ``model``, or a predictions CSV with its labelled ``data``. ``track``: an MLflow
+    tracking URI (default ``$HYBRIDPOSE_TRACKING_URI``) that gets the figures and files (docs/TRACKING.md)."""
+    target = Path(target)
+    tracker = Tracker(tracking_uri(track), f"evaluate {target.name}")  # before any work
+    with tracker:
+        summary = _evaluate(target, model, out, data, images, show_progress)
+        if tracker.enabled:
+            _track(tracker, target, model, summary)
+    return summary
+
+
+def _track(tracker: Tracker, target: Path, model, summary: dict) -> None:
+    from ..tracking.runs import log_evaluation
+
+    run = RunFolder(model if model is not None else target)
+    tags = {"hybridpose.command": "evaluate", "hybridpose.target": str(target.resolve())}
+    if run.is_run():
+        tags.update({"hybridpose.run_id": str(run.read_config().get("run_id", "")),
+                     "hybridpose.run_dir": str(run.root.resolve())})
+    tracker.set_tags(tags)
+    log_evaluation(tracker, summary, Path(summary["out"]))
+    tracker.say_where()
+    if tracker.enabled:
+        summary["tracking"] = {"uri": tracker.uri, "run_id": tracker.run_id}
+
+
+def _evaluate(target: Path, model, out, data, images, show_progress: bool) -> dict:
     from .metrics import evaluate_frame
     from .report import write_report
     from .review import write_review
 
-    target = Path(target)
     folds = None
     of_run = RunFolder(target).is_run() and model is None
     if of_run and (data is not None or images is not None):

@@ -12,6 +12,7 @@ from ..outputs import check_writable
 from ..run.folder import RunFolder
 from ..run.oof import load_oof, run_features
 from ..run.predtable import read_probs, rules_column, true_column
+from ..tracking import Tracker, tracking_uri
 from .calibrate import calibrate_rules, crossval_rules, select_statistics
 from .io import backup_if_edited, write_rules
 
@@ -22,7 +23,7 @@ DEFAULT_EXCLUDE = ("*_frame_*",)
 
 def calibrate(run: str | Path, *, out: str | Path | None = None, dry_run: bool = False, min_gain: float = DEFAULTS.min_gain,
               min_fired: int = DEFAULTS.min_fired, alpha: float = DEFAULTS.alpha,
-              statistics: list[str] | None = None) -> dict:
+              statistics: list[str] | None = None, track: str | None = None) -> dict:
     """Find rules for confused sibling pairs from the run's out-of-fold predictions; see rules/calibrate.py.
 
     ``statistics``: the names (globs allowed) of the statistics to consider; the multiple-testing bar then counts
@@ -30,8 +31,33 @@ def calibrate(run: str | Path, *, out: str | Path | None = None, dry_run: bool =
 
     A rules file about to be replaced that was edited by hand is first copied to ``NAME.bak``
     (``.bak1``, ... if taken); ``result["backups"]`` lists the copies made.
+
+    ``track``: an MLflow tracking URI (default ``$HYBRIDPOSE_TRACKING_URI``; docs/TRACKING.md) that gets the
+    outcome and the rules (not with ``dry_run``); `fit --track` again on the calibrated run logs it as a model
+    with its rules.
     """
-    run = Path(run)
+    tracker = Tracker(None if dry_run else tracking_uri(track), f"calibrate {Path(run).name}")  # before any work
+    with tracker:
+        result = _calibrate(Path(run), out, dry_run, min_gain, min_fired, alpha, statistics)
+        if tracker.enabled:
+            _track(tracker, RunFolder(run), result)
+    return result
+
+
+def _track(tracker: Tracker, folder: RunFolder, result: dict) -> None:
+    from ..tracking.runs import log_calibration, run_tags
+
+    tracker.set_tags(run_tags(folder, folder.read_config(), "calibrate"))
+    log_calibration(tracker, folder, result)
+    for path in (folder.rules, folder.calibration):
+        tracker.artifact(path)
+    tracker.say_where()
+    if tracker.enabled:
+        result["tracking"] = {"uri": tracker.uri, "run_id": tracker.run_id}
+
+
+def _calibrate(run: Path, out, dry_run: bool, min_gain: float, min_fired: int, alpha: float,
+               statistics: list[str] | None) -> dict:
     folder = RunFolder(run)
     oof, h, _ = load_oof(run)
     if not dry_run:  # before any work: nothing in the run is rewritten when an output cannot be

@@ -52,6 +52,7 @@ from ..run.folder import RunFolder
 from ..run.oof import load_oof
 from ..run.predtable import table as prediction_table
 from ..skeletons import get_skeleton
+from ..tracking import Tracker, tracking_uri
 from .clips import finish_clips, prepare_clips, read_groups
 from .config import TrainConfig, make_config
 from .data import Augmenter, build_crop_bank
@@ -89,7 +90,7 @@ def fit(data: str | Path, out: str | Path, *, folds: int = DEFAULTS.folds, prese
         executor: str | Executor = "local", address: str | None = None, cpus_per_fold: float = 1,
         gpus_per_fold: float = 0, retries: int = 2, on_epoch: Callable[[dict], None] | None = None,
         clips: dict | None = None, keypoints: str | Path | None = None, keypoint_units: str = "pixels",
-        max_people: int = 1, person: str = DEFAULTS.person, **overrides) -> dict:
+        max_people: int = 1, person: str = DEFAULTS.person, track: str | Tracker | None = None, **overrides) -> dict:
     """Train the image branch per fold, the other branches and the fusion; returns the summary dict.
 
     ``executor``: where the folds run (``hybridpose.executors``: ``local``, ``ray``); ``on_epoch``
@@ -97,30 +98,61 @@ def fit(data: str | Path, out: str | Path, *, folds: int = DEFAULTS.folds, prese
     in this process (local executor only). ``clips`` (``{"fps": , "frames": , "groups": , "force": }``,
     see ``clipfit``): samples are clips; data holding a video is always clips. ``max_people`` > 1: the
     multi-person pose model, each photo's label given to its ``person`` (largest or center). On a run already finished
-    with these settings nothing is done or written: its summary comes back, with ``already_complete``."""
+    with these settings nothing is done or written: its summary comes back, with ``already_complete``.
+    ``track``: an MLflow tracking URI (default ``$HYBRIDPOSE_TRACKING_URI``; docs/TRACKING.md), or a
+    ``tracking.Tracker`` whose run this fit logs into; a tracking failure is a warning, never the fit's."""
     t0 = time.perf_counter()
+    tracker = track if isinstance(track, Tracker) else Tracker(tracking_uri(track), Path(out).name)  # before any work
     ex = get_executor(executor, address=address)
-    try:
-        ex.check(Resources(cpus_per_fold, gpus_per_fold), "fold")  # before any work
-        run = prepare(data, out, folds=folds, preset=preset, hierarchy=hierarchy, images=images, flip_pairs=flip_pairs,
-                      workers=workers, cache_dir=cache_dir, show_progress=show_progress, skeleton=skeleton,
-                      executor=ex, clips=clips, keypoints=keypoints,
-                      keypoint_units=keypoint_units, max_people=max_people, person=person, **overrides)
-        trained = train_folds(run, ex, resources=Resources(cpus_per_fold, gpus_per_fold), retries=retries,
-                              show_progress=show_progress, on_epoch=on_epoch)
-    finally:
-        if ex is not executor:
-            ex.close()
-    if not trained and run.summary.exists():  # written last; a fold trained since would have removed it
-        damaged = damaged_output(run)
-        if damaged is None:
-            _say(f"{run.root}: the run is complete (every fold's checkpoints checked); nothing to do. "
-                 "To train again, use another --out.")
-            return {**atomic.read_json(run.summary), "already_complete": True}
-        _say(f"{damaged}: damaged; finishing the run again from its folds (nothing is retrained).")
-    summary = finish(run)
-    summary["seconds"] = round(time.perf_counter() - t0, 1)
-    atomic.write_json(run.summary, summary)
+    with tracker:
+        try:
+            ex.check(Resources(cpus_per_fold, gpus_per_fold), "fold")  # before any work
+            run = prepare(data, out, folds=folds, preset=preset, hierarchy=hierarchy, images=images,
+                          flip_pairs=flip_pairs, workers=workers, cache_dir=cache_dir, show_progress=show_progress,
+                          skeleton=skeleton, executor=ex, clips=clips, keypoints=keypoints,
+                          keypoint_units=keypoint_units, max_people=max_people, person=person, **overrides)
+            _track_start(tracker, run)
+            trained = train_folds(run, ex, resources=Resources(cpus_per_fold, gpus_per_fold), retries=retries,
+                                  show_progress=show_progress, on_epoch=tracker.epoch_logger(on_epoch))
+        finally:
+            if ex is not executor:
+                ex.close()
+        if not trained and run.summary.exists():  # written last; a fold trained since would have removed it
+            damaged = damaged_output(run)
+            if damaged is None:
+                _say(f"{run.root}: the run is complete (every fold's checkpoints checked); nothing to do. "
+                     "To train again, use another --out.")
+                return _track_end(tracker, run, {**atomic.read_json(run.summary), "already_complete": True})
+            _say(f"{damaged}: damaged; finishing the run again from its folds (nothing is retrained).")
+        summary = finish(run)
+        summary["seconds"] = round(time.perf_counter() - t0, 1)
+        atomic.write_json(run.summary, summary)
+        return _track_end(tracker, run, summary)
+
+
+def _track_start(tracker: Tracker, run: RunFolder) -> None:
+    """The MLflow run's tags and parameters, once config.json is written (nothing when tracking is off)."""
+    if tracker.enabled:
+        from ..tracking.runs import config_params, run_tags
+
+        config = run.read_config()
+        tracker.set_tags(run_tags(run, config, "fit"))
+        tracker.params(config_params(config))
+
+
+def _track_end(tracker: Tracker, run: RunFolder, summary: dict) -> dict:
+    """The finished run's figures, files and model to its MLflow run; ``summary["tracking"]`` says where."""
+    if not tracker.enabled:
+        return summary
+    from ..tracking.model import log_model
+    from ..tracking.runs import log_fit
+
+    log_fit(tracker, run, summary)
+    if tracker.with_model:
+        log_model(tracker, run)
+    if tracker.enabled:
+        tracker.say_where()
+        return {**summary, "tracking": {"uri": tracker.uri, "run_id": tracker.run_id}}
     return summary
 
 

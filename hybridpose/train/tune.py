@@ -21,6 +21,7 @@ from ..defaults import DEFAULTS
 from ..errors import ConfigError
 from ..executors import Resources, get_executor, warm_pose_cache
 from ..progress import log
+from ..tracking import Tracker, tracking_uri
 from .config import make_config, write_fit_config
 
 
@@ -67,21 +68,24 @@ class TuneSpec:
     fixed: dict               # training settings given on the command line, the same in every trial
     fit_options: dict         # hierarchy, images, flip_pairs, skeleton, cache_dir
     seed: int = 0
+    track: str | None = None         # MLflow: the tracking URI and the study's run, each trial a run nested in it
+    track_parent: str | None = None
 
 
 def tune(data: str | Path, out: str | Path, *, storage: str, trials: int = 20, folds: int = 3,
          space: SearchSpace | None = None, study_name: str | None = None, executor: str = "local",
          address: str | None = None, cpus_per_trial: float = 1, gpus_per_trial: float = 0, seed: int = 0,
          hierarchy=None, images=None, flip_pairs=None, skeleton: str = DEFAULTS.skeleton, cache_dir=None,
-         show_progress: bool = True, **fixed) -> dict:
+         show_progress: bool = True, track: str | None = None, **fixed) -> dict:
     """Run the study until it holds ``trials`` finished (complete or pruned) trials; write OUT/best.yaml
-    and OUT/trials.csv. Returns a summary (best value and settings, trial counts)."""
+    and OUT/trials.csv. Returns a summary (best value and settings, trial counts). ``track``: an MLflow
+    tracking URI (default ``$HYBRIDPOSE_TRACKING_URI``): the study is a run, each trial a run nested in it."""
     optuna = _optuna()
     from ..data.datasets import check_classes, leave_out_unusable, load_dataset
     from ..data.folds import check_fold_counts
-    from ..pose.frontend import extract
 
     storage = check_storage(storage)  # before any work
+    uri = tracking_uri(track)
     out = Path(out)
     space = space or SearchSpace()
     fixed = {"seed": seed, **fixed}  # the sampler's seed is every trial's fit seed too
@@ -102,16 +106,30 @@ def tune(data: str | Path, out: str | Path, *, storage: str, trials: int = 20, f
                          cache_dir=cache_dir), seed)
     todo = max(0, trials - len(finished(study)))
     log(f"[bold]tune[/] study {name!r} in {storage}: {len(finished(study))} finished trial(s), running {todo} more")
+    with Tracker(uri, name, tags={"hybridpose.command": "tune", "optuna.study": name}) as tracker:
+        _track_study(tracker, spec, trials)
+        spec.track, spec.track_parent = (uri, tracker.run_id) if tracker.enabled else (None, None)
+        _run_trials(spec, study, ds, todo, executor, address, Resources(cpus_per_trial, gpus_per_trial), show_progress)
+        summary = write_results(optuna.load_study(study_name=name, storage=open_storage(storage)), spec)
+        _track_results(tracker, summary)
+    return summary
+
+
+def _run_trials(spec: TuneSpec, study, ds, todo: int, executor: str, address: str | None, resources: Resources,
+                show_progress: bool) -> None:
+    from ..pose.frontend import extract
+
+    skeleton, cache_dir = spec.fit_options["skeleton"], spec.fit_options["cache_dir"]
     ex = get_executor(executor, address=address)
     try:
-        ex.check(Resources(cpus_per_trial, gpus_per_trial), "trial")
+        ex.check(resources, "trial")
         if ex.distributed:  # poses once, on the cluster, before trials compete for the cache
             warm_pose_cache(ex, ds.paths, skeleton=skeleton, cache_dir=cache_dir, show_progress=show_progress)
         extract(ds.paths, cache_dir=cache_dir, skeleton=skeleton, show_progress=show_progress)
         if ex.distributed:
             task = partial(trial_task, spec)
-            for _ in ex.map(task, list(range(todo)), resources=Resources(cpus_per_trial, gpus_per_trial), retries=1,
-                            desc="trials", show_progress=show_progress):
+            for _ in ex.map(task, list(range(todo)), resources=resources, retries=1, desc="trials",
+                            show_progress=show_progress):
                 pass
         elif todo:
             study.optimize(partial(objective, spec=spec, show_progress=show_progress), n_trials=todo,
@@ -119,7 +137,30 @@ def tune(data: str | Path, out: str | Path, *, storage: str, trials: int = 20, f
     finally:
         if ex is not executor:
             ex.close()
-    return write_results(optuna.load_study(study_name=name, storage=open_storage(storage)), spec)
+
+
+def _track_study(tracker: Tracker, spec: TuneSpec, trials: int) -> None:
+    """The study's run: what is searched and what is fixed (nothing when tracking is off)."""
+    if tracker.enabled:
+        from dataclasses import asdict
+
+        tracker.params({"study": spec.study_name, "storage": spec.storage, "trials": trials, "folds": spec.folds,
+                        "data": spec.data, "space": asdict(spec.space), "fixed": _plain(spec.fixed)})
+        tracker.start()
+
+
+def _track_results(tracker: Tracker, summary: dict) -> None:
+    if not tracker.enabled:
+        return
+    best = summary.get("best") or {}
+    tracker.metrics({"trials": summary["trials"], "complete": summary["complete"], "pruned": summary["pruned"],
+                     **({"best_value": best["value"], "best_trial": best["trial"]} if best else {})})
+    tracker.artifact(Path(summary["trials_csv"]))
+    if summary.get("best_yaml"):
+        tracker.artifact(Path(summary["best_yaml"]))
+    tracker.say_where()
+    if tracker.enabled:
+        summary["tracking"] = {"uri": tracker.uri, "run_id": tracker.run_id}
 
 
 def trial_task(spec: TuneSpec, _i: int) -> int:
@@ -150,9 +191,21 @@ def objective(trial, spec: TuneSpec, show_progress: bool = False) -> float:
             raise optuna.TrialPruned(f"fold {row['fold']} stage {row['stage']} epoch {row['epoch']}")
 
     run = Path(spec.out) / "trials" / f"trial_{trial.number:04d}"
-    fit(spec.data, run, folds=spec.folds, preset=spec.space.preset, show_progress=show_progress,
-        on_epoch=on_epoch, **spec.fit_options, **overrides)
-    score = leaf_macro_f1(run)
+    # no model per trial: each would copy the trial's networks into the store; `fit --config best.yaml` logs one
+    tracker = Tracker(spec.track if spec.track_parent else None, f"trial {trial.number}", parent_id=spec.track_parent,
+                      tags={"optuna.study": spec.study_name, "optuna.trial": str(trial.number)}, with_model=False)
+    with tracker:
+        tracker.params({f"trial.{k}": v for k, v in trial.params.items()})
+        try:
+            fit(spec.data, run, folds=spec.folds, preset=spec.space.preset, show_progress=show_progress,
+                on_epoch=on_epoch, track=tracker, **spec.fit_options, **overrides)
+        except optuna.TrialPruned:
+            tracker.set_tags({"optuna.state": "PRUNED"})
+            tracker.ended_as = "KILLED"  # stopped early by the pruner, not broken
+            raise
+        score = leaf_macro_f1(run)
+        tracker.metrics({"value": score})
+        tracker.set_tags({"optuna.state": "COMPLETE"})
     trial.set_user_attr("run", str(run))
     return score
 
