@@ -221,7 +221,9 @@ def test_mlflow_models_serve_answers_with_the_runs_predictions(tracked, store, s
     """`mlflow models serve -m runs:/<id>/model` (about 25 s to start here) answers POST /invocations."""
     run, summary = tracked
     port = _free_port()
-    env = {**os.environ, "MLFLOW_TRACKING_URI": store, "MLFLOW_DISABLE_TELEMETRY": "true"}
+    # mlflow starts `uvicorn` by name: this interpreter's scripts first, as in an activated venv
+    path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+    env = {**os.environ, "MLFLOW_TRACKING_URI": store, "MLFLOW_DISABLE_TELEMETRY": "true", "PATH": path}
     command = [sys.executable, "-m", "mlflow", "models", "serve", "-m", f"runs:/{summary['tracking']['run_id']}/model",
                "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)]
     with open(tmp_path / "serve.log", "wb") as out:
@@ -235,7 +237,8 @@ def test_mlflow_models_serve_answers_with_the_runs_predictions(tracked, store, s
         with urllib.request.urlopen(request, timeout=60) as response:
             [row] = json.load(response)["predictions"]
     finally:
-        os.killpg(server.pid, signal.SIGTERM)  # the server and its uvicorn worker
+        if server.poll() is None:
+            os.killpg(server.pid, signal.SIGTERM)  # the server and its uvicorn worker
         server.wait(timeout=30)
     from hybridpose.inference.loaded import LoadedModel
 
