@@ -155,11 +155,12 @@ class ClipPredictor:
             return ClipResult(sample, e.status, e.reason)
         if not frames:
             return ClipResult(sample, "unreadable", "no readable frame")
-        found = any(f.status == "ok" for f in frames)
-        nobody, what = getattr(estimator_class(self.sk), "missing", ("no_person", "MediaPipe found no person"))
-        res = ClipResult(sample, "ok" if found else nobody,
-                         reason if found else f"{what} in any of the {len(frames)} sampled frames; decided by the "
-                                              "image branch alone", frames)
+        if any(f.status == "ok" for f in frames):
+            res = ClipResult(sample, "ok", reason, frames)
+        else:
+            nobody, what = getattr(estimator_class(self.sk), "missing", ("no_person", "MediaPipe found no person"))
+            res = ClipResult(sample, nobody, f"{what} in any of the {len(frames)} sampled frames; decided by the "
+                                             "image branch alone", frames)
         res.row, res.probs = self._decide(frames)
         return res
 
