@@ -174,7 +174,8 @@ def finish_clips(p: Prepared) -> dict:
     clips = clips[clips["status"] == "ok"].reset_index(drop=True)
     frames = pd.read_csv(run.clip_frames, keep_default_na=False, na_values=[""])
     order = list(clips["clip"])
-    stats = clip_table(keypoints_array(p.poses, p.skeleton), frames["time"], frames["clip"], p.skeleton, order)
+    kp_frames = keypoints_array(p.poses, p.skeleton)
+    stats = clip_table(kp_frames, frames["time"], frames["clip"], p.skeleton, order)
     atomic.write_csv(run.clip_statistics, pd.concat([clips[["clip"]], stats], axis=1))
     fold = clips["fold"].to_numpy()
     y = clips["label"].astype(str).to_numpy()
@@ -182,7 +183,6 @@ def finish_clips(p: Prepared) -> dict:
     y_leaf = np.array([leaves.index(c) for c in y])
 
     image = _clip_image_oof(p, frames, order)
-    kp_frames = keypoints_array(p.poses, p.skeleton)
     inputs = {"clip_statistics": stats, "clip_sequence": clip_sequences(kp_frames, frames["clip"], order)}
     names = [b for b in p.config.get("branches", BRANCHES) if b != "image"]
     oof = {name: _branch_oof(p, name, inputs, y, fold) for name in names}
