@@ -429,3 +429,18 @@ def test_explain_keeps_the_checkpoints_for_its_cams(tiny_run, tmp_path, monkeypa
     monkeypatch.setattr("hybridpose.explanation.photos.cam_maps", lambda *a, **k: drawn.append(1) or real(*a, **k))
     result = explain(photos, tiny_run, tmp_path / "out")
     assert result["photos"] == 1 and drawn
+
+
+def test_of_two_concurrent_builds_the_later_keeps_the_first_ones_graph(copy_run):
+    """A build that finds the graph put in place meanwhile (another process renamed first) keeps that one."""
+    from hybridpose.engines import onnx_graph
+    from hybridpose.run.folder import RunFolder
+
+    run = _fresh_run(copy_run)
+    folder = RunFolder(run)
+    config = folder.read_config()
+    first = onnx_graph.run_graph(folder, config)
+    written = first.path.stat().st_mtime_ns
+    later = onnx_graph._build(folder, config, False, first.path.parent)  # it started before the first was in place
+    assert later == first and first.path.stat().st_mtime_ns == written
+    assert _graphs(run) == [first.path.parent]  # its temporary is gone
