@@ -338,7 +338,7 @@ def predict(
     batch_size: int = typer.Option(DEFAULTS.batch_size, "--batch-size", min=1, help="Photos per batch."),
     cache: Optional[Path] = CacheOpt,
     partial: bool = typer.Option(False, "--partial", help="Predict with the finished folds of an incomplete run (noted in every row)."),
-    engine: Optional[str] = typer.Option(None, "--engine", help="What runs the image networks: torch (a run's checkpoints) or onnxruntime (an exported bundle); default: onnxruntime for a bundle when installed, else torch."),
+    engine: Optional[str] = typer.Option(None, "--engine", help="What runs the image networks: onnxruntime (a bundle's ONNX graph, or a run's, built from its checkpoints on first use into RUN/onnx/) or torch (a run's checkpoints, for checking); default: onnxruntime wherever it is installed, else torch."),
     workers: Optional[int] = typer.Option(None, "--workers", "-j", min=0, help="Local: processes that decode, pose and crop photos while the networks run on the cores left (default: one per CPU core; 0: all in one process). With --executor ray: model actors, each loading the run once (default 1)."),
     executor: ExecutorName = ExecutorOpt,
     address: Optional[str] = AddressOpt,

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import shutil
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -24,15 +23,13 @@ import numpy as np
 from . import atomic
 from .branches.image import ImageBranch
 from .data.hierarchy import Hierarchy
-from .engines import BUNDLE_FORMAT, IMAGE_MODEL, MANIFEST, is_bundle
-from .engines.ort import EMBEDDING, check_external_data
+from .engines import BUNDLE_FORMAT, MANIFEST, is_bundle
+from .engines.onnx_graph import IMAGE_MODEL, OPSET, image_model_spec, write_onnx
 from .errors import RunError
 from .outputs import check_writable
 from .run.folder import RunFolder
 from .skeletons import get_skeleton
 
-OPSET = 17
-INPUT_NAME = "crops"
 COPIED = ("config", "fusion", "rules")  # RunFolder files a bundle keeps as they are
 
 
@@ -70,51 +67,6 @@ def export(run: str | Path, out: str | Path, *, partial: bool = False) -> dict:
     return manifest
 
 
-class _Ensemble:
-    """Builds the torch module exported to ONNX (kept out of module scope so torch loads lazily)."""
-
-    @staticmethod
-    def module(image: ImageBranch, levels: list[str]):
-        import torch
-        from torch import nn
-
-        prep = image.preprocessing_
-
-        class Ensemble(nn.Module):
-            def __init__(self) -> None:
-                super().__init__()
-                self.nets = nn.ModuleList(image.models_)
-                self.register_buffer("mean", torch.tensor(prep.mean, dtype=torch.float32).view(1, 3, 1, 1))
-                self.register_buffer("std", torch.tensor(prep.std, dtype=torch.float32).view(1, 3, 1, 1))
-
-            def forward(self, crops):
-                x = (crops.float() / 255 - self.mean) / self.std
-                sums, emb = [0.0] * len(levels), 0.0
-                for net in self.nets:
-                    e = net.features(x).mean(dim=(2, 3))
-                    emb = emb + e
-                    for i, lv in enumerate(levels):
-                        sums[i] = sums[i] + torch.softmax(net.heads[lv](e), 1)
-                k = float(len(self.nets))
-                return (*[s / k for s in sums], emb / k)
-
-        return Ensemble().eval()
-
-
-def write_onnx(image: ImageBranch, levels: list[str], path: Path) -> None:
-    import torch
-
-    size = image.preprocessing_.input_size
-    model = _Ensemble.module(image, levels)
-    names = [*levels, EMBEDDING]
-    with atomic.atomic_path(path) as tmp, warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
-        warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation and tracer notes
-        torch.onnx.export(model, (torch.zeros(2, 3, size, size, dtype=torch.uint8),), str(tmp), dynamo=False,
-                          input_names=[INPUT_NAME], output_names=names, opset_version=OPSET,
-                          dynamic_axes={n: {0: "batch"} for n in [INPUT_NAME, *names]})
-        check_external_data(tmp)  # a graph past 2 GB keeps tensors in files beside it: never outside the bundle
-
-
 def write_hierarchy_csv(h: Hierarchy, path: Path) -> None:
     rows = [",".join(h.levels)] + [",".join(h.path(leaf)[lv] for lv in h.levels) for leaf in h.leaves]
     atomic.write_text(path, "\n".join(rows) + "\n")
@@ -125,7 +77,6 @@ def make_manifest(run: RunFolder, config: dict, image: ImageBranch, h: Hierarchy
     import torch
     import xgboost
 
-    prep = image.preprocessing_
     try:
         import onnxruntime
         ort_version = onnxruntime.__version__
@@ -138,19 +89,7 @@ def make_manifest(run: RunFolder, config: dict, image: ImageBranch, h: Hierarchy
         "versions": {"hybridpose": _version(), "torch": torch.__version__, "onnx": onnx.__version__,
                      "onnx_opset": OPSET, "onnxruntime": ort_version, "xgboost": xgboost.__version__,
                      "python": __import__("platform").python_version()},
-        "image_model": {
-            "file": IMAGE_MODEL, "folds": image.folds_, "n_folds": image.n_folds_,
-            "input": {"name": INPUT_NAME, "dtype": "uint8", "shape": ["batch", 3, prep.input_size, prep.input_size],
-                      "layout": "NCHW, RGB", "input_size": prep.input_size, "eval_margin": prep.eval_margin,
-                      "mean": list(prep.mean), "std": list(prep.std),
-                      "normalisation": "inside the graph: (crops / 255 - mean) / std",
-                      "crop": "square around the skeleton's keypoint box, widened by eval_margin of its longer "
-                              "side on every side, padded with the photo's mean colour (hybridpose.data.crops)"},
-            "levels": h.levels,
-            "outputs": {**{lv: {"shape": ["batch", len(h.classes(lv))], "classes": h.classes(lv),
-                                "meaning": "mean softmax of the fold networks"} for lv in h.levels},
-                        EMBEDDING: {"meaning": "mean pooled backbone embedding of the fold networks"}},
-        },
+        "image_model": image_model_spec(image, h),
         "branches": config.get("branches"), "skeleton": config.get("skeleton", "body"),
         "files": {name: _sha256(out / name) for name in files},
     }

@@ -74,7 +74,8 @@ def bad_corpus(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str
 def tiny_run(tmp_path_factory: pytest.TempPathFactory, sample_poses) -> Path:
     """One tiny run on data/sample (2 folds, 64 px, 1 epoch per stage), fitted once per session.
 
-    Tests must not change it; copy it first (see copy_run) when a test writes into the run.
+    Tests must not change it; copy it first (see copy_run) when a test writes into the run. (Predicting it with
+    the default engine adds its ONNX graph, RUN/onnx/, once: what every later load and copy reuses.)
     ``sample_poses`` comes first so the fit reads its poses from the session cache.
     """
     from hybridpose.train.fit import fit

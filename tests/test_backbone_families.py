@@ -200,7 +200,7 @@ def test_fit_predict_explain_end_to_end(tmp_path, name):
         np.testing.assert_allclose(p.sum(1), 1.0, atol=1e-4)
 
     _, crops = clf.poses_and_crops(paths[:4])
-    maps = cam_maps(clf, crops, [0, 1, 2, 0])
+    maps = cam_maps(HybridPoseClassifier.load(run, engine="torch"), crops, [0, 1, 2, 0])  # the default: ONNX, no gradients
     assert maps.shape == (4, *crops.shape[-2:])
     assert np.isfinite(maps).all() and maps.max() > 0
 

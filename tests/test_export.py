@@ -1,5 +1,6 @@
 """`hybridpose export`: the bundle predicts like the run (ONNX Runtime vs PyTorch), alone, and the worker
-pipeline of `predict --workers` gives the same table as one process."""
+pipeline of `predict --workers` gives the same table as one process. A run predicts by default with its own
+ONNX graph, built on first use and kept in the run folder, as the checkpoints do."""
 from __future__ import annotations
 
 import json
@@ -48,7 +49,7 @@ def test_bundle_files_and_manifest(bundle, tiny_run):
 
 
 def test_onnx_matches_pytorch_on_real_photos(bundle, tiny_run):
-    torch_clf = HybridPoseClassifier.load(tiny_run)
+    torch_clf = HybridPoseClassifier.load(tiny_run, engine="torch")
     ort_clf = HybridPoseClassifier.load(bundle)
     assert type(ort_clf.image_branch).__name__ == "OnnxImageBranch"
     assert type(torch_clf.image_branch).__name__ == "ImageBranch"
@@ -81,8 +82,6 @@ def test_copied_bundle_predicts_without_the_run(copy_run, tmp_path):
 
 
 def test_engine_choice_errors(bundle, tiny_run):
-    with pytest.raises(RunError, match="--engine onnxruntime reads bundles.*hybridpose export"):
-        HybridPoseClassifier.load(tiny_run, engine="onnxruntime")
     with pytest.raises(RunError, match="exported bundle.*--engine onnxruntime"):
         HybridPoseClassifier.load(bundle, engine="torch")
     with pytest.raises(RunError, match="unknown engine"):
@@ -91,7 +90,7 @@ def test_engine_choice_errors(bundle, tiny_run):
         export(bundle, bundle.parent / "again")
 
 
-def test_bundle_without_onnxruntime_says_how_to_install(bundle, monkeypatch):
+def test_bundle_without_onnxruntime_says_how_to_install(bundle, tiny_run, monkeypatch):
     import dataclasses
 
     from hybridpose import engines
@@ -101,6 +100,9 @@ def test_bundle_without_onnxruntime_says_how_to_install(bundle, monkeypatch):
     monkeypatch.setitem(engines.ENGINES, "onnxruntime", missing)
     with pytest.raises(RunError, match=r"onnxruntime: its runtime is not installed; run `pip install onnxruntime`"):
         HybridPoseClassifier.load(bundle)
+    with pytest.raises(RunError, match=r"onnxruntime: its runtime is not installed"):
+        HybridPoseClassifier.load(tiny_run, engine="onnxruntime")
+    assert type(HybridPoseClassifier.load(tiny_run).image_branch).__name__ == "ImageBranch"  # a run: torch, silently
 
 
 def test_damaged_onnx_is_one_clear_error(bundle, tmp_path):
@@ -231,7 +233,7 @@ def test_predict_with_workers_gives_back_the_callers_threads(tiny_run):
     caller's PyTorch thread count back afterwards (a fresh process: workers fork only before MediaPipe)."""
     code = ("import sys, torch; torch.set_num_threads(2); "
             "from hybridpose.inference.classifier import HybridPoseClassifier; "
-            "clf = HybridPoseClassifier.load(sys.argv[1]); "
+            "clf = HybridPoseClassifier.load(sys.argv[1], engine='torch'); "
             "rows = clf.predict(sys.argv[2:], workers=1); "
             "print(len(rows), torch.get_num_threads())")
     proc = subprocess.run([sys.executable, "-c", code, str(tiny_run), *sample_photos(1)[:4]], cwd=ROOT,
@@ -265,3 +267,180 @@ def test_a_bundle_predicts_where_pytorch_cannot_be_imported(bundle, tmp_path):
     got = pd.read_csv(out).assign(name=lambda f: f["path"].map(lambda p: Path(p).name)).set_index("name")
     want = expected.assign(name=expected["path"].map(lambda p: Path(p).name)).set_index("name")
     assert got.loc[want.index, "class"].tolist() == want["class"].tolist()
+
+
+# --- a run's own ONNX graph: the default engine -------------------------------------------------------
+
+
+def _fresh_run(copy_run) -> Path:
+    """A copy of the tiny run without the graph that other tests may already have built into it."""
+    run = copy_run()
+    shutil.rmtree(run / "onnx", ignore_errors=True)
+    return run
+
+
+def _graphs(run: Path) -> list[Path]:
+    return sorted((run / "onnx").iterdir()) if (run / "onnx").is_dir() else []
+
+
+def _forbid_export(monkeypatch) -> None:
+    from hybridpose.engines import onnx_graph
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("the graph was built again")
+
+    monkeypatch.setattr(onnx_graph, "write_onnx", forbidden)
+
+
+def test_a_run_predicts_by_default_with_its_graph_as_its_checkpoints_do(copy_run, monkeypatch):
+    """`predict --model RUN` without --engine: onnxruntime on the run's graph, built on first use into
+    RUN/onnx/<key>/ and then reused; the same labels, and probabilities within 1e-4, as --engine torch."""
+    run = _fresh_run(copy_run)
+    photos = sample_photos(2)
+    checked = HybridPoseClassifier.load(run, engine="torch")
+    assert not (run / "onnx").exists()  # the torch engine leaves the run folder alone
+    fast = HybridPoseClassifier.load(run)
+    assert type(fast.image_branch).__name__ == "OnnxImageBranch" and fast.missing_folds == []
+    [graph] = _graphs(run)
+    assert sorted(p.name for p in graph.iterdir()) == ["image_model.json", "image_model.onnx"]
+    want, got = checked.predict(photos), fast.predict(photos)
+    assert (want["status"] == "ok").sum() >= 12
+    numbers = [c for c in want.columns if c == "confidence" or c.endswith("_prob")]
+    labels = [c for c in want.columns if c not in numbers and c not in ("person_score",)]
+    pd.testing.assert_frame_equal(got[labels], want[labels])
+    assert np.abs(got[numbers].to_numpy(float) - want[numbers].to_numpy(float)).max() <= 1e-4 + 1e-9  # 4 decimals
+    a, _ = checked.predict_proba(photos)
+    b, _ = fast.predict_proba(photos)
+    diff = max_difference(a, b)
+    assert all(d <= 1e-4 for d in diff.values()), diff
+    assert all(b[lv].std() > 0 for lv in b)  # real probabilities, not something trivially equal
+    _forbid_export(monkeypatch)
+    again = HybridPoseClassifier.load(run)  # reused, not built again
+    assert type(again.image_branch).__name__ == "OnnxImageBranch" and _graphs(run) == [graph]
+    moved = Path(shutil.move(str(run), str(run.parent / "moved")))  # keyed by content: a moved run keeps it
+    assert type(HybridPoseClassifier.load(moved).image_branch).__name__ == "OnnxImageBranch"
+
+
+def test_a_refitted_fold_gets_a_new_graph_and_the_stale_one_goes(copy_run):
+    """Changed checkpoints (a resumed or refitted fold) are a new key: the graph is built again from them,
+    and the old graph, and a temporary left by a build killed hours ago, are removed (a young one stays)."""
+    import os
+    import time
+
+    import torch
+
+    run = _fresh_run(copy_run)
+    HybridPoseClassifier.load(run)
+    [old] = _graphs(run)
+    killed, building = run / "onnx" / ".0123456789abcdef.99-x.tmp", run / "onnx" / ".0123456789abcdef.98-y.tmp"
+    killed.mkdir()
+    building.mkdir()
+    hours_ago = time.time() - 3 * 3600
+    os.utime(killed, (hours_ago, hours_ago))
+    path = run / "fold_2" / "stage3.pt"
+    ckpt = torch.load(path, weights_only=True)
+    for name, tensor in ckpt["state_dict"].items():
+        if name.startswith("heads.") and name.endswith(".bias"):
+            tensor += torch.linspace(-1, 1, len(tensor))  # fold 2 now ranks the classes otherwise
+    torch.save(ckpt, path)
+    fast = HybridPoseClassifier.load(run)
+    [new] = [g for g in _graphs(run) if not g.name.startswith(".")]
+    assert new != old and not old.exists() and not killed.exists() and building.exists()
+    checked = HybridPoseClassifier.load(run, engine="torch")
+    _, crops = checked.poses_and_crops(sample_photos(1))
+    diff = max_difference(checked.image_branch.predict_level_proba(crops), fast.image_branch.predict_level_proba(crops))
+    assert all(d <= 1e-4 for d in diff.values()), diff
+
+
+def test_an_interrupted_build_leaves_nothing_and_the_next_use_builds_it(copy_run, monkeypatch):
+    from hybridpose.engines import onnx_graph
+
+    run = _fresh_run(copy_run)
+    real = onnx_graph.write_onnx
+
+    def interrupted(image, levels, path):
+        path.write_bytes(b"half a graph")  # Ctrl-C while the exporter writes
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(onnx_graph, "write_onnx", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        HybridPoseClassifier.load(run)
+    assert _graphs(run) == []  # no graph, no temporary
+    monkeypatch.setattr(onnx_graph, "write_onnx", real)
+    assert type(HybridPoseClassifier.load(run).image_branch).__name__ == "OnnxImageBranch"
+    (graph,) = _graphs(run)
+    (graph / "image_model.onnx").write_bytes(b"damaged since")  # ONNX Runtime cannot load it: built again, once
+    assert type(HybridPoseClassifier.load(run).image_branch).__name__ == "OnnxImageBranch"
+    assert (graph / "image_model.onnx").stat().st_size > 1000
+
+
+@pytest.mark.parametrize("problem", ["unwritable", "not exportable"])
+def test_where_the_graph_cannot_be_made_the_default_is_torch_and_onnxruntime_says_why(problem, copy_run, monkeypatch,
+                                                                                        capsys):
+    """A run folder the graph cannot be kept in (here RUN/onnx is a file: root may write anywhere) or networks
+    the exporter cannot trace: the default predicts with the checkpoints, said in one line; --engine
+    onnxruntime is a one-line error that says what to do."""
+    from hybridpose.engines import onnx_graph
+
+    run = _fresh_run(copy_run)
+    if problem == "unwritable":
+        (run / "onnx").write_text("")
+    else:
+        def untraceable(*args, **kwargs):
+            raise RuntimeError("Unsupported: ONNX export of operator foo")
+
+        monkeypatch.setattr(onnx_graph, "write_onnx", untraceable)
+    capsys.readouterr()
+    clf = HybridPoseClassifier.load(run)
+    assert type(clf.image_branch).__name__ == "ImageBranch"
+    said = capsys.readouterr().err
+    assert "torch engine instead" in said and said.count("\n") == 1, said
+    want = "cannot be written" if problem == "unwritable" else "could not be exported to ONNX.*Unsupported"
+    with pytest.raises(RunError, match=f"{want}.*--engine torch"):
+        HybridPoseClassifier.load(run, engine="onnxruntime")
+    assert not [p for p in _graphs(run) if p.name.startswith(".")]  # no temporary left
+
+
+def test_a_partial_run_gets_the_graph_of_the_folds_it_has(copy_run):
+    run = _fresh_run(copy_run)
+    (run / "fold_2" / "stage3.pt").unlink()
+    with pytest.raises(RunError, match=r"folds \[2\] of 2 have no model.*--partial"):
+        HybridPoseClassifier.load(run)
+    assert _graphs(run) == []
+    clf = HybridPoseClassifier.load(run, partial=True)
+    assert type(clf.image_branch).__name__ == "OnnxImageBranch" and clf.missing_folds == [2]
+    [graph] = _graphs(run)
+    assert json.loads((graph / "image_model.json").read_text())["image_model"]["folds"] == [1]
+
+
+def test_explain_keeps_the_checkpoints_for_its_cams(tiny_run, tmp_path, monkeypatch):
+    """CAMs need the networks' gradients: explain on a run loads torch whatever the default."""
+    from hybridpose.engines import ENGINES
+    from hybridpose.explanation import explain
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    shutil.copy(sample_photos(1)[0], photos)
+    monkeypatch.setitem(ENGINES, "onnxruntime", None)  # any use of it fails
+    from hybridpose.explanation import cam
+
+    drawn = []
+    real = cam.cam_maps
+    monkeypatch.setattr("hybridpose.explanation.photos.cam_maps", lambda *a, **k: drawn.append(1) or real(*a, **k))
+    result = explain(photos, tiny_run, tmp_path / "out")
+    assert result["photos"] == 1 and drawn
+
+
+def test_of_two_concurrent_builds_the_later_keeps_the_first_ones_graph(copy_run):
+    """A build that finds the graph put in place meanwhile (another process renamed first) keeps that one."""
+    from hybridpose.engines import onnx_graph
+    from hybridpose.run.folder import RunFolder
+
+    run = _fresh_run(copy_run)
+    folder = RunFolder(run)
+    config = folder.read_config()
+    first = onnx_graph.run_graph(folder, config)
+    written = first.path.stat().st_mtime_ns
+    later = onnx_graph._build(folder, config, False, first.path.parent)  # it started before the first was in place
+    assert later == first and first.path.stat().st_mtime_ns == written
+    assert _graphs(run) == [first.path.parent]  # its temporary is gone

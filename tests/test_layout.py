@@ -30,6 +30,11 @@ def _photos_of(expected: pd.DataFrame, dest: Path) -> Path:
     return dest
 
 
+def _legacy(name: str, tmp_path: Path) -> Path:
+    """A copy of an old run or bundle: predicting a run keeps its ONNX graph in it, never in the repository."""
+    return Path(shutil.copytree(LEGACY / name, tmp_path / "legacy" / name))
+
+
 def _relative(frame: pd.DataFrame, root: Path, column: str = "path") -> pd.DataFrame:
     frame[column] = [str(Path(p).relative_to(root)) for p in frame[column]]
     return frame
@@ -38,13 +43,15 @@ def _relative(frame: pd.DataFrame, root: Path, column: str = "path") -> pd.DataF
 # --- runs and bundles made by the old code ------------------------------------------------------------
 
 
-@pytest.mark.parametrize("model", ["run", "bundle"])
-def test_an_old_run_and_bundle_predict_as_they_did(model, tmp_path):
+@pytest.mark.parametrize("model, engine", [("run", None), ("run", "torch"), ("bundle", None)])
+def test_an_old_run_and_bundle_predict_as_they_did(model, engine, tmp_path):
+    """The run with the default engine (its ONNX graph, built from the old checkpoints) and with torch."""
     import hybridpose
 
     expected = pd.read_csv(LEGACY / "expected" / f"predictions_{model}.csv")
     photos = _photos_of(expected, tmp_path / "photos")
-    res = hybridpose.predict(photos, LEGACY / model, tmp_path / "p.csv", workers=0, show_progress=False, max_people=1)
+    res = hybridpose.predict(photos, _legacy(model, tmp_path), tmp_path / "p.csv", workers=0, show_progress=False,
+                             max_people=1, engine=engine)
     assert res["kind"] == "photos" and res["images"] == len(expected)
     got = _relative(pd.read_csv(tmp_path / "p.csv"), photos)
     # the single-person model: one row per photo, person 0; the rest exactly as the old code wrote it
@@ -57,7 +64,7 @@ def test_an_old_clip_run_predicts_a_frame_folder_as_it_did(clip_data, tmp_path):
     import hybridpose
 
     clip = clip_data / "jumpingjack" / "jj_frames"
-    res = hybridpose.predict(clip, LEGACY / "cliprun", tmp_path / "p.csv", per_frame=tmp_path / "f.csv",
+    res = hybridpose.predict(clip, _legacy("cliprun", tmp_path), tmp_path / "p.csv", per_frame=tmp_path / "f.csv",
                              show_progress=False)
     assert res["kind"] == "clips" and res["clips"] == 1
     want = pd.read_csv(LEGACY / "expected" / "predictions_cliprun.csv")
@@ -76,9 +83,10 @@ def test_the_library_predict_routes_a_clip_run_as_the_cli_does(clip_data, tmp_pa
     import hybridpose
     from hybridpose_cli.main import app
 
-    lib = hybridpose.predict(clip_data, run=LEGACY / "cliprun", out=tmp_path / "lib.csv", show_progress=False)
+    run = _legacy("cliprun", tmp_path)
+    lib = hybridpose.predict(clip_data, run=run, out=tmp_path / "lib.csv", show_progress=False)
     assert lib["kind"] == "clips" and lib["clips"] == 5
-    r = CliRunner().invoke(app, ["predict", str(clip_data), "-m", str(LEGACY / "cliprun"), "-o", str(tmp_path / "cli.csv")])
+    r = CliRunner().invoke(app, ["predict", str(clip_data), "-m", str(run), "-o", str(tmp_path / "cli.csv")])
     assert r.exit_code == 0, r.output
     lib_rows, cli_rows = pd.read_csv(tmp_path / "lib.csv"), pd.read_csv(tmp_path / "cli.csv")
     assert list(lib_rows["path"]) == list(cli_rows["path"])

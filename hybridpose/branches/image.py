@@ -45,6 +45,19 @@ class Preprocessing:
         return cls(int(meta["input_size"]), float(meta["eval_margin"]), tuple(meta["mean"]), tuple(meta["std"]))
 
 
+def final_folds(run: RunFolder, config: dict, partial: bool = False) -> list[int]:
+    """The folds whose final-stage network is there; a fold missing is an error unless ``partial``."""
+    k = int(config["folds"])
+    missing = [f for f in range(1, k + 1) if not run.checkpoint(f, FINAL_STAGE).exists()]
+    if len(missing) == k:
+        raise RunError(f"{run.root}: no finished fold model (fold_*/stage{FINAL_STAGE}.pt); run "
+                       f"`{run.fit_command(config)}` to completion first.")
+    if missing and not partial:
+        raise RunError(f"{run.root}: folds {missing} of {k} have no model (fold_<k>/stage{FINAL_STAGE}.pt); run "
+                       f"`{run.fit_command(config)}` to finish them, or pass --partial to predict with the other folds.")
+    return [f for f in range(1, k + 1) if f not in missing]
+
+
 @register
 class ImageBranch:
     name = "image"
@@ -70,14 +83,7 @@ class ImageBranch:
         sizes = Hierarchy.from_dict(config["hierarchy"]).level_sizes()
         dev = pick_device(device)
         k = int(config["folds"])
-        missing = [f for f in range(1, k + 1) if not run.checkpoint(f, FINAL_STAGE).exists()]
-        if len(missing) == k:
-            raise RunError(f"{run.root}: no finished fold model (fold_*/stage{FINAL_STAGE}.pt); run "
-                           f"`{run.fit_command(config)}` to completion first.")
-        if missing and not partial:
-            raise RunError(f"{run.root}: folds {missing} of {k} have no model (fold_<k>/stage{FINAL_STAGE}.pt); run "
-                           f"`{run.fit_command(config)}` to finish them, or pass --partial to predict with the other folds.")
-        models, meta, folds = [], {}, [f for f in range(1, k + 1) if f not in missing]
+        models, meta, folds = [], {}, final_folds(run, config, partial)
         for f in folds:
             ckpt = load_checkpoint(run.checkpoint(f, FINAL_STAGE), run_id=config["run_id"], fold=f, stage=FINAL_STAGE,
                                    fix=run.fit_command(config))

@@ -1,19 +1,17 @@
-"""The ``onnxruntime`` engine: the image branch of an exported bundle, one ONNX graph holding the K fold
-networks (input: uint8 crops N x 3 x S x S, normalised inside the graph; outputs: the averaged
-probabilities of every hierarchy level and the mean embedding). No PyTorch needed."""
+"""The ``onnxruntime`` engine: the image branch as one ONNX graph holding the K fold networks (input: uint8
+crops N x 3 x S x S, normalised inside the graph; outputs: the averaged probabilities of every hierarchy
+level and the mean embedding): an exported bundle's, which needs no PyTorch, or a run's, built from its
+checkpoints on first use and kept in the run folder (``onnx_graph.run_graph``)."""
 from __future__ import annotations
 
 import importlib.util
-from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 
 from .. import atomic
 from ..errors import RunError
-from . import BUNDLE_FORMAT, MANIFEST, Engine, register
-
-EMBEDDING = "embedding"
+from . import BUNDLE_FORMAT, MANIFEST, Engine, is_bundle, register
+from .onnx_graph import EMBEDDING, check_external_data, discard_graph, run_graph
 
 
 class OnnxImageBranch:
@@ -34,16 +32,35 @@ class OnnxImageBranch:
         self.input_name_ = spec["input"]["name"]
 
     @classmethod
-    def load(cls, run, config: dict | None = None, *, threads: int = 0, **_options) -> "OnnxImageBranch":
-        """The bundle's graph in an ONNX Runtime session on ``threads`` cores (0: all)."""
+    def load(cls, run, config: dict | None = None, *, threads: int = 0, partial: bool = False,
+             **_options) -> "OnnxImageBranch":
+        """The graph of a bundle or of a run (built now when missing or stale) in an ONNX Runtime session on
+        ``threads`` cores (0: all)."""
         from ..branches.image import Preprocessing
 
+        if not is_bundle(run):
+            return cls._of_run(run, config or run.read_config(), threads, partial)
         manifest = read_manifest(run)
         path = run.file(manifest["image_model"]["file"])
         if not path.exists():
             raise RunError(f"{path}: missing from the bundle; export it again with `hybridpose export RUN --out {run.root}`.")
         check_external_data(path)
         return cls(path, manifest, Preprocessing.from_meta(manifest["image_model"]["input"]), threads)
+
+    @classmethod
+    def _of_run(cls, run, config: dict, threads: int, partial: bool) -> "OnnxImageBranch":
+        graph = run_graph(run, config, partial)
+        try:
+            return cls._of_graph(graph, threads)
+        except RunError:
+            discard_graph(graph)  # damaged since it was built: built again, once
+            return cls._of_graph(run_graph(run, config, partial), threads)
+
+    @classmethod
+    def _of_graph(cls, graph, threads: int) -> "OnnxImageBranch":
+        from ..branches.image import Preprocessing
+
+        return cls(graph.path, {"image_model": graph.spec}, Preprocessing.from_meta(graph.spec["input"]), threads)
 
     @property
     def session_(self):
@@ -98,43 +115,6 @@ def _session(path, threads: int = 0, spin: bool | None = None):
         raise RunError(f"{path}: ONNX Runtime cannot load it ({str(e)[:160]}); export the bundle again.") from None
 
 
-def check_external_data(path: Path) -> None:
-    """A RunError when a tensor of the ONNX graph at ``path`` keeps its data in a file outside the graph's
-    folder (an absolute path, ``..``, or a link that leads out), before ONNX Runtime reads any of it.
-    Without the ``onnx`` package this is left to ONNX Runtime, which refuses such paths itself."""
-    try:
-        import onnx
-    except ImportError:
-        return
-    try:
-        model = onnx.load(str(path), load_external_data=False)
-    except Exception:  # noqa: BLE001 - a damaged file: ONNX Runtime's load says so in one line
-        return
-    root = path.parent.resolve()
-    for tensor in _tensors(model.graph):
-        if tensor.data_location != onnx.TensorProto.EXTERNAL:
-            continue
-        location = next((e.value for e in tensor.external_data if e.key == "location"), "")
-        if not location or Path(location).is_absolute() or not (root / location).resolve().is_relative_to(root):
-            raise RunError(f"{path}: tensor {tensor.name!r} reads its data from {location!r}, outside {root}; "
-                           "refused to load it; export the bundle again with `hybridpose export RUN --out DIR`.")
-
-
-def _tensors(graph) -> Iterator:
-    """Every tensor of an ONNX graph: initializers and node attributes, subgraphs included."""
-    yield from graph.initializer
-    for sparse in graph.sparse_initializer:
-        yield from (sparse.values, sparse.indices)
-    for node in graph.node:
-        for a in node.attribute:
-            yield from [a.t] if a.HasField("t") else []
-            yield from a.tensors
-            for sparse in [*([a.sparse_tensor] if a.HasField("sparse_tensor") else []), *a.sparse_tensors]:
-                yield from (sparse.values, sparse.indices)
-            for g in [*([a.g] if a.HasField("g") else []), *a.graphs]:
-                yield from _tensors(g)
-
-
 def read_manifest(run) -> dict:
     path = run.file(MANIFEST)
     try:
@@ -147,4 +127,4 @@ def read_manifest(run) -> dict:
 
 
 ENGINE = register(Engine("onnxruntime", lambda: importlib.util.find_spec("onnxruntime") is not None,
-                         OnnxImageBranch.load, reads="bundle"))
+                         OnnxImageBranch.load, reads=("bundle", "run")))

@@ -13,4 +13,4 @@ def _load(run, config: dict, *, device: str = "auto", partial: bool = False, thr
     return ImageBranch.load(run, config, device=device, partial=partial)
 
 
-ENGINE = register(Engine("torch", lambda: importlib.util.find_spec("torch") is not None, _load, reads="run"))
+ENGINE = register(Engine("torch", lambda: importlib.util.find_spec("torch") is not None, _load, reads=("run",)))

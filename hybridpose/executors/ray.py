@@ -172,6 +172,16 @@ class Predictor:
         return frame
 
 
+def _engine_for_actors(run: str, engine: str | None, partial: bool) -> str:
+    """The engine every actor loads, chosen once here: a run's ONNX graph is built by this process, not by
+    each actor at once."""
+    from ..engines import choose
+    from ..run.folder import RunFolder
+
+    folder = RunFolder(run)
+    return choose(folder, folder.read_config(), engine, partial=partial).name
+
+
 def predict(paths: Sequence[str], run: str | Path, out: str | Path, *, workers: int = 1, cpus_per_worker: float = 1,
             gpus_per_worker: float = 0, rules: str | Path | None = None, no_rules: bool = False,
             batch_size: int = DEFAULTS.batch_size, cache_dir: str | Path | None = None, partial: bool = False,
@@ -188,6 +198,7 @@ def predict(paths: Sequence[str], run: str | Path, out: str | Path, *, workers: 
     out = Path(out)
     check_out(out)
     run = str(Path(run).resolve())
+    engine = _engine_for_actors(run, engine, partial)
     ctx = ray.data.DataContext.get_current()
     ctx.execution_options.preserve_order = True
     ctx.enable_progress_bars = False  # ours below

@@ -11,8 +11,10 @@ from .. import atomic
 from ..data.clips import list_samples
 from ..data.crops import crop_photo
 from ..defaults import DEFAULTS
+from ..engines import with_gradients
 from ..inference.classifier import channels_first
 from ..inference.clips import ClipPredictor
+from ..run.folder import RunFolder
 from .cam import cam_maps, grad_cam_class, overlay
 from .photos import printable
 
@@ -24,7 +26,7 @@ def explain_clips(inputs: str | Path, run: str | Path, out: str | Path, *, metho
     grad_cam_class(method)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    pred = ClipPredictor(run)
+    pred = ClipPredictor(run, engine=with_gradients(RunFolder(run)))  # CAMs need the checkpoints
     written = []
     for s in list_samples(inputs, frames_folder=True)[:limit]:
         res = pred.predict_clip(s)

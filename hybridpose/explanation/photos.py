@@ -17,8 +17,10 @@ from ..data.crops import crop_square
 from ..data.datasets import load_dataset
 from ..data.sources import open_inputs, photos
 from ..defaults import DEFAULTS
+from ..engines import with_gradients
 from ..inference.classifier import HybridPoseClassifier
 from ..pose.frontend import keypoints_array
+from ..run.folder import RunFolder
 from ..viz.plots import contact_sheet
 from .cam import cam_maps, grad_cam_class, overlay
 
@@ -29,7 +31,7 @@ def explain_photos(inputs: str | Path, run: str | Path, out: str | Path, *, meth
     grad_cam_class(method)  # an unknown method fails before any work
     paths = photos(open_inputs(inputs))[:limit]
     names = output_names(paths)
-    clf = HybridPoseClassifier.load(run)
+    clf = HybridPoseClassifier.load(run, engine=with_gradients(RunFolder(run)))  # CAMs need the checkpoints
     written, sheet = [], []
     for i in range(0, len(paths), 16):
         chunk = paths[i : i + 16]

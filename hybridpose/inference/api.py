@@ -39,10 +39,10 @@ def predict(inputs: str | Path | None, run: str | Path, out: str | Path | None =
     _check(inputs, rules, no_rules, camera, clip, executor, fmt, **{"--out": out, "--per-frame": per_frame,
                                                                    "--annotate": annotate})
     if camera is not None:
-        return _camera(run, camera, rules, no_rules, cache_dir, partial, _sampling(fps, frames), max_frames, show,
-                       on_frame)
+        return _camera(run, camera, rules, no_rules, cache_dir, partial, engine, _sampling(fps, frames), max_frames,
+                       show, on_frame)
     if clip:
-        return _clips(inputs, run, Path(out or PREDICTIONS_FILE["csv"]), rules, no_rules, cache_dir, partial,
+        return _clips(inputs, run, Path(out or PREDICTIONS_FILE["csv"]), rules, no_rules, cache_dir, partial, engine,
                       per_frame, annotate, _sampling(fps, frames), show_progress)
     if executor == "ray":
         from ..executors.ray import predict_inputs
@@ -92,7 +92,7 @@ def _sampling(fps: float | None, frames: int | None):
     return Sampling(fps=fps or DEFAULTS.fps, n=frames or 0) if (fps or frames) else None
 
 
-def _clips(inputs, run, out: Path, rules, no_rules, cache_dir, partial, per_frame, annotate, sampling,
+def _clips(inputs, run, out: Path, rules, no_rules, cache_dir, partial, engine, per_frame, annotate, sampling,
            show_progress) -> dict:
     for path, what in ((out, "--out"), (per_frame, "--per-frame"), (annotate, "--annotate")):
         if path is not None:
@@ -100,16 +100,17 @@ def _clips(inputs, run, out: Path, rules, no_rules, cache_dir, partial, per_fram
     from .clips import predict_clips
 
     res = predict_clips(inputs, run, out, rules=rules, no_rules=no_rules, per_frame=per_frame, annotate=annotate,
-                        sampling=sampling, cache_dir=cache_dir, partial=partial, show_progress=show_progress)
+                        sampling=sampling, cache_dir=cache_dir, partial=partial, show_progress=show_progress,
+                        engine=engine)
     return {"kind": "clips", **res}
 
 
-def _camera(run, camera, rules, no_rules, cache_dir, partial, sampling, max_frames, show, on_frame) -> dict:
+def _camera(run, camera, rules, no_rules, cache_dir, partial, engine, sampling, max_frames, show, on_frame) -> dict:
     from .clips import ClipPredictor
     from .live import live
 
     pred = ClipPredictor(run, rules=rules, use_rules=not no_rules, sampling=sampling, cache_dir=cache_dir,
-                         partial=partial)
+                         partial=partial, engine=engine)
     source = int(camera) if str(camera).isdigit() else str(camera)
     n, last = 0, None
     for last in live(pred, source, show=show, max_frames=max_frames):

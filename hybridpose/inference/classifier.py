@@ -15,7 +15,7 @@ import pandas as pd
 from ..branches import DEFAULT_BRANCHES, branch_class
 from ..data.hierarchy import Hierarchy
 from ..defaults import DEFAULTS
-from ..engines import is_bundle, pick_engine
+from ..engines import choose, is_bundle
 from ..errors import RunError
 from ..fusion import Fusion, read_fusion
 from ..pose.cache import PoseCache, look_up
@@ -68,14 +68,15 @@ class HybridPoseClassifier:
              device: str = "auto", partial: bool = False, engine: str | None = None,
              threads: int = 0) -> "HybridPoseClassifier":
         """A finished run or an exported bundle; ``partial`` allows a run missing fold models (they are named
-        in a warning); ``engine`` runs the image branch (engines/: torch for a run, onnxruntime for a bundle);
-        ``threads``: CPU threads for the networks where the engine takes them at load (0: its default)."""
+        in a warning); ``engine`` runs the image branch (``engines.choose``: by default onnxruntime wherever
+        it is installed, a run's graph built on first use; torch reads the checkpoints); ``threads``: CPU
+        threads for the networks where the engine takes them at load (0: its default)."""
         folder = RunFolder(run)
         config = folder.read_config()
         hierarchy = Hierarchy.from_dict(config["hierarchy"])
         names = config.get("branches", DEFAULT_BRANCHES)
         fusion = read_fusion(folder.require(folder.fusion), hierarchy, names, _remake(folder, config))  # before the networks
-        runtime = pick_engine(folder, engine)
+        runtime = choose(folder, config, engine, partial=partial, device=device)
         branches = {name: runtime.load_image_branch(folder, config, device=device, partial=partial, threads=threads)
                     if name == "image" else branch_class(name).load(folder, config, device=device, partial=partial)
                     for name in names}

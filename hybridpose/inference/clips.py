@@ -64,8 +64,9 @@ class ClipPredictor:
     """A clip run's branches, fusion and rules, applied to clips."""
 
     def __init__(self, run: str | Path, *, rules: str | Path | None = None, use_rules: bool = True,
-                 sampling: Sampling | None = None, cache_dir: str | Path | None = None, partial: bool = False):
-        self.clf = HybridPoseClassifier.load(run, rules=rules, use_rules=use_rules, partial=partial)
+                 sampling: Sampling | None = None, cache_dir: str | Path | None = None, partial: bool = False,
+                 engine: str | None = None):
+        self.clf = HybridPoseClassifier.load(run, rules=rules, use_rules=use_rules, partial=partial, engine=engine)
         cfg = self.clf.config.get("clips") or {}
         self.sampling = sampling or Sampling(fps=cfg.get("fps") or DEFAULTS.fps, n=cfg.get("frames") or 0,
                                              min_frames=cfg.get("min_frames") or 0)
@@ -253,13 +254,13 @@ def segments(table: pd.DataFrame) -> pd.DataFrame:
 def predict_clips(inputs: str | Path, run: str | Path, out: str | Path, *, rules=None, no_rules: bool = False,
                   per_frame: str | Path | None = None, annotate: str | Path | None = None,
                   sampling: Sampling | None = None, cache_dir=None, show_progress: bool = True,
-                  partial: bool = False) -> dict:
+                  partial: bool = False, engine: str | None = None) -> dict:
     """predictions.csv with one row per clip (photos: a clip of one frame); ``per_frame``: the frame table
     (and ``<stem>_segments.csv`` beside it); ``annotate``: the first clip drawn as an .mp4."""
     from ..progress import progress_bar
 
     pred = ClipPredictor(run, rules=rules, use_rules=not no_rules, sampling=sampling, cache_dir=cache_dir,
-                         partial=partial)
+                         partial=partial, engine=engine)
     if not pred.is_clip_run:
         raise RunError(f"{run}: not a clip run (fitted on photos); fit on clips (videos or frame folders) to "
                        "predict clips.")

@@ -37,7 +37,7 @@ class LoadedModel:
         if folder.is_clip_run():
             from .clips import ClipPredictor
 
-            pred = ClipPredictor(run, rules=rules, use_rules=not no_rules, partial=partial)
+            pred = ClipPredictor(run, rules=rules, use_rules=not no_rules, partial=partial, engine=engine)
             return cls(folder, pred.clf, pred)
         return cls(folder, HybridPoseClassifier.load(run, rules=rules, use_rules=not no_rules, partial=partial,
                                                      engine=engine))

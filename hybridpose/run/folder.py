@@ -6,6 +6,7 @@
     RUN/left_out.csv          path, reason: files of the data folder not trained on (when there are any)
     RUN/crops_<size>.npz      training crops (a cache; rebuilt when stale)
     RUN/fold_<k>/             stage<s>.pt, metrics.csv, oof_image.csv, done.json
+    RUN/onnx/<key>/           the fold networks as one ONNX graph (a cache predict builds; rebuilt when stale)
     RUN/<branch files>        e.g. keypoint_model.json
     RUN/fusion.json, oof_predictions.csv, training_curves.png, summary.json
     RUN/rules.yaml, calibration.csv   (calibrate)
@@ -54,6 +55,10 @@ class RunFolder:
 
     def fold_dir(self, k: int) -> Path:
         return self.root / f"fold_{k}"
+
+    def onnx_graph(self, key: str) -> Path:
+        """The folder of the ONNX graph built from the checkpoints that ``key`` names (engines/onnx_graph.py)."""
+        return self.root / "onnx" / key
 
     def checkpoint(self, k: int, stage: int) -> Path:
         return self.fold_dir(k) / f"stage{stage}.pt"
