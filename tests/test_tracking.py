@@ -2,6 +2,7 @@
 as an MLflow model, a failing store that costs the fit nothing, tune's nested trials and evaluate."""
 from __future__ import annotations
 
+import base64
 import importlib.util
 import json
 import os
@@ -9,6 +10,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -87,8 +89,27 @@ def test_the_logged_model_predicts_as_the_run(tracked, store, small_data, monkey
     assert list(got["path"]) == photos and (got["status"] == "ok").all()
     assert list(got["class"]) == list(expected["class"])
     assert got["confidence"].to_numpy() == pytest.approx(expected["confidence"].to_numpy())
-    with pytest.raises(Exception, match=r"missing inputs \['path'\]"):
+    with pytest.raises(Exception, match=r"needs a 'path' column .* or an 'image' column"):
         model.predict(pd.DataFrame({"file": photos}))
+
+
+def test_the_logged_model_predicts_photos_sent_as_base64_bytes(tracked, store, small_data, monkeypatch):
+    run, summary = tracked
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", store)
+    model = mlflow.pyfunc.load_model(f"runs:/{summary['tracking']['run_id']}/model")
+    photos = sorted(str(p) for p in small_data.rglob("*.jpg"))[:2]
+    by_path = model.predict(pd.DataFrame({"path": photos}))
+    sent = [base64.b64encode(Path(p).read_bytes()).decode() for p in photos]
+    sent += ["%%% not base64", base64.b64encode(b"plain text, no photo").decode(), ""]
+    before = set(Path(tempfile.gettempdir()).glob("hybridpose-pyfunc-*"))
+    got = model.predict(pd.DataFrame({"image": sent}))
+    assert list(got["path"]) == [f"image[{i}]" for i in range(5)]
+    assert list(got["class"][:2]) == list(by_path["class"])
+    assert got["confidence"][:2].to_numpy() == pytest.approx(by_path["confidence"].to_numpy())
+    assert list(got["status"]) == ["ok", "ok", "unreadable", "unreadable", "unreadable"]
+    assert list(got["reason"][2:]) == ["not base64", "not an image (cannot identify format)",
+                                       "no image bytes (empty)"]
+    assert set(Path(tempfile.gettempdir()).glob("hybridpose-pyfunc-*")) == before  # nothing left behind
 
 
 def test_the_logged_model_leaves_the_caches_out(tracked, store, monkeypatch):
@@ -236,6 +257,12 @@ def test_mlflow_models_serve_answers_with_the_runs_predictions(tracked, store, s
                                          headers={"Content-Type": "application/json"})
         with urllib.request.urlopen(request, timeout=60) as response:
             [row] = json.load(response)["predictions"]
+        sent = base64.b64encode(Path(photo).read_bytes()).decode()
+        body = json.dumps({"dataframe_split": {"columns": ["image"], "data": [[sent]]}}).encode()
+        request = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", data=body,
+                                         headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=60) as response:
+            [from_bytes] = json.load(response)["predictions"]
     finally:
         if server.poll() is None:
             os.killpg(server.pid, signal.SIGTERM)  # the server and its uvicorn worker
@@ -245,6 +272,7 @@ def test_mlflow_models_serve_answers_with_the_runs_predictions(tracked, store, s
     [expected] = LoadedModel.load(run).predict_files([photo])
     assert (row["path"], row["status"], row["class"]) == (photo, "ok", expected["class"])
     assert row["confidence"] == pytest.approx(expected["confidence"])
+    assert (from_bytes["path"], from_bytes["status"], from_bytes["class"]) == ("image[0]", "ok", expected["class"])
 
 
 def _wait_until_up(url: str, server: subprocess.Popen, log: Path, seconds: float = 180) -> None:

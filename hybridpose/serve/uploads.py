@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import AsyncIterator
 
-from ..data.images import HEIF_EXTENSIONS
+from ..data.content import sniff
 from ..data.video import VideoError, is_video, probe
 from ..errors import HybridPoseError
 
@@ -177,32 +177,6 @@ class _PartState:
         if self.fh is not None:
             self.fh.close()
             self.fh = None
-
-
-def sniff(head: bytes) -> str | None:
-    """The file extension of what the first bytes say the file is (a photo or a video format), or None."""
-    if head.startswith(b"\xff\xd8\xff"):
-        return ".jpg"
-    if head.startswith(b"\x89PNG\r\n\x1a\n"):
-        return ".png"
-    if head[:6] in (b"GIF87a", b"GIF89a"):
-        return ".gif"
-    if head.startswith(b"BM") and len(head) >= 14:
-        return ".bmp"
-    if head[:4] in (b"II*\x00", b"MM\x00*"):
-        return ".tif"
-    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
-        return ".webp"
-    if head[:4] == b"RIFF" and head[8:12] == b"AVI ":
-        return ".avi"
-    if head[:4] == b"\x1aE\xdf\xa3":
-        return ".mkv"  # Matroska and WebM
-    if head[4:8] == b"ftyp":
-        brand = head[8:12]
-        if brand in (b"heic", b"heix", b"hevc", b"heim", b"heis", b"mif1", b"msf1"):
-            return sorted(HEIF_EXTENSIONS)[0]
-        return ".mov" if brand == b"qt  " else ".mp4"
-    return None
 
 
 def _typed(up: Upload, n: int) -> Path:
