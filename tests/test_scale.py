@@ -2,6 +2,7 @@
 `fit --config`. One local Ray instance (2 CPUs) is shared by the tests of this module."""
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import sys
@@ -58,8 +59,10 @@ def _probs(run: Path) -> pd.DataFrame:
 def test_ray_executor_gives_the_local_out_of_fold_predictions(ray_session, small_data, tmp_path):
     from hybridpose.train.fit import fit
 
-    # ray first, with an empty pose cache: the pose model runs in Ray tasks too
-    remote = fit(small_data, tmp_path / "ray", folds=3, executor="ray", cache_dir=tmp_path / "cache", **_tiny())
+    # ray first, with an empty pose cache: the pose model runs in Ray tasks too; tracked, as a user would
+    track = f"sqlite:///{tmp_path / 'mlflow.db'}" if importlib.util.find_spec("mlflow") else None
+    remote = fit(small_data, tmp_path / "ray", folds=3, executor="ray", cache_dir=tmp_path / "cache", track=track,
+                 **_tiny())
     local = fit(small_data, tmp_path / "local", folds=3, **_tiny())
     assert remote["oof_top1"] == local["oof_top1"]
     a, b = _probs(tmp_path / "ray"), _probs(tmp_path / "local")
@@ -68,6 +71,18 @@ def test_ray_executor_gives_the_local_out_of_fold_predictions(ray_session, small
     assert pd.read_csv(tmp_path / "ray" / "poses.csv")["status"].equals(pd.read_csv(tmp_path / "local" / "poses.csv")["status"])
     for k in (1, 2, 3):
         assert (tmp_path / "ray" / f"fold_{k}" / "done.json").exists()
+    if track:  # the folds trained in Ray tasks: their curves logged from metrics.csv when the run finished
+        import mlflow
+
+        client = mlflow.MlflowClient(track)
+        got = client.get_run(remote["tracking"]["run_id"])
+        assert got.info.status == "FINISHED" and got.data.params["folds"] == "3"
+        for k in (1, 2, 3):
+            curve = pd.read_csv(tmp_path / "ray" / f"fold_{k}" / "metrics.csv")
+            history = client.get_metric_history(got.info.run_id, f"fold{k}/stage1/val_acc")
+            assert len(history) == (curve["stage"] == 1).sum() > 0
+        level, top1 = next(iter(remote["oof_top1"]["fused"].items()))
+        assert got.data.metrics[f"oof/fused/{level}/top1"] == pytest.approx(top1)
 
 
 def _kill_once_then_train(run: str, marker: str, k: int) -> int:
