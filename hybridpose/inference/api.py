@@ -26,7 +26,7 @@ def predict(inputs: str | Path | None, run: str | Path, out: str | Path | None =
             frames: int | None = None, camera: int | str | None = None, max_frames: int | None = None,
             show: bool = True, on_frame: Callable[[dict], None] | None = None,
             keypoints: str | Path | None = None, keypoint_units: str = "pixels", show_progress: bool = True,
-            max_people: int = DEFAULTS.max_people) -> dict:
+            max_people: int = DEFAULTS.max_people, tracker: str | None = None) -> dict:
     """Label ``inputs`` with the run (or bundle) ``run``; the result's ``kind`` says which path it took
     (``photos``, ``ray``, ``clips`` or ``camera``) and the rest what was written.
 
@@ -40,10 +40,10 @@ def predict(inputs: str | Path | None, run: str | Path, out: str | Path | None =
                                                                    "--annotate": annotate})
     if camera is not None:
         return _camera(run, camera, rules, no_rules, cache_dir, partial, engine, _sampling(fps, frames), max_frames,
-                       show, on_frame)
+                       show, on_frame, max_people, tracker)
     if clip:
         return _clips(inputs, run, Path(out or PREDICTIONS_FILE["csv"]), rules, no_rules, cache_dir, partial, engine,
-                      per_frame, annotate, _sampling(fps, frames), show_progress)
+                      per_frame, annotate, _sampling(fps, frames), show_progress, max_people, tracker)
     if executor == "ray":
         from ..executors.ray import predict_inputs
 
@@ -93,7 +93,7 @@ def _sampling(fps: float | None, frames: int | None):
 
 
 def _clips(inputs, run, out: Path, rules, no_rules, cache_dir, partial, engine, per_frame, annotate, sampling,
-           show_progress) -> dict:
+           show_progress, max_people: int = 1, tracker: str | None = None) -> dict:
     for path, what in ((out, "--out"), (per_frame, "--per-frame"), (annotate, "--annotate")):
         if path is not None:
             check_writable(Path(path), "file", what)
@@ -101,16 +101,17 @@ def _clips(inputs, run, out: Path, rules, no_rules, cache_dir, partial, engine, 
 
     res = predict_clips(inputs, run, out, rules=rules, no_rules=no_rules, per_frame=per_frame, annotate=annotate,
                         sampling=sampling, cache_dir=cache_dir, partial=partial, show_progress=show_progress,
-                        engine=engine)
+                        engine=engine, max_people=max_people, tracker=tracker)
     return {"kind": "clips", **res}
 
 
-def _camera(run, camera, rules, no_rules, cache_dir, partial, engine, sampling, max_frames, show, on_frame) -> dict:
+def _camera(run, camera, rules, no_rules, cache_dir, partial, engine, sampling, max_frames, show, on_frame,
+            max_people: int = 1, tracker: str | None = None) -> dict:
     from .clips import ClipPredictor
     from .live import live
 
     pred = ClipPredictor(run, rules=rules, use_rules=not no_rules, sampling=sampling, cache_dir=cache_dir,
-                         partial=partial, engine=engine)
+                         partial=partial, engine=engine, max_people=max_people, tracker=tracker)
     source = int(camera) if str(camera).isdigit() else str(camera)
     n, last = 0, None
     for last in live(pred, source, show=show, max_frames=max_frames):
