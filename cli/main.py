@@ -353,7 +353,7 @@ def predict(
     show: bool = typer.Option(True, "--show/--no-show", help="With --camera: draw the frames in a window."),
     keypoints: Optional[Path] = KeypointsOpt,
     keypoint_units: str = UnitsOpt,
-    max_people: int = typer.Option(DEFAULTS.max_people, "--max-people", min=1, help="Photos: a row (crop, keypoints, label) per person found, up to this many, with its index (left to right), box and score. Clips and --camera: every person tracked across the frames and labelled as a clip of its own (a row per track, column `track`). 1: the single-person model."),
+    max_people: Optional[int] = typer.Option(None, "--max-people", min=1, help=f"Photos: a row (crop, keypoints, label) per person found, up to this many, with its index (left to right), box and score (default {DEFAULTS.max_people}). Clips and --camera: above 1, every person tracked across the frames and labelled as a clip of its own (a row per track, column `track`; default 1, one person per clip). 1: the single-person model."),
     tracker: Optional[str] = typer.Option(None, "--tracker", help="Clips and --camera with --max-people above 1: the multi-object tracker that keeps each person's id (norfair, or bytetrack with supervision<0.27; default norfair, docs/CLIPS.md)."),
 ) -> None:
     """Label every photo at every hierarchy level: one row per person found (a photo with nobody: one row), whatever the file holds."""

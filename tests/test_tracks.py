@@ -135,6 +135,14 @@ def test_two_people_side_by_side_are_two_tracks_each_with_its_own_exercise(clip_
     seg = pd.read_csv(tmp_path / "f_segments.csv")
     assert set(seg["track"]) == {0, 1}
     assert len(list(iter_frames(res["annotated"], Sampling(n=1000)))) >= 6
+    from hybridpose.inference.clips import ClipPredictor
+    from hybridpose.inference.live import LIVE_MIN_FRAMES, live
+
+    shown = list(live(ClipPredictor(run, max_people=4), str(video), show=False, max_frames=LIVE_MIN_FRAMES + 2))
+    later = shown[LIVE_MIN_FRAMES - 1:]  # each person numbered from its third frame on
+    assert all([p["track"] for p in o["people"]] == [0, 1] for o in later), later
+    left, right = (p["box"][0] for p in later[0]["people"])
+    assert left < right and all(o["label"] in ("squat", "jumpingjack") for o in later)
     one = predict_clips(video, run, tmp_path / "one.csv", show_progress=False, max_people=1)
     single = pd.read_csv(tmp_path / "one.csv", keep_default_na=False)
     assert one["rows"] == 1 and list(single["track"]) == [0]

@@ -26,16 +26,25 @@ def predict(inputs: str | Path | None, run: str | Path, out: str | Path | None =
             frames: int | None = None, camera: int | str | None = None, max_frames: int | None = None,
             show: bool = True, on_frame: Callable[[dict], None] | None = None,
             keypoints: str | Path | None = None, keypoint_units: str = "pixels", show_progress: bool = True,
-            max_people: int = DEFAULTS.max_people, tracker: str | None = None) -> dict:
+            max_people: int | None = None, tracker: str | None = None) -> dict:
     """Label ``inputs`` with the run (or bundle) ``run``; the result's ``kind`` says which path it took
     (``photos``, ``ray``, ``clips`` or ``camera``) and the rest what was written.
 
     ``workers``: local processes that decode, pose and crop (None: one per CPU core; 0: in-process), or with
     ``executor="ray"`` the model actors. Clip runs: ``per_frame`` (the frame table), ``annotate`` (an .mp4),
     ``fps`` / ``frames`` (sampling); ``camera`` (N or a video file standing in for one) runs live, calling
-    ``on_frame`` with every frame's label. Photos: a row per person found, up to ``max_people``."""
+    ``on_frame`` with every frame's label. Photos: a row per person found, up to ``max_people`` (default
+    ``DEFAULTS.max_people``). Clips and the camera: with ``max_people`` > 1 (default 1: one person per clip, the
+    output of before) every person is tracked (``tracker``, default ``pose.trackers.DEFAULT_TRACKER``) and
+    labelled as a clip of its own (a row per track)."""
     executor = getattr(executor, "value", executor)
+    if tracker is not None:
+        from ..pose.trackers import tracker_class
+
+        tracker_class(tracker)  # an unknown tracker, or one whose library is missing, before any work
     clip = bool(camera is not None or per_frame or annotate or fps or frames or RunFolder(run).is_clip_run())
+    if max_people is None:
+        max_people = 1 if clip else DEFAULTS.max_people
     _check(inputs, rules, no_rules, camera, clip, executor, fmt, **{"--out": out, "--per-frame": per_frame,
                                                                    "--annotate": annotate})
     if camera is not None:

@@ -105,9 +105,9 @@ class ClipPredictor:
         self.max_people, self.tracker = max_people, tracker
         self._people = None
         if self.people_class is not None:
-            from ..pose.trackers import make_tracker
+            from ..pose.trackers import tracker_class
 
-            make_tracker(tracker, self.sampling.fps)  # an unknown or missing tracker is said before any work
+            tracker_class(tracker)  # an unknown or missing tracker is said before any work
 
     @property
     def tracks_people(self) -> bool:

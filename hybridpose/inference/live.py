@@ -2,7 +2,8 @@
 
 With several people (the predictor's ``tracks_people``) every frame's people get track ids from the tracker,
 and each track keeps its own running label (its last ``window`` frames' image probabilities) and, with the run's
-sequence branch, its own keypoint history; tracks are numbered 0, 1, ... as they first appear (left to right).
+sequence branch, its own keypoint history. A person is shown and numbered (0, 1, ...) from its track's
+``LIVE_MIN_FRAMES``-th frame on; until someone is, the frame is labelled as a whole, as the one-person loop does.
 """
 from __future__ import annotations
 
@@ -18,6 +19,8 @@ from ..errors import RunError
 from ..pose.result import analyse_array
 from .classifier import channels_first
 from .clips import ClipPredictor
+
+LIVE_MIN_FRAMES = 3  # a person tracked live is shown (and numbered) from its third frame on
 
 
 @dataclass
@@ -118,7 +121,8 @@ class _People:
 
         self.pred, self.window, self.span = pred, window, span
         self.tracker = make_tracker(pred.tracker, rate)
-        self.numbers: dict[int, int] = {}  # the tracker's ids -> 0, 1, ... in order of first appearance
+        self.numbers: dict[int, int] = {}  # the tracker's ids -> 0, 1, ... in order of appearance
+        self.sightings: dict[int, int] = {}
         self.running: dict[int, Running] = {}
         self.nobody = Running()
 
@@ -135,7 +139,8 @@ class _People:
         kps = [np.asarray(p.keypoints, float).reshape(pred.sk.n, 4) for p in people]
         ids = self.tracker.update([p.box for p in people], kps, [p.score for p in people]) if people else \
             self.tracker.update([], [], [])
-        kept = [(self.numbers.setdefault(t, len(self.numbers)), p, k) for t, p, k in zip(ids, people, kps) if t is not None]
+        kept = [(self._number(t), p, k) for t, p, k in zip(ids, people, kps) if t is not None]
+        kept = [(n, p, k) for n, p, k in kept if n is not None]
         image = Image.fromarray(rgb)
         boxes = [p.box for _, p, _ in kept] or [None]  # nobody: the whole frame, as the one-person loop
         crops = np.stack([crop_photo(image, b, None, prep.eval_margin, prep.input_size, pred.sk.n)[0] for b in boxes])
@@ -150,6 +155,15 @@ class _People:
         main = max(range(len(kept)), key=lambda i: _area(kept[i][1].box))
         out = {"status": result.status, **{k: v for k, v in each[main].items() if k != "box"}, "people": each}
         return out, [Shown(e["track"], p.box, kp, _text(e)) for e, (_, p, kp) in zip(each, kept)]
+
+
+    def _number(self, track: int) -> int | None:
+        """The person's number, once its track has been seen ``LIVE_MIN_FRAMES`` times (a false detection of a
+        frame or two gets none: the live loop cannot drop short tracks afterwards as a whole clip does)."""
+        self.sightings[track] = self.sightings.get(track, 0) + 1
+        if track not in self.numbers and self.sightings[track] >= LIVE_MIN_FRAMES:
+            self.numbers[track] = len(self.numbers)
+        return self.numbers.get(track)
 
 
 def _area(box) -> float:

@@ -63,6 +63,10 @@ def draw_people(rgb: np.ndarray, people: list[Shown], skeleton: Skeleton, text: 
 
 def _label(d: ImageDraw.ImageDraw, at: tuple, text: str, font, fill, ink=(0, 0, 0)) -> None:
     box = d.textbbox(at, text, font=font)
+    width = d.im.size[0]
+    if box[2] + 4 > width:  # kept inside the frame: moved left as far as it reaches past the right edge
+        at = (max(4, at[0] - (box[2] + 4 - width)), at[1])
+        box = d.textbbox(at, text, font=font)
     d.rectangle([box[0] - 4, box[1] - 4, box[2] + 4, box[3] + 4], fill=fill)
     d.text(at, text, fill=ink, font=font)
 

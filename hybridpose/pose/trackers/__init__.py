@@ -21,12 +21,17 @@ register = TRACKERS.register
 DEFAULT_TRACKER = "norfair"  # chosen by benchmarks/bench_tracks.py (docs/CLIPS.md, "Several people")
 
 
-def make_tracker(name: str | None, fps: float):
-    """A new tracker ``name`` (default ``DEFAULT_TRACKER``) for frames ``fps`` apart; its library missing is one error line."""
+def tracker_class(name: str | None) -> type:
+    """The tracker ``name`` (default ``DEFAULT_TRACKER``); unknown, or its library missing: one error line."""
     cls = TRACKERS.get(name or DEFAULT_TRACKER)
     if not cls.available():
         raise ConfigError(f"--tracker {cls.name}: {cls.missing}")
-    return cls(fps)
+    return cls
+
+
+def make_tracker(name: str | None, fps: float):
+    """A new tracker ``name`` for frames ``fps`` a second."""
+    return tracker_class(name)(fps)
 
 
 def as_arrays(boxes: Sequence, keypoints: Sequence, scores: Sequence) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
