@@ -162,3 +162,18 @@ def test_one_person_video_gives_the_same_row_with_several_people_asked_for(clip_
     labels = ["class", "exercise", "top1", "top2", "status", "frames"]
     assert rows[4][labels].to_dict("records") == rows[1][labels].to_dict("records")
     assert abs(rows[4]["top1_prob"].item() - rows[1]["top1_prob"].item()) < 0.02
+
+
+def test_wide_strips_are_searched_in_overlapping_windows_and_a_part_of_a_person_is_that_person():
+    from hybridpose.pose.estimators.mediapipe_people import MAX_WINDOW, same_person, windows
+
+    aspect = 720 / 202  # two 16:9 videos side by side
+    win = windows([(0.0, 1.0)], aspect)
+    width = MAX_WINDOW / aspect
+    assert len(win) == 4 and win[0][0] == 0.0 and win[-1][1] == pytest.approx(1.0)
+    assert all(b - a == pytest.approx(width) for a, b in win)
+    assert all(win[i + 1][0] < win[i][1] for i in range(len(win) - 1))  # overlapping: nobody falls in a gap
+    assert windows([(0.1, 0.3)], aspect) == [(0.1, 0.3)]  # narrow enough: searched as it is
+    person = np.array([0.1, 0.1, 0.3, 0.9])
+    assert same_person(person, np.array([0.12, 0.3, 0.25, 0.5]))  # a window saw its middle
+    assert not same_person(person, np.array([0.5, 0.1, 0.7, 0.9]))
