@@ -345,7 +345,7 @@ def predict(
     cpus_per_worker: float = typer.Option(1.0, "--cpus-per-worker", min=0.0, help="With --executor ray: CPUs per model actor."),
     gpus_per_worker: float = typer.Option(0.0, "--gpus-per-worker", min=0.0, help="With --executor ray: GPUs per model actor."),
     per_frame: Optional[Path] = typer.Option(None, "--per-frame", help="Clip run: also write this per-frame table (frame, time, label, confidence, smoothed) and FILE_segments.csv."),
-    annotate: Optional[Path] = typer.Option(None, "--annotate", help="Clip run: write the first clip as an .mp4 with the skeleton and the running label."),
+    annotate: Optional[Path] = typer.Option(None, "--annotate", help="Clip run: write the first clip as an .mp4 with the skeleton and the running label (several people: each one's box, track id and label)."),
     fps: Optional[float] = typer.Option(None, "--fps", min=0.01, help="Clip run: frames sampled per second (default: the run's)."),
     frames: Optional[int] = typer.Option(None, "--frames", min=1, help="Clip run: N frames spread evenly over each clip."),
     camera: Optional[str] = typer.Option(None, "--camera", help="Run live on camera N (OpenCV), or on a video file standing in for one; q quits."),
@@ -353,7 +353,8 @@ def predict(
     show: bool = typer.Option(True, "--show/--no-show", help="With --camera: draw the frames in a window."),
     keypoints: Optional[Path] = KeypointsOpt,
     keypoint_units: str = UnitsOpt,
-    max_people: int = typer.Option(DEFAULTS.max_people, "--max-people", min=1, help="Photos: a row (crop, keypoints, label) per person found, up to this many, with its index (left to right), box and score; 1: the single-person model."),
+    max_people: Optional[int] = typer.Option(None, "--max-people", min=1, help=f"Photos: a row (crop, keypoints, label) per person found, up to this many, with its index (left to right), box and score (default {DEFAULTS.max_people}). Clips and --camera: above 1, every person tracked across the frames and labelled as a clip of its own (a row per track, column `track`; default 1, one person per clip). 1: the single-person model."),
+    tracker: Optional[str] = typer.Option(None, "--tracker", help="Clips and --camera with --max-people above 1: the multi-object tracker that keeps each person's id (norfair, or bytetrack with supervision<0.27; default norfair, docs/CLIPS.md)."),
 ) -> None:
     """Label every photo at every hierarchy level: one row per person found (a photo with nobody: one row), whatever the file holds."""
     from hybridpose.inference.api import predict as run_predict
@@ -361,14 +362,16 @@ def predict(
     _writable(cache, "folder", "--cache")
 
     def on_frame(f: dict) -> None:
-        console.print(f"frame {f['frame']}: {f['label']} {f['confidence']:.2f} ({f['fps']:.1f} frames/s)")
+        people = "".join(f"  #{p['track']}: {p['label']} {p['confidence']:.2f}" for p in f.get("people") or [])
+        said = people.strip() or f"{f['label']} {f['confidence']:.2f}"
+        console.print(f"frame {f['frame']}: {said} ({f['fps']:.1f} frames/s)")
 
     res = run_predict(inputs, model, out, rules=rules, no_rules=no_rules, fmt=fmt.value, batch_size=batch_size,
                       cache_dir=cache, partial=partial, engine=engine, workers=workers, executor=executor.value,
                       address=address, cpus_per_worker=cpus_per_worker, gpus_per_worker=gpus_per_worker,
                       per_frame=per_frame, annotate=annotate, fps=fps, frames=frames, camera=camera,
                       max_frames=max_frames, show=show, on_frame=on_frame, keypoints=keypoints,
-                      keypoint_units=keypoint_units, max_people=max_people)
+                      keypoint_units=keypoint_units, max_people=max_people, tracker=tracker)
     _print_predict(res, camera)
 
 
@@ -385,7 +388,8 @@ def _print_predict(res: dict, camera: Optional[str]) -> None:
         return
     rules = f" (rules: {res['rules']})" if res["rules"] else ""
     if res["kind"] == "clips":
-        console.print(f"{res['clips']} clips ({counts}) -> {res['out']}{rules}")
+        tracks = f", {res['rows']} people tracked" if res.get("rows", res["clips"]) != res["clips"] else ""
+        console.print(f"{res['clips']} clips{tracks} ({counts}) -> {res['out']}{rules}")
         if res.get("per_frame"):
             console.print(f"per frame: {res['per_frame']}, segments: {res['segments']} ({res['smoothing']})")
         if res["annotated"]:

@@ -43,3 +43,47 @@ def make_clips(dest: Path) -> Path | None:
     (dest / "hierarchy.csv").write_text("class,exercise\nsquat,squat\njumpingjack,jumpingjack\n")
     done.touch()
     return dest
+
+
+PAIR = (("squat", "squat_correct_004.mp4"), ("jumpingjack", "jumpingjack_correct_003.mp4"))  # of make_clips, one person each
+
+
+def side_by_side(left: Path, right: Path, out: Path, *, height: int = 360, fps: float = 10,
+                 seconds: float | None = None) -> Path:
+    """Two videos resized to ``height``, put side by side (left, right) at ``fps``, as long as the shorter (or
+    ``seconds``): a video of two people doing each their exercise."""
+    import numpy as np
+    from PIL import Image
+
+    from hybridpose.data.video import Sampling, VideoWriter, iter_frames
+
+    def frames(path: Path):
+        for f in iter_frames(path, Sampling(fps=fps)):
+            if seconds is not None and f.time >= seconds:
+                return
+            im = Image.fromarray(f.rgb)
+            yield np.asarray(im.resize((round(im.width * height / im.height) // 2 * 2, height)))
+
+    writer = None
+    try:
+        for a, b in zip(frames(left), frames(right)):
+            both = np.concatenate([a, b], axis=1)
+            if writer is None:
+                writer = VideoWriter(out, fps, both.shape[1], both.shape[0])
+            writer.write(both)
+    finally:
+        if writer is not None:
+            writer.close()
+    return out
+
+
+def make_pair(dest: Path, seconds: float | None = None) -> Path | None:
+    """Two people side by side, a squat (left) and jumping jacks (right), from PAIR's full clips; None without
+    the shared data."""
+    if not all((SHARED / c / n).is_file() for c, n in PAIR):
+        return None
+    out = dest / "two_people.mp4"
+    if not out.is_file():
+        dest.mkdir(parents=True, exist_ok=True)
+        side_by_side(SHARED / PAIR[0][0] / PAIR[0][1], SHARED / PAIR[1][0] / PAIR[1][1], out, seconds=seconds)
+    return out

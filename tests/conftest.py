@@ -62,6 +62,16 @@ def clip_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def clip_run(tmp_path_factory: pytest.TempPathFactory, clip_data: Path):
+    """A tiny clip run fitted on clip_data (2 folds, preset tiny, 5 frames per second), once per session."""
+    from hybridpose.train.fit import fit
+
+    run = tmp_path_factory.mktemp("clip_run") / "run"
+    summary = fit(clip_data, run, folds=2, preset="tiny", show_progress=False, clips={"fps": 5})
+    return run, summary
+
+
+@pytest.fixture(scope="session")
 def bad_corpus(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str]]:
     """The bad-input corpus (tests/corpus.py) and the status each file should get."""
     from corpus import make_bad_corpus

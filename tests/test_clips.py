@@ -145,13 +145,7 @@ rules:
 """
 
 
-@pytest.fixture(scope="module")
-def clip_run(tmp_path_factory, CLIPS):
-    from hybridpose.train.fit import fit
-
-    run = tmp_path_factory.mktemp("clip_run") / "run"
-    summary = fit(CLIPS, run, folds=2, preset="tiny", show_progress=False, clips={"fps": 5})
-    return run, summary
+# clip_run: tests/conftest.py (one tiny clip run per session, shared with tests/test_tracks.py)
 
 
 @pytest.mark.slow

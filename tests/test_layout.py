@@ -70,10 +70,14 @@ def test_an_old_clip_run_predicts_a_frame_folder_as_it_did(clip_data, tmp_path):
     want = pd.read_csv(LEGACY / "expected" / "predictions_cliprun.csv")
     want = want[want["path"] == "jumpingjack/jj_frames"].reset_index(drop=True)
     got = _relative(pd.read_csv(tmp_path / "p.csv"), clip_data)
+    # one clip of one person: track 0 (a column added since); the rest exactly as the old code wrote it
+    assert list(got.pop("track")) == [0]
     pd.testing.assert_frame_equal(got, want)
     frames = pd.read_csv(LEGACY / "expected" / "per_frame_cliprun.csv")
     frames = frames[frames["clip"] == "jumpingjack/jj_frames"].reset_index(drop=True)
-    pd.testing.assert_frame_equal(_relative(pd.read_csv(tmp_path / "f.csv"), clip_data, "clip"), frames)
+    got = _relative(pd.read_csv(tmp_path / "f.csv"), clip_data, "clip")
+    assert (got.pop("track") == 0).all()
+    pd.testing.assert_frame_equal(got, frames)
 
 
 def test_the_library_predict_routes_a_clip_run_as_the_cli_does(clip_data, tmp_path):

@@ -26,24 +26,33 @@ def predict(inputs: str | Path | None, run: str | Path, out: str | Path | None =
             frames: int | None = None, camera: int | str | None = None, max_frames: int | None = None,
             show: bool = True, on_frame: Callable[[dict], None] | None = None,
             keypoints: str | Path | None = None, keypoint_units: str = "pixels", show_progress: bool = True,
-            max_people: int = DEFAULTS.max_people) -> dict:
+            max_people: int | None = None, tracker: str | None = None) -> dict:
     """Label ``inputs`` with the run (or bundle) ``run``; the result's ``kind`` says which path it took
     (``photos``, ``ray``, ``clips`` or ``camera``) and the rest what was written.
 
     ``workers``: local processes that decode, pose and crop (None: one per CPU core; 0: in-process), or with
     ``executor="ray"`` the model actors. Clip runs: ``per_frame`` (the frame table), ``annotate`` (an .mp4),
     ``fps`` / ``frames`` (sampling); ``camera`` (N or a video file standing in for one) runs live, calling
-    ``on_frame`` with every frame's label. Photos: a row per person found, up to ``max_people``."""
+    ``on_frame`` with every frame's label. Photos: a row per person found, up to ``max_people`` (default
+    ``DEFAULTS.max_people``). Clips and the camera: with ``max_people`` > 1 (default 1: one person per clip, the
+    output of before) every person is tracked (``tracker``, default ``pose.trackers.DEFAULT_TRACKER``) and
+    labelled as a clip of its own (a row per track)."""
     executor = getattr(executor, "value", executor)
+    if tracker is not None:
+        from ..pose.trackers import tracker_class
+
+        tracker_class(tracker)  # an unknown tracker, or one whose library is missing, before any work
     clip = bool(camera is not None or per_frame or annotate or fps or frames or RunFolder(run).is_clip_run())
+    if max_people is None:
+        max_people = 1 if clip else DEFAULTS.max_people
     _check(inputs, rules, no_rules, camera, clip, executor, fmt, **{"--out": out, "--per-frame": per_frame,
                                                                    "--annotate": annotate})
     if camera is not None:
         return _camera(run, camera, rules, no_rules, cache_dir, partial, engine, _sampling(fps, frames), max_frames,
-                       show, on_frame)
+                       show, on_frame, max_people, tracker)
     if clip:
         return _clips(inputs, run, Path(out or PREDICTIONS_FILE["csv"]), rules, no_rules, cache_dir, partial, engine,
-                      per_frame, annotate, _sampling(fps, frames), show_progress)
+                      per_frame, annotate, _sampling(fps, frames), show_progress, max_people, tracker)
     if executor == "ray":
         from ..executors.ray import predict_inputs
 
@@ -93,7 +102,7 @@ def _sampling(fps: float | None, frames: int | None):
 
 
 def _clips(inputs, run, out: Path, rules, no_rules, cache_dir, partial, engine, per_frame, annotate, sampling,
-           show_progress) -> dict:
+           show_progress, max_people: int = 1, tracker: str | None = None) -> dict:
     for path, what in ((out, "--out"), (per_frame, "--per-frame"), (annotate, "--annotate")):
         if path is not None:
             check_writable(Path(path), "file", what)
@@ -101,16 +110,17 @@ def _clips(inputs, run, out: Path, rules, no_rules, cache_dir, partial, engine, 
 
     res = predict_clips(inputs, run, out, rules=rules, no_rules=no_rules, per_frame=per_frame, annotate=annotate,
                         sampling=sampling, cache_dir=cache_dir, partial=partial, show_progress=show_progress,
-                        engine=engine)
+                        engine=engine, max_people=max_people, tracker=tracker)
     return {"kind": "clips", **res}
 
 
-def _camera(run, camera, rules, no_rules, cache_dir, partial, engine, sampling, max_frames, show, on_frame) -> dict:
+def _camera(run, camera, rules, no_rules, cache_dir, partial, engine, sampling, max_frames, show, on_frame,
+            max_people: int = 1, tracker: str | None = None) -> dict:
     from .clips import ClipPredictor
     from .live import live
 
     pred = ClipPredictor(run, rules=rules, use_rules=not no_rules, sampling=sampling, cache_dir=cache_dir,
-                         partial=partial, engine=engine)
+                         partial=partial, engine=engine, max_people=max_people, tracker=tracker)
     source = int(camera) if str(camera).isdigit() else str(camera)
     n, last = 0, None
     for last in live(pred, source, show=show, max_frames=max_frames):

@@ -11,6 +11,13 @@ the training clips (one movement each) cannot give, and keeps a label change wit
 the probabilities cross. The live loop (``live.py``) cannot see the future, so it averages the last window.
 Segments are the runs of one smoothed label.
 
+Several people (``max_people`` > 1 with a skeleton that has a multi-person pose model): every sampled frame's
+people are given track ids by a tracker library (``pose/trackers``, ``--tracker``), and each track is a clip
+of its own: its frames' crops, keypoints and statistics give it a row, a per-frame label and segments. A track
+seen in fewer than ``MIN_TRACK_SHARE`` of the sampled frames (a false detection, a passer-by) is no clip; the
+tracks kept are numbered 0, 1, ... by their first frame, then left to right. A video of one person is one track,
+0, as the single-person path numbers its one clip.
+
 Frames are decoded, analysed and dropped one by one: memory stays flat over any length of video.
 """
 from __future__ import annotations
@@ -39,6 +46,7 @@ from ..run.predtable import prediction_columns
 from .classifier import TOP_K, HybridPoseClassifier, channels_first
 
 BATCH = 16
+MIN_TRACK_SHARE = 0.2  # a track is a clip when seen in at least this share of the sampled frames (and 2 of them)
 
 
 @dataclass
@@ -47,7 +55,8 @@ class FrameResult:
     time: float
     status: str
     keypoints: np.ndarray          # (n, 4), NaN without a skeleton
-    image: np.ndarray              # leaf probabilities of the image branch
+    image: np.ndarray              # leaf probabilities of the image branch (NaN: the track not in this frame)
+    box: tuple | None = None       # the person's box (pixels of the frame), where found
 
 
 @dataclass
@@ -58,6 +67,21 @@ class ClipResult:
     frames: list[FrameResult] = field(default_factory=list)
     row: dict = field(default_factory=dict)
     probs: dict = field(default_factory=dict)  # branch (and "fused") -> level -> (1, classes) probabilities
+    track: int = 0
+
+
+@dataclass
+class PeopleFrame:
+    """One sampled frame seen by the multi-person model: its people's track ids, keypoints, boxes and image
+    probabilities; ``whole``: the whole frame's probabilities where nobody was found (as the one-person path)."""
+    index: int
+    time: float
+    status: str
+    ids: list = field(default_factory=list)
+    keypoints: list = field(default_factory=list)
+    boxes: list = field(default_factory=list)
+    image: list = field(default_factory=list)
+    whole: np.ndarray | None = None
 
 
 class ClipPredictor:
@@ -65,7 +89,7 @@ class ClipPredictor:
 
     def __init__(self, run: str | Path, *, rules: str | Path | None = None, use_rules: bool = True,
                  sampling: Sampling | None = None, cache_dir: str | Path | None = None, partial: bool = False,
-                 engine: str | None = None):
+                 engine: str | None = None, max_people: int = 1, tracker: str | None = None):
         self.clf = HybridPoseClassifier.load(run, rules=rules, use_rules=use_rules, partial=partial, engine=engine)
         cfg = self.clf.config.get("clips") or {}
         self.sampling = sampling or Sampling(fps=cfg.get("fps") or DEFAULTS.fps, n=cfg.get("frames") or 0,
@@ -76,6 +100,25 @@ class ClipPredictor:
         second = retry_class(estimator_class(self.sk)) if cfg.get("retry") else None
         self.retry = second() if second is not None else None  # as fit did: a second look where no skeleton was found
         self.last_info = None  # the last video's VideoInfo (its ``truncated`` reason)
+        people = estimator_class(self.sk, max_people) if max_people > 1 else None
+        self.people_class = people if people is not None and hasattr(people, "people") else None
+        self.max_people, self.tracker = max_people, tracker
+        self._people = None
+        if self.people_class is not None:
+            from ..pose.trackers import tracker_class
+
+            tracker_class(tracker)  # an unknown or missing tracker is said before any work
+
+    @property
+    def tracks_people(self) -> bool:
+        """Several people per clip, tracked (``max_people`` > 1 and a multi-person pose model for the skeleton)."""
+        return self.people_class is not None
+
+    @property
+    def people_estimator(self):
+        if self._people is None:
+            self._people = self.people_class()
+        return self._people
 
     @property
     def is_clip_run(self) -> bool:
@@ -165,11 +208,99 @@ class ClipPredictor:
         res.row, res.probs = self._decide(frames)
         return res
 
+    def predict_tracks(self, sample: Sample) -> list[ClipResult]:
+        """One ClipResult per person tracked over the clip (``tracks_people``), else the one clip's, track 0."""
+        if not self.tracks_people or sample.status or sample.kind == "photo":
+            return [self.predict_clip(sample)]
+        reason = ""
+        try:
+            seen = list(self.analyse_people(sample, self.frames(sample)))
+            if sample.kind == "video":
+                reason = self.last_info.truncated
+        except VideoError as e:
+            return [ClipResult(sample, e.status, e.reason)]
+        if not seen:
+            return [ClipResult(sample, "unreadable", "no readable frame")]
+        tracks = split_tracks(seen, self.sk.empty(1)[0])
+        if not tracks:  # nobody in any frame: one clip of whole frames, as the one-person path
+            nobody, what = getattr(self.people_class, "missing", ("no_person", "MediaPipe found no person"))
+            frames = tracks_frames(seen, None, self.sk.empty(1)[0])
+            res = ClipResult(sample, nobody, f"{what} in any of the {len(frames)} sampled frames; decided by the "
+                                             "image branch alone", frames)
+            res.row, res.probs = self._decide(frames)
+            return [res]
+        out = []
+        for track, frames in enumerate(tracks):
+            res = ClipResult(sample, "ok", reason, frames, track=track)
+            res.row, res.probs = self._decide(frames)
+            out.append(res)
+        return out
+
+    def analyse_people(self, sample: Sample, frames: Iterator[Frame]) -> Iterator[PeopleFrame]:
+        """Every sampled frame's people (multi-person model, cached as the one-person path caches), their track
+        ids (a new tracker per clip) and the image branch's probabilities of each one's crop."""
+        from PIL import Image
+
+        from ..pose.trackers import make_tracker
+
+        sha = file_sha256(sample.path) if sample.path.is_file() else None
+        est = self.people_class
+        cache = PoseCache(self.cache_dir, est.version)
+        tracker = make_tracker(self.tracker, self.sampling.fps)
+        prep = self.clf.image_branch.preprocessing_
+        pending: list[tuple[PeopleFrame, list[np.ndarray]]] = []
+        try:
+            for fr in frames:
+                if not fr.sampled:
+                    continue
+                key = f"{sha}:{fr.index}:{FRAME_MAX_SIDE}" if sha else None
+                h, w = fr.rgb.shape[:2]
+                result = cache.fetch(key, lambda: analyse_array(fr.rgb, w, h, self.people_estimator))
+                image = Image.fromarray(fr.rgb)
+                pf = PeopleFrame(fr.index, fr.time, result.status)
+                people = [p for p in result.persons(self.max_people) if p.keypoints is not None]
+                if people:
+                    pf.keypoints = [np.asarray(p.keypoints, float).reshape(self.sk.n, 4) for p in people]
+                    pf.boxes = [tuple(p.box) for p in people]
+                    pf.ids = tracker.update(pf.boxes, pf.keypoints, [p.score for p in people])
+                    boxes = pf.boxes
+                else:
+                    tracker.update([], [], [])  # a frame without people ages the tracks
+                    boxes = [None]
+                crops = [crop_photo(image, b, None, prep.eval_margin, prep.input_size, self.sk.n)[0] for b in boxes]
+                pending.append((pf, crops))
+                if sum(len(c) for _, c in pending) >= BATCH:
+                    yield from self._flush_people(pending)
+            yield from self._flush_people(pending)
+        finally:
+            cache.close()
+
+    def _flush_people(self, pending: list) -> Iterator[PeopleFrame]:
+        if not pending:
+            return
+        crops = channels_first(np.stack([c for _, cs in pending for c in cs]))
+        leaf = iter(self.clf.image_branch.predict_level_proba(crops, self.h)[self.h.leaf_level])
+        for pf, cs in pending:
+            probs = [next(leaf) for _ in cs]
+            if pf.boxes:
+                pf.image = probs
+            else:
+                pf.whole = probs[0]
+            yield pf
+        pending.clear()
+
+    def close(self) -> None:
+        if self._people is not None:
+            self._people.close()
+            self._people = None
+
     def _decide(self, frames: list[FrameResult]) -> tuple[dict, dict]:
         h, leaves = self.h, self.h.leaves
         kp = np.stack([f.keypoints for f in frames])
         stats = pd.DataFrame([clip_statistics(kp, [f.time for f in frames], self.sk)])
-        image_leaf = np.mean([f.image for f in frames], axis=0)[None]
+        image = np.stack([f.image for f in frames])
+        # a frame without the track has no crop of it: left out of the mean (the one-person path has none)
+        image_leaf = (np.nanmean(image, axis=0) if np.isnan(image).any() else image.mean(axis=0))[None]
         probs = {"image": {lv: image_leaf @ h.leaf_to_level(lv) for lv in h.levels}}
         inputs = {"clip_statistics": stats, "clip_sequence": [kp]}
         for name, b in self.clf.branches.items():
@@ -194,14 +325,52 @@ class ClipPredictor:
         return row, {**probs, "fused": fused_levels}
 
 
+def split_tracks(seen: list[PeopleFrame], empty: np.ndarray) -> list[list[FrameResult]]:
+    """The clips of the tracks seen in at least ``MIN_TRACK_SHARE`` of the frames (and 2), numbered by their
+    first frame, then left to right; each holds every sampled frame (those without the track: no keypoints)."""
+    first: dict[int, tuple[int, float]] = {}
+    count: dict[int, int] = {}
+    for i, pf in enumerate(seen):
+        for t, box in zip(pf.ids, pf.boxes):
+            if t is not None:
+                first.setdefault(t, (i, box[0]))
+                count[t] = count.get(t, 0) + 1
+    need = max(2, MIN_TRACK_SHARE * len(seen))
+    kept = sorted((t for t in first if count[t] >= need or len(seen) < 2), key=lambda t: first[t])
+    return [tracks_frames(seen, t, empty) for t in kept]
+
+
+def tracks_frames(seen: list[PeopleFrame], track: int | None, empty: np.ndarray) -> list[FrameResult]:
+    """Track ``track``'s frames (None: the whole frames, nobody being found in any)."""
+    out = []
+    for pf in seen:
+        j = pf.ids.index(track) if track is not None and track in pf.ids else None
+        if j is not None:
+            out.append(FrameResult(pf.index, pf.time, "ok", pf.keypoints[j], pf.image[j], pf.boxes[j]))
+        else:  # nobody in the frame: its whole crop, as the one-person path; others only: no crop of this one
+            image = pf.whole if pf.whole is not None else np.full_like(np.asarray(_any_probs(seen)), np.nan)
+            out.append(FrameResult(pf.index, pf.time, pf.status if pf.status != "ok" else "no_person", empty, image))
+    return out
+
+
+def _any_probs(seen: list[PeopleFrame]) -> np.ndarray:
+    return next(p for pf in seen for p in ([pf.whole] if pf.whole is not None else pf.image))
+
+
 def smooth(probs: np.ndarray, window: int, causal: bool = False) -> np.ndarray:
     """Moving average of per-frame probabilities over ``window`` frames (centred, or the last ones)."""
     probs = np.asarray(probs, float)
     out = np.empty_like(probs)
     half = window // 2
+    gaps = np.isnan(probs).any()  # a track's frames without it: left out of the average (all-NaN stays NaN)
     for i in range(len(probs)):
         lo, hi = (max(0, i - window + 1), i + 1) if causal else (max(0, i - half), min(len(probs), i + half + 1))
-        out[i] = probs[lo:hi].mean(0)
+        if not gaps:
+            out[i] = probs[lo:hi].mean(0)
+        else:
+            part = probs[lo:hi]
+            ok = np.isfinite(part).all(1)
+            out[i] = part[ok].mean(0) if ok.any() else np.nan
     return out
 
 
@@ -219,11 +388,13 @@ def per_frame_table(res: ClipResult, leaves: Sequence[str], window: int, sequenc
         return pd.DataFrame()
     p = np.stack([f.image for f in res.frames])
     s = smooth(p, window)
-    raw, sm = p.argmax(1), s.argmax(1)
-    table = pd.DataFrame({"clip": str(res.sample.path), "frame": [f.index for f in res.frames],
+    raw, sm = np.nan_to_num(p, nan=-1).argmax(1), np.nan_to_num(s, nan=-1).argmax(1)
+    has, has_s = np.isfinite(p).all(1), np.isfinite(s).all(1)  # False: the track not in (or near) this frame
+    table = pd.DataFrame({"clip": str(res.sample.path), "track": res.track, "frame": [f.index for f in res.frames],
                          "time": [f.time for f in res.frames], "status": [f.status for f in res.frames],
-                         "label": [leaves[i] for i in raw], "confidence": p[np.arange(len(p)), raw].round(4),
-                         "smoothed_label": [leaves[i] for i in sm],
+                         "label": [leaves[i] if ok else "" for i, ok in zip(raw, has)],
+                         "confidence": p[np.arange(len(p)), raw].round(4),
+                         "smoothed_label": [leaves[i] if ok else "" for i, ok in zip(sm, has_s)],
                          "smoothed_confidence": s[np.arange(len(s)), sm].round(4)})
     if sequence is not None:
         m = sequence.running_proba(np.stack([f.keypoints for f in res.frames]))
@@ -235,17 +406,21 @@ def per_frame_table(res: ClipResult, leaves: Sequence[str], window: int, sequenc
 
 
 def segments(table: pd.DataFrame) -> pd.DataFrame:
-    """Runs of one smoothed label: clip, label, start, end (seconds), frames."""
+    """Runs of one smoothed label, per clip and track: clip, track, label, start, end (seconds), frames (a
+    track's frames without a label, where it was not seen, are no segment)."""
     rows = []
-    for clip, t in table.groupby("clip", sort=False):
-        labels, times = t["smoothed_label"].tolist(), t["time"].tolist()
+    if "track" not in table:
+        table = table.assign(track=0)
+    for (clip, track), t in table.groupby(["clip", "track"], sort=False):
+        labels, times = t["smoothed_label"].fillna("").tolist(), t["time"].tolist()
         start = 0
         for i in range(1, len(labels) + 1):
             if i == len(labels) or labels[i] != labels[start]:
-                rows.append({"clip": clip, "label": labels[start], "start": times[start],
-                             "end": times[i] if i < len(labels) else times[-1], "frames": i - start})
+                if labels[start] != "":
+                    rows.append({"clip": clip, "track": track, "label": labels[start], "start": times[start],
+                                 "end": times[i] if i < len(labels) else times[-1], "frames": i - start})
                 start = i
-    return pd.DataFrame(rows, columns=["clip", "label", "start", "end", "frames"])
+    return pd.DataFrame(rows, columns=["clip", "track", "label", "start", "end", "frames"])
 
 
 # --------------------------------------------------------------------------- the job
@@ -254,13 +429,15 @@ def segments(table: pd.DataFrame) -> pd.DataFrame:
 def predict_clips(inputs: str | Path, run: str | Path, out: str | Path, *, rules=None, no_rules: bool = False,
                   per_frame: str | Path | None = None, annotate: str | Path | None = None,
                   sampling: Sampling | None = None, cache_dir=None, show_progress: bool = True,
-                  partial: bool = False, engine: str | None = None) -> dict:
-    """predictions.csv with one row per clip (photos: a clip of one frame); ``per_frame``: the frame table
-    (and ``<stem>_segments.csv`` beside it); ``annotate``: the first clip drawn as an .mp4."""
+                  partial: bool = False, engine: str | None = None, max_people: int = 1,
+                  tracker: str | None = None) -> dict:
+    """predictions.csv with one row per clip (photos: a clip of one frame), or with ``max_people`` > 1 one per
+    person tracked in it (``track``); ``per_frame``: the frame table (and ``<stem>_segments.csv`` beside it);
+    ``annotate``: the first clip drawn as an .mp4, every person's box, track and running label."""
     from ..progress import progress_bar
 
     pred = ClipPredictor(run, rules=rules, use_rules=not no_rules, sampling=sampling, cache_dir=cache_dir,
-                         partial=partial, engine=engine)
+                         partial=partial, engine=engine, max_people=max_people, tracker=tracker)
     if not pred.is_clip_run:
         raise RunError(f"{run}: not a clip run (fitted on photos); fit on clips (videos or frame folders) to "
                        "predict clips.")
@@ -270,24 +447,25 @@ def predict_clips(inputs: str | Path, run: str | Path, out: str | Path, *, rules
     annotated = None
     with progress_bar("clips", total=len(samples), enabled=show_progress) as advance:
         for s in samples:
-            res = pred.predict_clip(s)
-            rows.append(_clip_row(res))
-            counts[res.status] = counts.get(res.status, 0) + 1
+            results = pred.predict_tracks(s)
+            rows.extend(_clip_row(res) for res in results)
+            counts[results[0].status] = counts.get(results[0].status, 0) + 1
             if per_frame or annotate:
-                t = per_frame_table(res, leaves, window, pred.clf.branches.get("sequence"))
-                if per_frame and len(t):
-                    tables.append(t)
-                if annotate and annotated is None and len(t) and s.kind != "photo":
+                ts = [per_frame_table(res, leaves, window, pred.clf.branches.get("sequence")) for res in results]
+                if per_frame:
+                    tables.extend(t for t in ts if len(t))
+                if annotate and annotated is None and len(ts[0]) and s.kind != "photo":
                     from ..viz.annotate import annotate_clip
 
-                    annotate_clip(pred, s, res, t, annotate)
+                    annotate_clip(pred, s, results, ts, annotate)
                     annotated = str(annotate)
             advance()
+    pred.close()
     frame = pd.DataFrame(rows)
     if pred.clf.missing_folds:
         frame["ensemble"] = f"partial: folds {pred.clf.missing_folds} missing"
     atomic.write_csv(out, frame)
-    result = {"clips": len(samples), "status": counts, "out": str(out), "annotated": annotated,
+    result = {"clips": len(samples), "rows": len(rows), "status": counts, "out": str(out), "annotated": annotated,
               "rules": str(pred.rules.path) if pred.rules is not None and pred.rules.path else None}
     if per_frame:
         table = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
@@ -301,7 +479,8 @@ def predict_clips(inputs: str | Path, run: str | Path, out: str | Path, *, rules
 def _clip_row(res: ClipResult) -> dict:
     """A clip's row of predictions.csv."""
     s = res.sample
-    return {"path": str(s.path), "kind": s.kind, "status": res.status, "reason": res.reason, **res.row}
+    return {"path": str(s.path), "kind": s.kind, "track": res.track, "status": res.status, "reason": res.reason,
+            **res.row}
 
 
 def evaluation_frame(data: str | Path, run: str | Path, *, show_progress: bool = True) -> tuple[pd.DataFrame, Hierarchy]:

@@ -9,7 +9,9 @@ difference ~0.0003 of the photo's size).
 
 The detector misses the smaller people of a wide photo (it sees the photo letterboxed to 224 px), so a
 second look searches each wide strip that no person found covers; a person found there is kept when the
-landmark model is sure of it (mean presence >= ``MIN_PRESENCE``) and it is not one already found.
+landmark model is sure of it (mean presence >= ``MIN_PRESENCE``) and it is not one already found. A strip much
+wider than high (two videos side by side, where the first look often finds nobody) is searched in overlapping
+windows of ``MAX_WINDOW`` x its height.
 """
 from __future__ import annotations
 
@@ -28,6 +30,8 @@ PEOPLE_LIMIT = 8         # people the model looks for per photo (the cache keeps
 MIN_PRESENCE = 0.5       # a person of the second look is kept when the landmark model is this sure of it
 MIN_STRIP = 0.4          # a strip left of, right of or between found people is searched when this wide (x height)
 SAME_PERSON_IOU = 0.3    # a person whose keypoint box overlaps one already found this much is that one
+SAME_PERSON_INSIDE = 0.6  # ... or lies this much inside it (or it inside the other)
+MAX_WINDOW = 1.5         # a strip wider than this (x height) is searched in windows this wide, overlapping by half
 BUNDLE_REVISION = 1      # bump when the bundle's content changes
 
 
@@ -95,6 +99,15 @@ def iou(a: np.ndarray, b: np.ndarray) -> float:
     return w * h / union if union > 0 else 0.0
 
 
+def same_person(a: np.ndarray, b: np.ndarray) -> bool:
+    """Keypoint boxes ``a`` and ``b`` are one person: they overlap by ``SAME_PERSON_IOU``, or one lies mostly
+    inside the other (a window that cut a person found the part it saw)."""
+    w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    smaller = min((a[2] - a[0]) * (a[3] - a[1]), (b[2] - b[0]) * (b[3] - b[1]))
+    return iou(a, b) >= SAME_PERSON_IOU or (smaller > 0 and w * h / smaller >= SAME_PERSON_INSIDE)
+
+
 def free_strips(people: list[np.ndarray], aspect: float) -> list[tuple[float, float]]:
     """The vertical strips (x0, x1, normalised) that no found person covers, at least ``MIN_STRIP`` x the
     photo's height wide (``aspect``: width / height)."""
@@ -107,12 +120,25 @@ def free_strips(people: list[np.ndarray], aspect: float) -> list[tuple[float, fl
     return strips
 
 
+def windows(strips: list[tuple[float, float]], aspect: float) -> list[tuple[float, float]]:
+    """Each strip, or where wider than ``MAX_WINDOW`` x the height, windows that wide overlapping by about half."""
+    out = []
+    win = MAX_WINDOW / aspect
+    for x0, x1 in strips:
+        if x1 - x0 <= win:
+            out.append((x0, x1))
+            continue
+        n = int(np.ceil((x1 - x0 - win) / (win / 2))) + 1
+        out.extend((float(a), float(a + win)) for a in np.linspace(x0, x1 - win, n))
+    return out
+
+
 @register
 class PeopleEstimator(MediaPipeEstimator):
     """Every person of the photo (up to ``PEOPLE_LIMIT``), 33 keypoints each, ordered left to right."""
 
     name = "mediapipe_people"
-    version = f"mediapipe-{mediapipe_version()}-people-r{BUNDLE_REVISION}-v1"
+    version = f"mediapipe-{mediapipe_version()}-people-r{BUNDLE_REVISION}-v2"
     skeleton_name = "body"
     people_of = "mediapipe_pose"  # the single-person model it stands in for when several people are asked for
 
@@ -148,12 +174,12 @@ class PeopleEstimator(MediaPipeEstimator):
         mean presence), left to right."""
         found = self._detect(rgb)
         h, w = rgb.shape[:2]
-        for x0, x1 in free_strips(found, w / h) if len(found) < PEOPLE_LIMIT else []:
+        for x0, x1 in windows(free_strips(found, w / h), w / h) if len(found) < PEOPLE_LIMIT else []:
             a, b = int(round(x0 * w)), int(round(x1 * w))
             for p in self._detect(rgb[:, a:b]):
                 p[:, 0] = (p[:, 0] * (b - a) + a) / w
-                if p[:, 4].mean() >= MIN_PRESENCE and all(
-                        iou(keypoint_extent(p), keypoint_extent(q)) < SAME_PERSON_IOU for q in found):
+                if p[:, 4].mean() >= MIN_PRESENCE and not any(
+                        same_person(keypoint_extent(p), keypoint_extent(q)) for q in found):
                     found.append(p)
         found = sorted(found[:PEOPLE_LIMIT], key=lambda p: float(np.median(p[:, 0])))
         return [(p[:, :4], round(float(p[:, 4].mean()), 4)) for p in found]
