@@ -351,6 +351,7 @@ def predict(
     camera: Optional[str] = typer.Option(None, "--camera", help="Run live on camera N (OpenCV), or on a video file standing in for one; q quits."),
     max_frames: Optional[int] = typer.Option(None, "--max-frames", min=1, help="With --camera: stop after this many frames."),
     show: bool = typer.Option(True, "--show/--no-show", help="With --camera: draw the frames in a window."),
+    realtime: bool = typer.Option(True, "--realtime/--every-frame", help="With --camera FILE: play the file at its own frame rate and drop the frames the loop has no time for, as a camera would (default), or label every frame."),
     keypoints: Optional[Path] = KeypointsOpt,
     keypoint_units: str = UnitsOpt,
     max_people: Optional[int] = typer.Option(None, "--max-people", min=1, help=f"Photos: a row (crop, keypoints, label) per person found, up to this many, with its index (left to right), box and score (default {DEFAULTS.max_people}). Clips and --camera: above 1, every person tracked across the frames and labelled as a clip of its own (a row per track, column `track`; default 1, one person per clip). 1: the single-person model."),
@@ -364,14 +365,15 @@ def predict(
     def on_frame(f: dict) -> None:
         people = "".join(f"  #{p['track']}: {p['label']} {p['confidence']:.2f}" for p in f.get("people") or [])
         said = people.strip() or f"{f['label']} {f['confidence']:.2f}"
-        console.print(f"frame {f['frame']}: {said} ({f['fps']:.1f} frames/s)")
+        rule = f" [rule {f['rule']}]" if f.get("rule") else ""
+        console.print(f"frame {f['frame']}: {said}{rule} ({f['fps']:.1f} frames/s, {f.get('dropped', 0)} dropped)")
 
     res = run_predict(inputs, model, out, rules=rules, no_rules=no_rules, fmt=fmt.value, batch_size=batch_size,
                       cache_dir=cache, partial=partial, engine=engine, workers=workers, executor=executor.value,
                       address=address, cpus_per_worker=cpus_per_worker, gpus_per_worker=gpus_per_worker,
                       per_frame=per_frame, annotate=annotate, fps=fps, frames=frames, camera=camera,
                       max_frames=max_frames, show=show, on_frame=on_frame, keypoints=keypoints,
-                      keypoint_units=keypoint_units, max_people=max_people, tracker=tracker)
+                      keypoint_units=keypoint_units, max_people=max_people, tracker=tracker, realtime=realtime)
     _print_predict(res, camera)
 
 
@@ -379,6 +381,9 @@ def _print_predict(res: dict, camera: Optional[str]) -> None:
     if res["kind"] == "camera":
         if not res["frames"]:
             console.print(f"--camera {camera}: no frame read.")
+        else:
+            console.print(f"--camera {camera}: {res['frames']} frames labelled at {res['fps']:.1f} frames/s, "
+                          f"{res['dropped']} dropped")
         return
     counts = ", ".join(f"{k}: {v}" for k, v in res["status"].items())
     if res["kind"] == "ray":

@@ -190,7 +190,7 @@ def test_predict_clips_rule_per_frame_annotate_and_live(clip_run, tmp_path, CLIP
     first = res["annotated"]
     assert first and len(list(iter_frames(first, Sampling(n=1000)))) >= 6
     p = ClipPredictor(run, use_rules=False)
-    out = list(live(p, str(VIDEO), show=False, max_frames=4))
+    out = list(live(p, str(VIDEO), show=False, max_frames=4, realtime=False))
     assert len(out) == 4 and all(o["label"] in p.h.leaves and o["fps"] > 0 for o in out)
     assert all(o["motion_label"] in p.h.leaves for o in out if o["status"] == "ok")  # the sequence branch, live
 

@@ -138,7 +138,8 @@ def test_two_people_side_by_side_are_two_tracks_each_with_its_own_exercise(clip_
     from hybridpose.inference.clips import ClipPredictor
     from hybridpose.inference.live import LIVE_MIN_FRAMES, live
 
-    shown = list(live(ClipPredictor(run, max_people=4), str(video), show=False, max_frames=LIVE_MIN_FRAMES + 2))
+    shown = list(live(ClipPredictor(run, max_people=4), str(video), show=False, max_frames=LIVE_MIN_FRAMES + 2,
+                       realtime=False))
     later = shown[LIVE_MIN_FRAMES - 1:]  # each person numbered from its third frame on
     assert all([p["track"] for p in o["people"]] == [0, 1] for o in later), later
     left, right = (p["box"][0] for p in later[0]["people"])

@@ -6,6 +6,7 @@ loop. What is wrong with the options is said before any work starts.
 """
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Callable
 
@@ -26,14 +27,15 @@ def predict(inputs: str | Path | None, run: str | Path, out: str | Path | None =
             frames: int | None = None, camera: int | str | None = None, max_frames: int | None = None,
             show: bool = True, on_frame: Callable[[dict], None] | None = None,
             keypoints: str | Path | None = None, keypoint_units: str = "pixels", show_progress: bool = True,
-            max_people: int | None = None, tracker: str | None = None) -> dict:
+            max_people: int | None = None, tracker: str | None = None, realtime: bool = True) -> dict:
     """Label ``inputs`` with the run (or bundle) ``run``; the result's ``kind`` says which path it took
     (``photos``, ``ray``, ``clips`` or ``camera``) and the rest what was written.
 
     ``workers``: local processes that decode, pose and crop (None: one per CPU core; 0: in-process), or with
     ``executor="ray"`` the model actors. Clip runs: ``per_frame`` (the frame table), ``annotate`` (an .mp4),
     ``fps`` / ``frames`` (sampling); ``camera`` (N or a video file standing in for one) runs live, calling
-    ``on_frame`` with every frame's label. Photos: a row per person found, up to ``max_people`` (default
+    ``on_frame`` with every frame's label (``realtime``: a file is played at its own frame rate and the frames
+    the loop has no time for are dropped, as from a camera; False: every frame of the file). Photos: a row per person found, up to ``max_people`` (default
     ``DEFAULTS.max_people``). Clips and the camera: with ``max_people`` > 1 (default 1: one person per clip, the
     output of before) every person is tracked (``tracker``, default ``pose.trackers.DEFAULT_TRACKER``) and
     labelled as a clip of its own (a row per track)."""
@@ -49,7 +51,7 @@ def predict(inputs: str | Path | None, run: str | Path, out: str | Path | None =
                                                                    "--annotate": annotate})
     if camera is not None:
         return _camera(run, camera, rules, no_rules, cache_dir, partial, engine, _sampling(fps, frames), max_frames,
-                       show, on_frame, max_people, tracker)
+                       show, on_frame, max_people, tracker, realtime)
     if clip:
         return _clips(inputs, run, Path(out or PREDICTIONS_FILE["csv"]), rules, no_rules, cache_dir, partial, engine,
                       per_frame, annotate, _sampling(fps, frames), show_progress, max_people, tracker)
@@ -115,16 +117,18 @@ def _clips(inputs, run, out: Path, rules, no_rules, cache_dir, partial, engine, 
 
 
 def _camera(run, camera, rules, no_rules, cache_dir, partial, engine, sampling, max_frames, show, on_frame,
-            max_people: int = 1, tracker: str | None = None) -> dict:
+            max_people: int = 1, tracker: str | None = None, realtime: bool = True) -> dict:
     from .clips import ClipPredictor
     from .live import live
 
     pred = ClipPredictor(run, rules=rules, use_rules=not no_rules, sampling=sampling, cache_dir=cache_dir,
                          partial=partial, engine=engine, max_people=max_people, tracker=tracker)
     source = int(camera) if str(camera).isdigit() else str(camera)
-    n, last = 0, None
-    for last in live(pred, source, show=show, max_frames=max_frames):
+    n, last, start = 0, None, time.perf_counter()
+    for last in live(pred, source, show=show, max_frames=max_frames, realtime=realtime):
         n += 1
         if on_frame is not None:
             on_frame(last)
-    return {"kind": "camera", "camera": str(camera), "frames": n, "last": last}
+    seconds = time.perf_counter() - start
+    return {"kind": "camera", "camera": str(camera), "frames": n, "last": last,
+            "dropped": last["dropped"] if last else 0, "fps": n / seconds if n and seconds > 0 else 0.0}

@@ -57,6 +57,7 @@ class FrameResult:
     keypoints: np.ndarray          # (n, 4), NaN without a skeleton
     image: np.ndarray              # leaf probabilities of the image branch (NaN: the track not in this frame)
     box: tuple | None = None       # the person's box (pixels of the frame), where found
+    features: pd.DataFrame | None = None  # live, a photo run: the frame's keypoint features (for its rules)
 
 
 @dataclass
@@ -185,6 +186,61 @@ class ClipPredictor:
                 else self.sk.empty(1)[0]
             yield FrameResult(fr.index, fr.time, result.status, kp, p)
         pending.clear()
+
+    # ------------------------------------------------------------------ live
+    def live_span(self, window: int) -> float:
+        """Seconds of history a live label is decided on (a clip run): a training clip's length at the run's
+        sampling (the sequence branch's median clip), else ``window`` sampled frames."""
+        sequence = self.clf.branches.get("sequence")
+        return (sequence.frames_ if sequence is not None else window) / self.sampling.fps
+
+    def live_pose(self, rgb: np.ndarray) -> PoseResult:
+        """A live frame's pose, with the run's second look where the first found no skeleton."""
+        h, w = rgb.shape[:2]
+        result = analyse_array(rgb, w, h, self.clf.estimator)
+        if self.retry is not None and result.status == getattr(estimator_class(self.sk), "missing", ("no_person",))[0]:
+            second = analyse_array(rgb, w, h, self.retry)
+            result = second if second.status == "ok" else result
+        return result
+
+    def live_frame(self, rgb: np.ndarray, result: PoseResult, now: float) -> FrameResult:
+        """A live frame for the history: its keypoints and the image branch's probabilities; a photo run's
+        frame carries the whole hybrid's fused probabilities and its features (for the rules)."""
+        from PIL import Image
+
+        from ..pose.frontend import make_table
+
+        prep = self.clf.image_branch.preprocessing_
+        crop, _ = crop_photo(Image.fromarray(rgb), result.box, None, prep.eval_margin, prep.input_size, self.sk.n)
+        kp = np.asarray(result.keypoints, float).reshape(self.sk.n, 4) if result.keypoints is not None \
+            else self.sk.empty(1)[0]
+        if self.is_clip_run:
+            p = self.clf.image_branch.predict_level_proba(channels_first(crop[None]), self.h)[self.h.leaf_level][0]
+            return FrameResult(0, now, result.status, kp, p, result.box)
+        b = self.clf.batch_from(make_table(["camera"], [None], [result], self.sk), channels_first(crop[None]))
+        return FrameResult(0, now, result.status, kp, b.fused[self.h.leaf_level][0], result.box, b.features)
+
+    def decide_live(self, frames: list[FrameResult]) -> dict:
+        """The running label of a live history: a clip run's branches, fusion and rules over its frames (and the
+        sequence branch's own label, ``motion_label``); a photo run's fused probabilities averaged over the
+        frames, its rules on the newest frame's features."""
+        h = self.h
+        if self.is_clip_run:
+            row, probs = self._decide(frames)
+            out = {"label": row[h.leaf_level], "confidence": float(row["confidence"]), "rule": row.get("rule") or "",
+                   **{lv: row[lv] for lv in h.levels if lv != h.leaf_level}}
+            motion = probs.get("sequence", {}).get(h.leaf_level)
+            if motion is not None and np.isfinite(motion).all():
+                out.update(motion_label=h.leaves[int(motion[0].argmax())], motion_confidence=float(motion[0].max()))
+            return out
+        p = np.mean([f.image for f in frames], axis=0)
+        leaf, rule = h.leaves[int(p.argmax())], ""
+        if self.rules is not None and self.rules.rules and frames[-1].features is not None:
+            decided, names = self.rules.apply(p[None], h.leaves, frames[-1].features)
+            if decided[0] is not None:
+                leaf, rule = decided[0], names[0]
+        return {"label": leaf, "confidence": float(p.max()), "rule": rule,
+                **{lv: h.ancestor(leaf, lv) for lv in h.levels if lv != h.leaf_level}}
 
     # ------------------------------------------------------------------ clips
     def predict_clip(self, sample: Sample) -> ClipResult:
