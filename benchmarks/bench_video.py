@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/bench_video.py --model RUN [--video FILE] [--fps F] [--repeat R] [--json PATH]
     .venv/bin/python benchmarks/bench_video.py --model RUN --memory [--minutes 1,10]
+    .venv/bin/python benchmarks/bench_video.py --model RUN --live [--video FILE] [--height 720]
     .venv/bin/python benchmarks/bench_video.py --smoke [--model RUN]   # both modes, tiny: does it run?
 
 Speed mode, in one process, on the same video and sampling (default 4 frames per second), best of --repeat:
@@ -14,6 +15,9 @@ Speed mode, in one process, on the same video and sampling (default 4 frames per
 Memory mode: a long video made by looping a clip (320 px, 10 frames per second, H.264) to each of --minutes,
 predicted (--memory-fps, default 2 frames per second sampled) in a fresh process each; peak RSS of that process (ru_maxrss) per length.
 Flat memory: the peak at 10 minutes is close to the one at 1 minute (frames are decoded, analysed, dropped).
+Live mode: the video scaled to --height (default 720 px) and played at its own frame rate as the camera of
+`predict --camera FILE` (the live loop with the whole hybrid, frames the loop has no time for dropped):
+frames labelled per second, frames dropped, against the file's own rate.
 --smoke: without --model, fits a tiny clip run on the tests' clips (tests/clipdata.py) first (preset tiny, 2 folds, 3 frames a clip);
 one repeat on a test clip; memory at 0.2 and 0.4 minutes. Numbers meaningless.
 """
@@ -59,6 +63,32 @@ def predict_loop(run: Path, video: Path, fps: float, cache: Path) -> tuple[int, 
     t0 = time.perf_counter()
     res = pred.predict_clip(Sample(video, "video"))
     return len(res.frames), time.perf_counter() - t0, res.row.get("class", res.status)
+
+
+def live_loop(run: Path, video: Path, height: int, tmp: Path) -> dict:
+    """The live loop on ``video`` scaled to ``height``, played at its own rate: labelled frames/s, dropped."""
+    from hybridpose.data.video import Sampling, VideoWriter, iter_frames, probe
+    from hybridpose.inference.clips import ClipPredictor
+    from hybridpose.inference.live import live
+
+    rate = probe(video).rate or 30.0
+    frames = [f.rgb for f in iter_frames(video, Sampling(n=100000), max_side=10 ** 6, every=True)]
+    scale = height / frames[0].shape[0]
+    import cv2
+
+    size = (int(frames[0].shape[1] * scale) // 2 * 2, height)
+    scaled = tmp / f"live_{height}p.mp4"
+    with VideoWriter(scaled, rate, *size) as w:
+        for f in frames:
+            w.write(cv2.resize(f, size, interpolation=cv2.INTER_AREA))
+    pred = ClipPredictor(run)
+    list(live(pred, str(scaled), show=False, max_frames=3, realtime=False))  # warm-up: models made, first calls
+    t0 = time.perf_counter()
+    out = list(live(pred, str(scaled), show=False, realtime=True))
+    seconds = time.perf_counter() - t0
+    return {"video_fps": rate, "video_frames": len(frames), "size": list(size), "labelled": len(out),
+            "dropped": out[-1]["dropped"] if out else 0, "seconds": seconds,
+            "labelled_fps": len(out) / seconds if seconds else 0.0, "last_label": out[-1]["label"] if out else None}
 
 
 def make_long_video(src: Path, minutes: float, out: Path) -> Path:
@@ -113,6 +143,8 @@ def main() -> int:
     ap.add_argument("--fps", type=float, default=4.0)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--memory", action="store_true")
+    ap.add_argument("--live", action="store_true", help="the live loop (whole hybrid) on the video played as a camera")
+    ap.add_argument("--height", type=int, default=720, help="live mode: the video scaled to this height")
     ap.add_argument("--minutes", default="1,10")
     ap.add_argument("--memory-fps", type=float, default=2.0, help="frames sampled per second in memory mode")
     ap.add_argument("--json")
@@ -122,11 +154,25 @@ def main() -> int:
     tmp = Path(tempfile.mkdtemp(prefix="bench-video-", dir=keep.name))
     if a.smoke:
         _common.apply_smoke(a, video=_common.smoke_clips(tmp) / "squat" / "squat_correct_003.mp4", repeat=1,
-                            minutes="0.2,0.4")
+                            minutes="0.2,0.4", height=240)
     run = a.model or (smoke_run(tmp) if a.smoke else None)
     if run is None:
         sys.exit("--model RUN: a run fitted on clips (or --smoke)")
     payload: dict = {"machine": _common.machine_info(), "video": str(a.video), "fps": a.fps}
+    if a.live or a.smoke:
+        got = live_loop(run, a.video, a.height, tmp)
+        _common.print_table(f"live loop, whole hybrid, {got['size'][0]}x{got['size'][1]} played at {got['video_fps']:.1f} frames/s",
+                            ["frames in file", "labelled", "dropped", "seconds", "labelled frames/s"],
+                            [[got["video_frames"], got["labelled"], got["dropped"], round(got["seconds"], 1),
+                              round(got["labelled_fps"], 1)]])
+        print(_common.busy_warning("measured"))
+        payload["live"] = got
+        if a.smoke:
+            _common.smoke_check(got["labelled"] > 0 and got["labelled"] + got["dropped"] <= got["video_frames"],
+                                "the live loop labelled frames and dropped the rest")
+    if a.live and not a.smoke:
+        _common.finish(a, payload)
+        return 0
     if not a.memory or a.smoke:
         bare = min((bare_loop(a.video, a.fps) for _ in range(a.repeat)), key=lambda r: r[1])
         full = min((predict_loop(run, a.video, a.fps, tmp) for _ in range(a.repeat)), key=lambda r: r[1])

@@ -24,6 +24,7 @@ class Defaults:
     explain_limit: int = 48        # explain: at most this many photos or clips
     top_k: int = 5                 # top-k columns of the prediction table
     max_people: int = 4            # predict / extract: a row per person found, up to this many (1: the single-person model)
+    tracker: str = "norfair"       # videos with several people: the multi-object tracker (benchmarks/bench_tracks.py)
     person: str = "largest"        # fit: whose pose a training photo's label belongs to when several people are found
     serve_host: str = "127.0.0.1"  # serve: this machine only unless told otherwise
     serve_port: int = 8000

@@ -13,12 +13,13 @@ from typing import Sequence
 
 import numpy as np
 
+from ...defaults import DEFAULTS
 from ...errors import ConfigError
 from ...registry import Registry
 
 TRACKERS: Registry[type] = Registry("tracker", "hybridpose.pose.trackers")
 register = TRACKERS.register
-DEFAULT_TRACKER = "norfair"  # chosen by benchmarks/bench_tracks.py (docs/CLIPS.md, "Several people")
+DEFAULT_TRACKER = DEFAULTS.tracker  # chosen by benchmarks/bench_tracks.py (docs/CLIPS.md, "Several people")
 
 
 def tracker_class(name: str | None) -> type:
