@@ -5,6 +5,7 @@ checkpoints on first use and kept in the run folder (``onnx_graph.run_graph``)."
 from __future__ import annotations
 
 import importlib.util
+from pathlib import Path
 
 import numpy as np
 
@@ -22,7 +23,7 @@ class OnnxImageBranch:
     def __init__(self, path, manifest: dict, preprocessing, threads: int = 0):
         self.path_ = path
         self.threads_ = threads    # 0: one per core
-        self._session = _session(path, threads)  # now: a damaged file fails at load, before any photo is read
+        self._session = open_session(path, threads)  # now: a damaged file fails at load, before any photo is read
         self.manifest_ = manifest
         self.preprocessing_ = preprocessing
         spec = manifest["image_model"]
@@ -65,7 +66,7 @@ class OnnxImageBranch:
     @property
     def session_(self):
         if self._session is None:
-            self._session = _session(self.path_, self.threads_)
+            self._session = open_session(self.path_, self.threads_)
         return self._session
 
     def set_threads(self, threads: int) -> int:
@@ -97,11 +98,12 @@ class OnnxImageBranch:
         return self._run(crops)[EMBEDDING]
 
 
-def _session(path, threads: int = 0, spin: bool | None = None):
-    """A session on ``threads`` cores; by default it spin-waits only with all cores (0): with a set count,
-    other processes share the machine."""
+def open_session(path, threads: int = 0, spin: bool | None = None):
+    """A CPU session on ``threads`` cores for the graph at ``path`` (checked to read nothing outside its folder);
+    by default it spin-waits only with all cores (0): with a set count, other processes share the machine."""
     import onnxruntime as ort
 
+    check_external_data(Path(path))
     spin = threads == 0 if spin is None else spin
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads  # 0: one per core
