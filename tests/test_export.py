@@ -603,3 +603,27 @@ def test_a_clip_bundle_predicts_where_pytorch_cannot_be_imported(clip_export, tm
     predict_clips(clips, run, tmp_path / "want.csv", show_progress=False)
     got, want = pd.read_csv(tmp_path / "p.csv"), pd.read_csv(tmp_path / "want.csv")
     assert got["class"].tolist() == want["class"].tolist() and len(got) == 3
+
+
+def test_the_sequence_branchs_graph_gives_its_networks_probabilities(tmp_path):
+    """A bundle's sequence branch runs its seed networks as one ONNX graph: the same probabilities as the
+    weights (a clip without a skeleton still abstains), and a damaged graph is one error."""
+    from hybridpose.branches.sequence import SequenceClassifier
+    from test_sequence import DIRECTIONS, SK, swipe
+
+    rng = np.random.default_rng(1)
+    hand = rng.normal(0, 30, (SK.n, 2))
+    X = [swipe(rng, d, int(rng.integers(10, 20)), hand, missing=1) for d in DIRECTIONS for _ in range(3)]
+    y = [d for d in DIRECTIONS for _ in range(3)]
+    model = SequenceClassifier(skeleton="hand", epochs=8, seeds=2).fit(X, y)
+    model.save(tmp_path / "sequence_model.json")
+    graph = model.write_onnx(tmp_path / "sequence_model.json")
+    back = SequenceClassifier.load(tmp_path / "sequence_model.json")
+    assert graph.name == "sequence_model.onnx" and back.session_ is not None and back.models_ == []
+    clips = [*X[:5], np.full((6, SK.n, 4), np.nan)]
+    want, got = model.predict_proba(clips), back.predict_proba(clips)
+    assert np.isnan(got[-1]).all() and np.abs(got[:-1] - want[:-1]).max() <= 1e-5 and want[:-1].std() > 0
+    assert np.nanmax(np.abs(back.running_proba(X[0]) - model.running_proba(X[0]))) <= 1e-5
+    graph.write_bytes(b"not a graph")
+    with pytest.raises(RunError, match="sequence_model.onnx: ONNX Runtime cannot load it"):
+        SequenceClassifier.load(tmp_path / "sequence_model.json")
