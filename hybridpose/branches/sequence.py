@@ -290,8 +290,10 @@ class SequenceClassifier:
         obj.frames_ = int(d.get("frames", obj.frames_))
         graph = meta.with_name(GRAPH)
         if graph.exists() and importlib.util.find_spec("onnxruntime") is not None:
+            from ..engines.onnx_graph import check_external_data
             from ..engines.ort import open_session
 
+            check_external_data(graph)  # a bundle's graph reads nothing outside its folder
             obj.session_ = open_session(graph, threads=1)  # as one_thread: this network is small
             return obj
         try:

@@ -5,7 +5,6 @@ checkpoints on first use and kept in the run folder (``onnx_graph.run_graph``)."
 from __future__ import annotations
 
 import importlib.util
-from pathlib import Path
 
 import numpy as np
 
@@ -99,11 +98,10 @@ class OnnxImageBranch:
 
 
 def open_session(path, threads: int = 0, spin: bool | None = None):
-    """A CPU session on ``threads`` cores for the graph at ``path`` (checked to read nothing outside its folder);
+    """A CPU session on ``threads`` cores for the graph at ``path`` (a bundle's: ``check_external_data`` first);
     by default it spin-waits only with all cores (0): with a set count, other processes share the machine."""
     import onnxruntime as ort
 
-    check_external_data(Path(path))
     spin = threads == 0 if spin is None else spin
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads  # 0: one per core
