@@ -453,7 +453,7 @@ def bare(args) -> None:
     import numpy as np
 
     from hybridpose.data.datasets import list_images
-    from hybridpose.engines.ort import _session
+    from hybridpose.engines.ort import open_session
 
     paths = [str(p) for p in list_images(Path(args.data))]
     w = args.bare_workers
@@ -461,7 +461,7 @@ def bare(args) -> None:
     pending = pool.map_async(_bare_pose, paths, chunksize=4) if pool else None
     if args.bare in ("ort", "both"):
         crops = np.load(args.bare_crops)
-        session = _session(Path(args.bundle) / "image_model.onnx", max(1, (os.cpu_count() or 1) - w), spin=w == 0)
+        session = open_session(Path(args.bundle) / "image_model.onnx", max(1, (os.cpu_count() or 1) - w), spin=w == 0)
         for i in range(0, len(crops), 32):
             session.run(None, {"crops": crops[i : i + 32]})
     if pool:

@@ -411,15 +411,18 @@ def export(
     run: Path = typer.Argument(..., help="Run directory written by `hybridpose fit`."),
     out: Path = typer.Option(..., "--out", "-o", help="Bundle folder: ONNX image model, keypoint model, fusion, rules, manifest."),
     partial: bool = typer.Option(False, "--partial", help="Export the finished folds of an incomplete run."),
+    int8: bool = typer.Option(False, "--int8", help="Quantize the image networks to int8 (ONNX Runtime, calibrated on the run's own crops): faster, see docs/FORMATS.md for what it costs in accuracy."),
 ) -> None:
     """Export a run as a portable bundle that predict, evaluate and explain accept (docs/FORMATS.md)."""
     from hybridpose.export import export as run_export
 
     _writable(out, "folder")
-    manifest = run_export(run, out, partial=partial)
-    console.print(f"bundle of {len(manifest['image_model']['folds'])} fold network(s) + "
+    manifest = run_export(run, out, partial=partial, int8=int8)
+    what = "CLIPS" if manifest["kind"] == "clips" else "PHOTOS"
+    precision = " (int8)" if manifest["image_model"]["precision"]["precision"] == "int8" else ""
+    console.print(f"bundle of {len(manifest['image_model']['folds'])} fold network(s){precision} + "
                   f"{', '.join(b for b in manifest['branches'] if b != 'image')} in {out}; "
-                  f"next: hybridpose predict PHOTOS --model {out}")
+                  f"next: hybridpose predict {what} --model {out}")
 
 
 @app.command()

@@ -444,3 +444,186 @@ def test_of_two_concurrent_builds_the_later_keeps_the_first_ones_graph(copy_run)
     later = onnx_graph._build(folder, config, False, first.path.parent)  # it started before the first was in place
     assert later == first and first.path.stat().st_mtime_ns == written
     assert _graphs(run) == [first.path.parent]  # its temporary is gone
+
+
+# --- lighter networks: the int8 graph ---------------------------------------------------------------
+
+
+def test_mcnemar_exact_on_known_counts():
+    from hybridpose.export import mcnemar
+
+    assert mcnemar(0, 0) == 1.0
+    assert mcnemar(5, 0) == pytest.approx(2 / 32) and mcnemar(0, 5) == mcnemar(5, 0)
+    assert mcnemar(3, 3) == 1.0
+    assert mcnemar(10, 2) == pytest.approx(2 * sum(__import__("math").comb(12, k) for k in range(3)) / 4096)
+    stats = pytest.importorskip("scipy.stats")
+    for b, c in [(10, 2), (1, 9), (7, 4), (40, 25), (0, 1)]:
+        assert mcnemar(b, c) == pytest.approx(stats.binomtest(b, b + c, 0.5).pvalue, rel=1e-9), (b, c)
+
+
+@pytest.fixture(scope="module")
+def int8_bundle(tiny_run, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("int8") / "bundle"
+    export(tiny_run, out, int8=True)
+    return out
+
+
+def test_int8_bundle_says_so_and_predicts_the_float_bundles_labels(int8_bundle, bundle):
+    """`export --int8`: a quantized graph (QDQ nodes, int8 weights, a smaller file), calibrated on the run's
+    crops; manifest and config say int8; it loads and labels sample photos as the float bundle does."""
+    import onnx
+
+    manifest = json.loads((int8_bundle / "manifest.json").read_text())
+    precision = manifest["image_model"]["precision"]
+    assert precision["precision"] == "int8" and precision["calibration_crops"] >= 8
+    assert "crops_" in precision["calibration"]  # the run's own training crops
+    assert json.loads((int8_bundle / "config.json").read_text())["bundle"]["precision"] == "int8"
+    assert json.loads((bundle / "config.json").read_text())["bundle"]["precision"] == "float32"
+    graph = onnx.load(str(int8_bundle / "image_model.onnx"))
+    ops = {n.op_type for n in graph.graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+    assert any(t.data_type == onnx.TensorProto.INT8 for t in graph.graph.initializer)
+    assert (int8_bundle / "image_model.onnx").stat().st_size < 0.5 * (bundle / "image_model.onnx").stat().st_size
+    photos = sample_photos(1)
+    want = HybridPoseClassifier.load(bundle).predict(photos)
+    got = HybridPoseClassifier.load(int8_bundle).predict(photos)
+    assert (want["status"] == "ok").sum() >= 6
+    assert got["class"].tolist() == want["class"].tolist()
+    a, _ = HybridPoseClassifier.load(bundle).predict_proba(photos)
+    b, _ = HybridPoseClassifier.load(int8_bundle).predict_proba(photos)
+    ok = np.isfinite(a["class"]).all(1)
+    assert np.allclose(b["class"][ok].sum(1), 1, atol=1e-5)  # still probabilities (float softmax at the end)
+
+
+def test_int8_without_crops_to_calibrate_on_is_one_error_before_any_file(copy_run, tmp_path):
+    run = copy_run()
+    for p in run.glob("crops_*.npz"):
+        p.unlink()
+    poses = pd.read_csv(run / "poses.csv")
+    poses["path"] = [str(tmp_path / "gone" / f"{i}.jpg") for i in range(len(poses))]
+    poses.to_csv(run / "poses.csv", index=False)
+    with pytest.raises(RunError, match="no training crops to calibrate the int8 graph on"):
+        export(run, tmp_path / "b", int8=True)
+    assert not (tmp_path / "b").exists()
+
+
+# --- a clip run's bundle ------------------------------------------------------------------------------
+
+HELD_OUT = {"squat": "squat_correct_005.mp4", "jumpingjack": "jumpingjack_correct_002.mp4"}
+
+
+def _held_out_clips(dest: Path) -> Path:
+    """Clips no fold trained on, cut as tests/clipdata.py cuts the training ones (1.2 s, 320 px, 10 fps), and
+    one as a folder of frames."""
+    from PIL import Image
+
+    from clipdata import SHARED
+    from hybridpose.data.video import Sampling, VideoWriter, iter_frames
+
+    for cls, name in HELD_OUT.items():
+        frames = [f for f in iter_frames(SHARED / cls / name, Sampling(fps=10), max_side=320) if f.time < 1.2]
+        (dest / cls).mkdir(parents=True)
+        with VideoWriter(dest / cls / name, 10, frames[0].rgb.shape[1], frames[0].rgb.shape[0]) as w:
+            for f in frames:
+                w.write(f.rgb)
+    folder = dest / "squat" / "squat_frames"
+    folder.mkdir()
+    for i, f in enumerate(iter_frames(SHARED / "squat" / "squat_correct_006.mp4", Sampling(n=6), max_side=240)):
+        Image.fromarray(f.rgb).save(folder / f"frame{i + 1}.jpg", quality=80)
+    return dest
+
+
+@pytest.fixture(scope="module")
+def clip_export(clip_data, tmp_path_factory) -> tuple[Path, Path, Path]:
+    """A tiny clip run (as test_clips fits it), its bundle, and held-out clips."""
+    from hybridpose.train.fit import fit
+
+    tmp = tmp_path_factory.mktemp("clip_export")
+    fit(clip_data, tmp / "run", folds=2, preset="tiny", show_progress=False, clips={"fps": 5})
+    manifest = export(tmp / "run", tmp / "bundle")
+    assert manifest["kind"] == "clips" and set(manifest["branches"]) == {"image", "clip_keypoint", "sequence"}
+    return tmp / "run", tmp / "bundle", _held_out_clips(tmp / "held_out")
+
+
+@pytest.mark.slow
+def test_an_exported_clip_run_predicts_held_out_clips_as_the_run(clip_export, tmp_path):
+    """The bundle of a clip run (image graph, clip keypoint XGBoost, the sequence branch as ONNX) labels clips
+    it never saw, videos and a frame folder, as the run's checkpoints do: the same labels, probabilities within
+    1e-4 for every branch; `--per-frame` from the bundle gives the run's frame table."""
+    from hybridpose.inference.clips import ClipPredictor, predict_clips
+
+    run, bundle, clips = clip_export
+    for name in ("clip_keypoint_model.json", "sequence_model.json", "sequence_model.pt", "sequence_model.onnx",
+                 "fusion.json", "config.json", "image_model.onnx"):
+        assert (bundle / name).exists(), name
+    want, got = ClipPredictor(run, engine="torch"), ClipPredictor(bundle)
+    assert got.clf.branches["sequence"].session_ is not None and want.clf.branches["sequence"].session_ is None
+    from hybridpose.data.clips import list_samples
+
+    samples = list_samples(clips, frames_folder=True)
+    assert sorted(s.kind for s in samples) == ["frames", "video", "video"]
+    for s in samples:
+        a, b = want.predict_clip(s), got.predict_clip(s)
+        assert a.status == b.status == "ok", (s.path, a.reason, b.reason)
+        assert {k: v for k, v in b.row.items() if not k.endswith("_prob") and k != "confidence"} == \
+               {k: v for k, v in a.row.items() if not k.endswith("_prob") and k != "confidence"}
+        for branch in ("image", "clip_keypoint", "sequence", "fused"):
+            diff = max_difference(a.probs[branch], b.probs[branch])
+            assert all(d <= 1e-4 for d in diff.values()), (s.path, branch, diff)
+        assert np.nanstd(b.probs["sequence"]["class"]) > 0 or b.probs["sequence"]["class"].shape[1] == 1
+    for model, name in ((run, "run"), (bundle, "bundle")):
+        predict_clips(clips, model, tmp_path / f"{name}.csv", per_frame=tmp_path / f"{name}_frames.csv",
+                      show_progress=False, engine="torch" if model == run else None)
+    frames = {n: pd.read_csv(tmp_path / f"{n}_frames.csv", keep_default_na=False) for n in ("run", "bundle")}
+    assert len(frames["bundle"]) >= 18 and (frames["bundle"]["motion_label"] != "").any()
+    labels = ["clip", "frame", "status", "label", "smoothed_label", "motion_label"]
+    pd.testing.assert_frame_equal(frames["bundle"][labels], frames["run"][labels])
+    rows = {n: pd.read_csv(tmp_path / f"{n}.csv", keep_default_na=False) for n in ("run", "bundle")}
+    assert rows["bundle"]["class"].tolist() == rows["run"]["class"].tolist()
+
+
+@pytest.mark.slow
+def test_a_clip_bundle_predicts_where_pytorch_cannot_be_imported(clip_export, tmp_path):
+    """Videos from a clip bundle need ONNX Runtime only: the sequence branch runs its ONNX graph."""
+    run, bundle, clips = clip_export
+    code = ("import sys\n"
+            "class NoTorch:\n"
+            "    def find_spec(self, name, path=None, target=None):\n"
+            "        if name.split('.')[0] in ('torch', 'timm'): raise ImportError('no ' + name + ' here')\n"
+            "sys.meta_path.insert(0, NoTorch())\n"
+            "from hybridpose.inference.clips import predict_clips\n"
+            "r = predict_clips(sys.argv[2], sys.argv[1], sys.argv[3], show_progress=False)\n"
+            "print(r['status'], 'torch' in sys.modules)")
+    proc = subprocess.run([sys.executable, "-c", code, str(bundle), str(clips), str(tmp_path / "p.csv")], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.strip().endswith("False"), proc.stdout
+    from hybridpose.inference.clips import predict_clips
+
+    predict_clips(clips, run, tmp_path / "want.csv", show_progress=False)
+    got, want = pd.read_csv(tmp_path / "p.csv"), pd.read_csv(tmp_path / "want.csv")
+    assert got["class"].tolist() == want["class"].tolist() and len(got) == 3
+
+
+def test_the_sequence_branchs_graph_gives_its_networks_probabilities(tmp_path):
+    """A bundle's sequence branch runs its seed networks as one ONNX graph: the same probabilities as the
+    weights (a clip without a skeleton still abstains), and a damaged graph is one error."""
+    from hybridpose.branches.sequence import SequenceClassifier
+    from test_sequence import DIRECTIONS, SK, swipe
+
+    rng = np.random.default_rng(1)
+    hand = rng.normal(0, 30, (SK.n, 2))
+    X = [swipe(rng, d, int(rng.integers(10, 20)), hand, missing=1) for d in DIRECTIONS for _ in range(3)]
+    y = [d for d in DIRECTIONS for _ in range(3)]
+    model = SequenceClassifier(skeleton="hand", epochs=8, seeds=2).fit(X, y)
+    model.save(tmp_path / "sequence_model.json")
+    graph = model.write_onnx(tmp_path / "sequence_model.json")
+    back = SequenceClassifier.load(tmp_path / "sequence_model.json")
+    assert graph.name == "sequence_model.onnx" and back.session_ is not None and back.models_ == []
+    clips = [*X[:5], np.full((6, SK.n, 4), np.nan)]
+    want, got = model.predict_proba(clips), back.predict_proba(clips)
+    assert np.isnan(got[-1]).all() and np.abs(got[:-1] - want[:-1]).max() <= 1e-5 and want[:-1].std() > 0
+    assert np.nanmax(np.abs(back.running_proba(X[0]) - model.running_proba(X[0]))) <= 1e-5
+    graph.write_bytes(b"not a graph")
+    with pytest.raises(RunError, match="sequence_model.onnx: ONNX Runtime cannot load it"):
+        SequenceClassifier.load(tmp_path / "sequence_model.json")

@@ -17,6 +17,7 @@ is a right swipe). A clip with no skeleton in any frame gets a NaN row: the bran
 """
 from __future__ import annotations
 
+import importlib.util
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
@@ -38,6 +39,7 @@ if TYPE_CHECKING:
 
 FILENAME = "sequence_model.json"
 WEIGHTS = "sequence_model.pt"
+GRAPH = "sequence_model.onnx"  # in an exported bundle: the seeds' networks in one graph, read by ONNX Runtime
 FORMAT = "hybridpose-sequence-model"
 
 
@@ -136,6 +138,7 @@ class SequenceClassifier:
         self.std_: np.ndarray | None = None
         self.frames_ = 16  # the training clips' median frame count: the window of a running label
         self.models_: list = []
+        self.session_ = None  # an ONNX Runtime session over GRAPH, which replaces models_ (a bundle)
 
     # ------------------------------------------------------------------ inputs
     @property
@@ -217,16 +220,22 @@ class SequenceClassifier:
         return net.eval()
 
     def predict_proba(self, X: Sequence[np.ndarray]) -> np.ndarray:
-        import torch
-
         seqs = [resample(k, self.skeleton_, self.params["length"]) for k in X]
         out = np.full((len(seqs), len(self.classes_)), np.nan)
         ok = [i for i, s in enumerate(seqs) if s is not None]
         if ok:
-            x = torch.from_numpy(self._inputs([seqs[i] for i in ok]))
-            with torch.no_grad(), one_thread():
-                out[ok] = np.mean([torch.softmax(m(x), 1).numpy() for m in self.models_], axis=0)
+            out[ok] = self._forward(self._inputs([seqs[i] for i in ok]))
         return out
+
+    def _forward(self, x: np.ndarray) -> np.ndarray:
+        """Mean softmax of the seeds' networks on (N, C, length) inputs."""
+        if self.session_ is not None:
+            return self.session_.run(None, {"steps": x})[0].astype(np.float64)
+        import torch
+
+        with torch.no_grad(), one_thread():
+            t = torch.from_numpy(x)
+            return np.mean([torch.softmax(m(t), 1).numpy() for m in self.models_], axis=0)
 
     def running_proba(self, kp: np.ndarray, window: int | None = None) -> np.ndarray:
         """(T, classes): at each frame of a (T, n, 4) track, the probabilities of its last ``window`` frames
@@ -247,6 +256,30 @@ class SequenceClassifier:
                                         "frames": self.frames_,
                                         "mean": self.mean_.tolist(), "std": self.std_.tolist()})
 
+    def write_onnx(self, path: "str | Path | RunFolder") -> Path:
+        """The seeds' networks as one ONNX graph beside the model file (``GRAPH``): float32 steps N x C x length
+        in (``_inputs``), their mean softmax out. ``load`` prefers it where ONNX Runtime is installed."""
+        import torch
+
+        graph = model_path(path, FILENAME).with_name(GRAPH)
+        nets = torch.nn.ModuleList(self.models_)
+
+        class Seeds(torch.nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.nets = nets
+
+            def forward(self, x):
+                return sum(torch.softmax(n(x), 1) for n in self.nets) / len(self.nets)
+
+        x = torch.zeros(2, len(self.mean_), self.params["length"])
+        with atomic.atomic_path(graph) as tmp, warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
+            warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notes
+            torch.onnx.export(Seeds().eval(), (x,), str(tmp), dynamo=False, input_names=["steps"],
+                              output_names=["proba"], opset_version=17,
+                              dynamic_axes={"steps": {0: "batch"}, "proba": {0: "batch"}})
+        return graph
+
     @classmethod
     def load(cls, path: "str | Path | RunFolder", config: dict | None = None, **_options) -> "SequenceClassifier":
         meta = model_path(path, FILENAME)
@@ -255,6 +288,14 @@ class SequenceClassifier:
                   skeleton=d.get("skeleton", "body"))
         obj.classes_, obj.mean_, obj.std_ = d["classes"], np.asarray(d["mean"]), np.asarray(d["std"])
         obj.frames_ = int(d.get("frames", obj.frames_))
+        graph = meta.with_name(GRAPH)
+        if graph.exists() and importlib.util.find_spec("onnxruntime") is not None:
+            from ..engines.onnx_graph import check_external_data
+            from ..engines.ort import open_session
+
+            check_external_data(graph)  # a bundle's graph reads nothing outside its folder
+            obj.session_ = open_session(graph, threads=1)  # as one_thread: this network is small
+            return obj
         try:
             states = atomic.load_torch(meta.with_name(WEIGHTS))
             obj.models_ = []

@@ -22,7 +22,7 @@ class OnnxImageBranch:
     def __init__(self, path, manifest: dict, preprocessing, threads: int = 0):
         self.path_ = path
         self.threads_ = threads    # 0: one per core
-        self._session = _session(path, threads)  # now: a damaged file fails at load, before any photo is read
+        self._session = open_session(path, threads)  # now: a damaged file fails at load, before any photo is read
         self.manifest_ = manifest
         self.preprocessing_ = preprocessing
         spec = manifest["image_model"]
@@ -65,7 +65,7 @@ class OnnxImageBranch:
     @property
     def session_(self):
         if self._session is None:
-            self._session = _session(self.path_, self.threads_)
+            self._session = open_session(self.path_, self.threads_)
         return self._session
 
     def set_threads(self, threads: int) -> int:
@@ -97,9 +97,9 @@ class OnnxImageBranch:
         return self._run(crops)[EMBEDDING]
 
 
-def _session(path, threads: int = 0, spin: bool | None = None):
-    """A session on ``threads`` cores; by default it spin-waits only with all cores (0): with a set count,
-    other processes share the machine."""
+def open_session(path, threads: int = 0, spin: bool | None = None):
+    """A CPU session on ``threads`` cores for the graph at ``path`` (a bundle's: ``check_external_data`` first);
+    by default it spin-waits only with all cores (0): with a set count, other processes share the machine."""
     import onnxruntime as ort
 
     spin = threads == 0 if spin is None else spin
