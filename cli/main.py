@@ -98,6 +98,7 @@ def extract(
     keypoints: Optional[Path] = KeypointsOpt,
     keypoint_units: str = UnitsOpt,
     max_people: int = typer.Option(DEFAULTS.max_people, "--max-people", min=1, help="A row per person found, up to this many, with its index (left to right) and score; 1: the single-person model, one row per file."),
+    second_look: bool = typer.Option(False, "--second-look", help="A photo where nobody (no hand) was found gets a second look: a lower detection threshold (and a padded or zoomed view), kept only when the landmark model is sure. Off by default: see docs/RESULTS.md."),
 ) -> None:
     """Find the people and their keypoints in every image: one row per person (or per file) in OUT/poses.csv."""
     from hybridpose.pose.extraction import extract_folder
@@ -105,7 +106,8 @@ def extract(
     _writable(out, "folder")
     _writable(cache, "folder", "--cache")
     table, summary = extract_folder(data, out, workers=workers, cache_dir=cache, skeleton=_with_hands(skeleton, hands),
-                                    keypoints=keypoints, keypoint_units=keypoint_units, max_people=max_people)
+                                    keypoints=keypoints, keypoint_units=keypoint_units, max_people=max_people,
+                                    second_look=second_look)
     _print_summary(summary, out / "poses.csv")
 
 

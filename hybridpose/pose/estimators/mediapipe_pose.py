@@ -28,3 +28,46 @@ class PoseEstimator(MediaPipeEstimator):
         if result.pose_landmarks is None:
             return None
         return np.array([[p.x, p.y, p.z, p.visibility] for p in result.pose_landmarks.landmark], dtype=np.float64)
+
+
+SECOND_DETECTION = 0.15  # the person detector's threshold in the second look at a photo
+SECOND_PRESENCE = 0.8    # the landmark model's presence a person of the second look needs
+
+
+def padded_square(rgb: np.ndarray) -> tuple[np.ndarray, int, int]:
+    """The photo centred on a grey square (its longer side), and where the photo's corner went."""
+    h, w = rgb.shape[:2]
+    s = max(h, w)
+    out = np.full((s, s, 3), 127, dtype=np.uint8)
+    y0, x0 = (s - h) // 2, (s - w) // 2
+    out[y0:y0 + h, x0:x0 + w] = rgb
+    return out, x0, y0
+
+
+@register
+class PoseSecondLook(PoseEstimator):
+    """The second chance of a photo where ``mediapipe_pose`` found nobody (``extract --second-look``; off by
+    default): the person detector at a low threshold (``SECOND_DETECTION``), on the photo and then on the photo
+    padded to a square; what it finds is kept only when the landmark model is sure of it (presence >=
+    ``SECOND_PRESENCE``, MediaPipe's own gate). docs/RESULTS.md has what it recovers and what it costs."""
+
+    name = "mediapipe_pose_second"
+    version = f"{POSE_VERSION}-second-det{SECOND_DETECTION}-p{SECOND_PRESENCE}-v1"
+    second_look_of = "mediapipe_pose"
+
+    def make_graph(self, solutions):
+        return solutions.pose.Pose(static_image_mode=True, model_complexity=1, enable_segmentation=False,
+                                   min_detection_confidence=SECOND_DETECTION, min_tracking_confidence=SECOND_PRESENCE)
+
+    def landmarks(self, rgb: np.ndarray) -> np.ndarray | None:
+        found = super().landmarks(rgb)
+        if found is not None:
+            return found
+        square, x0, y0 = padded_square(rgb)
+        found = super().landmarks(square)
+        if found is None:
+            return None
+        h, w = rgb.shape[:2]
+        s = square.shape[0]
+        found[:, 0], found[:, 1] = (found[:, 0] * s - x0) / w, (found[:, 1] * s - y0) / h
+        return found
