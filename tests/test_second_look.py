@@ -37,6 +37,21 @@ def test_each_pose_model_has_its_own_second_look_and_the_multi_person_model_is_u
     assert estimator_class("body", 4).name == "mediapipe_people" and estimator_class("body").name == "mediapipe_pose"
 
 
+def test_a_second_look_keeps_a_whole_body_of_the_photos_size_only():
+    from hybridpose.pose.estimators.mediapipe_pose import plausible_body
+
+    body = np.zeros((33, 4))
+    body[:, 1] = np.linspace(0.1, 0.9, 33)  # head to feet over 80 % of the photo's height
+    body[:, 3] = 0.95
+    assert plausible_body(body)
+    arm = body.copy()
+    arm[:, 1] = np.linspace(0.5, 0.75, 33)  # an arm at the photo's edge taken for a small person
+    assert not plausible_body(arm)
+    half_seen = body.copy()
+    half_seen[16:, 3] = 0.2  # the legs guessed, not seen
+    assert not plausible_body(half_seen)
+
+
 def test_an_empty_picture_stays_empty(tmp_path):
     from hybridpose.pose.frontend import extract
 

@@ -23,6 +23,7 @@ import numpy as np
 from ... import atomic
 from ...data.content import default_cache_dir
 from . import MediaPipeEstimator, quiet_stderr, register, started
+from .mediapipe_pose import SECOND_HEIGHT, SECOND_VISIBILITY, plausible_body
 
 PEOPLE_LIMIT = 8         # people the model looks for per photo (the cache keeps all; --max-people cuts)
 MIN_PRESENCE = 0.5       # a person of the second look is kept when the landmark model is this sure of it
@@ -216,10 +217,12 @@ class PeopleEstimator(MediaPipeEstimator):
 class PeopleSecondLook(PeopleEstimator):
     """The second chance of a photo where ``mediapipe_people`` found nobody (``extract --second-look``; off by
     default): the person detector at a low threshold (``SECOND_DETECTION``); a person it finds is kept only when
-    the landmark model is sure of it (mean presence >= ``SECOND_PRESENCE``). docs/RESULTS.md has the numbers."""
+    the landmark model is sure of it (mean presence >= ``SECOND_PRESENCE``) and it is a whole body of a plausible
+    size (``mediapipe_pose.plausible_body``). docs/RESULTS.md has the numbers."""
 
     name = "mediapipe_people_second"
-    version = f"{PeopleEstimator.version}-second-det{SECOND_DETECTION}-p{SECOND_PRESENCE}"
+    version = (f"{PeopleEstimator.version}-second-det{SECOND_DETECTION}-p{SECOND_PRESENCE}-v{SECOND_VISIBILITY}"
+               f"-h{SECOND_HEIGHT}")
     second_look_of = "mediapipe_people"
     people_of = None
     min_detection = SECOND_DETECTION
@@ -230,6 +233,6 @@ class PeopleSecondLook(PeopleEstimator):
         another), the surer is kept."""
         kept: list[np.ndarray] = []
         for p in sorted(super()._detect(rgb), key=lambda p: -p[:, 4].mean()):
-            if p[:, 4].mean() >= SECOND_PRESENCE and not any(same_person(p, q) for q in kept):
+            if p[:, 4].mean() >= SECOND_PRESENCE and plausible_body(p) and not any(same_person(p, q) for q in kept):
                 kept.append(p)
         return kept
