@@ -200,7 +200,10 @@ def _frame_from_dataset(data: Path, run: Path, images, show_progress: bool,
     if unknown:
         raise DatasetError(f"{data}: classes {unknown} are not classes of the model {run}.")
     h = clf.hierarchy
-    clf.max_people = max_people if max_people > 1 else None  # as predict: a row per person, one of them scored
+    from ..pose.frontend import estimator_class
+
+    several = max_people > 1 and estimator_class(clf.skeleton, max_people) is not estimator_class(clf.skeleton)
+    clf.max_people = max_people if several else None  # as predict: a row per person, one of them scored
     frame = pd.concat(list(clf.iter_predict(ds.paths, show_progress=show_progress, detailed=True)), ignore_index=True)
     truth = dict(zip(map(str, ds.paths), ds.labels))
     leaf = frame["path"].map(truth)  # by path: a photo with several people has several rows

@@ -19,7 +19,7 @@ from ..data.sources import open_inputs, photos
 from ..defaults import DEFAULTS
 from ..engines import with_gradients
 from ..inference.classifier import HybridPoseClassifier
-from ..pose.frontend import keypoints_array
+from ..pose.frontend import estimator_class, keypoints_array
 from ..run.folder import RunFolder
 from ..viz.plots import contact_sheet
 from .cam import cam_maps, grad_cam_class, overlay
@@ -36,7 +36,8 @@ def explain_photos(inputs: str | Path, run: str | Path, out: str | Path, *, meth
     paths = photos(open_inputs(inputs))[:limit]
     names = dict(zip(map(str, paths), output_names(paths)))
     clf = HybridPoseClassifier.load(run, engine=with_gradients(RunFolder(run)))  # CAMs need the checkpoints
-    clf.max_people = max_people if max_people > 1 and clf.skeleton.name == "body" else None
+    several = max_people > 1 and estimator_class(clf.skeleton, max_people) is not estimator_class(clf.skeleton)
+    clf.max_people = max_people if several else None  # a skeleton without a multi-person model: one row per photo
     written, people, sheet = [], [], []
     for i in range(0, len(paths), 16):
         poses, crops = clf.poses_and_crops(paths[i : i + 16])
