@@ -32,8 +32,10 @@ SAME_PERSON_IOU = 0.3    # a person whose keypoint box overlaps one already foun
 INSIDE = 0.6             # ... or whose box lies this much inside one already found
 MAX_DEPTH = 2            # strips of strips: a second row or column of people
 MAX_LOOKS = 9            # detector runs per photo at most
+WIDE = 1.5               # a photo this many times as wide as high where nobody is found is searched in halves
+                         # (not any photo: in the halves of a narrow room's view the detector finds kettles)
 BUNDLE_REVISION = 1      # bump when the bundle's content changes
-SEARCH_REVISION = 3      # bump when the search for people changes what is found (the cache key)
+SEARCH_REVISION = 5      # bump when the search for people changes what is found (the cache key)
 SECOND_DETECTION = 0.15  # the second look at a photo where nobody was found: the detector's threshold
 SECOND_PRESENCE = 0.8    # and the landmark model's mean presence a person it finds needs
 
@@ -171,9 +173,8 @@ class PeopleEstimator(MediaPipeEstimator):
         h, w = rgb.shape[:2]
         looks = [0]
         self._look(rgb, (0, 0, w, h), found, looks)
-        if not found:  # nobody in the whole photo: each half of it along its longer side (a row of people)
-            halves = [(0, 0, w // 2, h), (w // 2, 0, w, h)] if w >= h else [(0, 0, w, h // 2), (0, h // 2, w, h)]
-            for half in halves:
+        if not found and w >= WIDE * h:  # nobody in a wide photo: each half of it (a row of people)
+            for half in ((0, 0, w // 2, h), (w // 2, 0, w, h)):
                 self._look(rgb, half, found, looks, depth=1)
         if 2 <= len(found) < PEOPLE_LIMIT:  # a group: a quarter of the photo where none of them stands
             for qx, qy in ((0, 0), (1, 0), (0, 1), (1, 1)):
@@ -188,8 +189,8 @@ class PeopleEstimator(MediaPipeEstimator):
         """Add the people of ``region`` (x0, y0, x1, y1 pixels) to ``found`` (normalised to the whole photo), then
         look again in each strip of it, left, right, above or below the people found in it, that is wide enough
         (``free_strips``; people side by side or stacked in rows), ``MAX_DEPTH`` deep, ``MAX_LOOKS`` looks in all.
-        (``people`` looks in the halves of a photo where nobody was found, and in each quarter of a group photo
-        where none of the people found stands.)"""
+        (``people`` looks in the halves of a wide photo where nobody was found, and in each quarter of a group
+        photo where none of the people found stands.)"""
         x0, y0, x1, y1 = region
         h, w = rgb.shape[:2]
         looks[0] += 1
