@@ -12,7 +12,8 @@ is a person missed, a cell with more than one is a person found twice (the sures
 Per-person top-1 (the label of the person's row against its photo's folder) in the tiles against alone: the
 goal is within 1 point. Photos of the run's own training set (its poses.csv) are left out unless
 --all-photos. Speed: photos/s of `HybridPoseClassifier.predict` (in-process, fresh pose cache) on the photos
-alone with the single-person model and with the multi-person one, and on the 2 x 1 and 2 x 2 tiles.
+alone with the single-person model and with the multi-person one, and on the 2 x 1 and 2 x 2 tiles, the four
+timed in turn --rounds times (median).
 Keypoints mode: the multi-person model's largest person against the single-person model on every photo of
 --data: mean absolute difference (normalised x, y) and the photos where only one of them finds a person.
 --smoke: data/sample, a few photos, a tiny run fitted first when --model is not given; numbers meaningless.
@@ -20,6 +21,7 @@ Keypoints mode: the multi-person model's largest person against the single-perso
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
 import tempfile
 import time
@@ -121,10 +123,17 @@ def tiles_mode(args, tmp: Path) -> dict:
     two = make_tiles(chosen, 2, 1, tmp / "tiles")
     four = make_tiles(chosen, 2, 2, tmp / "tiles")
     clf = HybridPoseClassifier.load(args.model)
-    alone1, t_single = timed_predict(clf, chosen, None, tmp / "s")
-    alone, t_alone = timed_predict(clf, chosen, 4, tmp / "a")
-    t2_table, t_two = timed_predict(clf, [str(f) for f, _ in two], 4, tmp / "t2")
-    t4_table, t_four = timed_predict(clf, [str(f) for f, _ in four], 4, tmp / "t4")
+    times: dict[str, list[float]] = {"s": [], "a": [], "t2": [], "t4": []}
+    for r in range(args.rounds):  # the four in turn, each round: a load that comes and goes skews all alike
+        alone1, t = timed_predict(clf, chosen, None, tmp / f"s{r}")
+        times["s"].append(t)
+        alone, t = timed_predict(clf, chosen, 4, tmp / f"a{r}")
+        times["a"].append(t)
+        t2_table, t = timed_predict(clf, [str(f) for f, _ in two], 4, tmp / f"t2{r}")
+        times["t2"].append(t)
+        t4_table, t = timed_predict(clf, [str(f) for f, _ in four], 4, tmp / f"t4{r}")
+        times["t4"].append(t)
+    t_single, t_alone, t_two, t_four = (statistics.median(times[k]) for k in ("s", "a", "t2", "t4"))
     alone = alone[alone["status"] == "ok"].sort_values("person_score").groupby("path").tail(1).set_index("path")
     alone_top1 = float((alone.loc[chosen, "class"] == [label_of(p) for p in chosen]).mean())
     single_top1 = float((alone1["class"].to_numpy() == [label_of(p) for p in chosen]).mean())
@@ -142,7 +151,8 @@ def tiles_mode(args, tmp: Path) -> dict:
              ["alone, --max-people 4", n_alone, n_alone / t_alone, n_alone / t_alone],
              ["2 x 1 tiles (2 people)", len(two), len(two) / t_two, 2 * len(two) / t_two],
              ["2 x 2 tiles (4 people)", len(four), len(four) / t_four, 4 * len(four) / t_four]]
-    _common.print_table("\nspeed (in-process, fresh pose cache; " + _common.busy_warning("") + ")",
+    _common.print_table(f"\nspeed (in-process, fresh pose cache, median of {args.rounds} rounds taken in turn; "
+                        + _common.busy_warning("") + ")",
                         ["input", "photos", "photos/s", "people/s"], speed)
     _common.smoke_check(s2["persons"] > 0 and len(alone1) == n_alone, "tiles predicted, one row per photo alone")
     return {"photos": n_alone, "alone_single_top1": single_top1, "alone_top1": alone_top1, "tiles_2x1": s2,
@@ -202,11 +212,12 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=96, help="photos used (multiple of 4)")
     ap.add_argument("--keypoints", action="store_true", help="compare the two pose models' keypoints instead")
     ap.add_argument("--all-photos", action="store_true", help="also the run's own training photos")
+    ap.add_argument("--rounds", type=int, default=3, help="speed: the four inputs timed in turn, this many times")
     ap.add_argument("--json")
     _common.add_smoke_arg(ap, "8 photos of data/sample")
     args = ap.parse_args()
     keep = _common.setup_env()
-    _common.apply_smoke(args, n=8, all_photos=True)
+    _common.apply_smoke(args, n=8, all_photos=True, rounds=1)
     tmp = Path(keep.name)
     if args.keypoints:
         return _common.finish(args, {"mode": "keypoints", **keypoints_mode(args, tmp), "machine": _common.machine_info()}) and None

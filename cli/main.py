@@ -98,6 +98,7 @@ def extract(
     keypoints: Optional[Path] = KeypointsOpt,
     keypoint_units: str = UnitsOpt,
     max_people: int = typer.Option(DEFAULTS.max_people, "--max-people", min=1, help="A row per person found, up to this many, with its index (left to right) and score; 1: the single-person model, one row per file."),
+    second_look: bool = typer.Option(False, "--second-look", help="A photo where nobody (no hand) was found gets a second look: a lower detection threshold (and a padded or zoomed view), kept only when the landmark model is sure. Off by default: see docs/RESULTS.md."),
 ) -> None:
     """Find the people and their keypoints in every image: one row per person (or per file) in OUT/poses.csv."""
     from hybridpose.pose.extraction import extract_folder
@@ -105,7 +106,8 @@ def extract(
     _writable(out, "folder")
     _writable(cache, "folder", "--cache")
     table, summary = extract_folder(data, out, workers=workers, cache_dir=cache, skeleton=_with_hands(skeleton, hands),
-                                    keypoints=keypoints, keypoint_units=keypoint_units, max_people=max_people)
+                                    keypoints=keypoints, keypoint_units=keypoint_units, max_people=max_people,
+                                    second_look=second_look)
     _print_summary(summary, out / "poses.csv")
 
 
@@ -466,13 +468,16 @@ def evaluate(
     images: Optional[Path] = typer.Option(None, "--images", help="Image root for a Yoga-82 list."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output folder (tables, PNGs, report.html)."),
     track: Optional[str] = TrackOpt,
+    max_people: int = typer.Option(DEFAULTS.max_people, "--max-people", min=1, help="A labelled data set with --model: find up to this many people per photo, as predict does; the label's person is scored (--person), the others listed apart. 1: the single-person model."),
+    person: Optional[PersonChoice] = typer.Option(None, "--person", help="Whose row of a photo with several people is scored: largest or center (default: the run's fit --person, else largest)."),
 ) -> None:
     """Accuracy, top-5 and macro-F1 per level, per-class table, confusion matrices, ablation, label review, report.html."""
     from rich.table import Table
 
     from hybridpose.evaluation.evaluate import evaluate as run_evaluate
 
-    res = run_evaluate(target, model=model, out=out, data=data, images=images, track=track)
+    res = run_evaluate(target, model=model, out=out, data=data, images=images, track=track, max_people=max_people,
+                       person=person.value if person is not None else None)
     table = Table(title=res["title"])
     for col in ("branch", "level", "photos", "abstained", "top-1", "top-1 all", "top-5", "macro-F1"):
         table.add_column(col, justify="left" if col in ("branch", "level") else "right")
@@ -481,6 +486,9 @@ def evaluate(
                       _num(r.get("top1_all")), _num(r["top5"]), _num(r["macro_f1"]))
     console.print(table)
     console.print("top-1: on the photos the branch answered; top-1 all: abstentions (no person found) count as wrong.")
+    if res.get("other_people"):
+        console.print(f"{res['other_people']} more people in the labelled photos were not scored (the "
+                      f"{res['person_scored']} one of each photo was): {Path(res['out']) / 'other_people.csv'}")
     console.print(f"report: {res['report']}")
 
 
@@ -492,6 +500,7 @@ def explain(
     method: CamMethod = typer.Option(TrainConfig.cam_method, "--method", help="Class activation map."),
     tsne: Optional[Path] = typer.Option(None, "--tsne", help="Also plot a t-SNE of the embeddings of this labelled folder."),
     limit: int = typer.Option(DEFAULTS.explain_limit, "--limit", min=1, help="At most this many photos."),
+    max_people: int = typer.Option(DEFAULTS.max_people, "--max-people", min=1, help="Photos: explain every person found, up to this many (a photo with several also gets NAME_people.png, each person's skeleton and label); 1: the single-person model."),
 ) -> None:
     """Per photo: crop with keypoints, CAM overlay of the predicted class, top-5 and the rule that fired."""
     from hybridpose.explanation import explain as run_explain
@@ -501,8 +510,9 @@ def explain(
         from hybridpose.data.datasets import load_dataset
 
         load_dataset(tsne)
-    res = run_explain(inputs, model, out, method=method.value, tsne=tsne, limit=limit)
-    console.print(f"{res['photos']} explanations in {out}; contact sheet {res['contact_sheet']}"
+    res = run_explain(inputs, model, out, method=method.value, tsne=tsne, limit=limit, max_people=max_people)
+    several = f" ({len(res['people'])} photos with several people: NAME_people.png)" if res.get("people") else ""
+    console.print(f"{res.get('explanations', res['photos'])} explanations in {out}{several}; contact sheet {res['contact_sheet']}"
                   + (f"; t-SNE {res['tsne']}" if "tsne" in res else ""))
 
 

@@ -175,6 +175,9 @@ def test_wide_strips_are_searched_in_overlapping_windows_and_a_part_of_a_person_
     assert all(b - a == pytest.approx(width) for a, b in win)
     assert all(win[i + 1][0] < win[i][1] for i in range(len(win) - 1))  # overlapping: nobody falls in a gap
     assert windows([(0.1, 0.3)], aspect) == [(0.1, 0.3)]  # narrow enough: searched as it is
-    person = np.array([0.1, 0.1, 0.3, 0.9])
-    assert same_person(person, np.array([0.12, 0.3, 0.25, 0.5]))  # a window saw its middle
-    assert not same_person(person, np.array([0.5, 0.1, 0.7, 0.9]))
+    def person(x0, y0, x1, y1):  # keypoints spanning that box
+        return np.array([[x0, y0, 0, 1, 1], [x1, y1, 0, 1, 1]], float)
+
+    found = person(0.1, 0.1, 0.3, 0.9)
+    assert same_person(person(0.12, 0.3, 0.25, 0.5), found)  # a window saw its middle
+    assert not same_person(person(0.5, 0.1, 0.7, 0.9), found)

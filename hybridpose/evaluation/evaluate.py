@@ -10,6 +10,7 @@ import pandas as pd
 from .. import atomic
 from ..data.datasets import load_dataset
 from ..data.hierarchy import Hierarchy
+from ..defaults import DEFAULTS
 from ..errors import DatasetError
 from ..outputs import check_writable
 from ..run.folder import RunFolder
@@ -27,14 +28,23 @@ def _skeleton_note(config: dict) -> str:
 
 def evaluate(target: str | Path, *, model: str | Path | None = None, out: str | Path | None = None,
              data: str | Path | None = None, images: str | Path | None = None, show_progress: bool = True,
-             track: str | None = None) -> dict:
+             track: str | None = None, max_people: int = DEFAULTS.max_people, person: str | None = None) -> dict:
     """Metrics, plots, label review and report.html for a run's out-of-fold predictions (``evaluate RUN``),
     a labelled data set with ``model``, or a predictions CSV with its labelled ``data``. ``track``: an MLflow
-    tracking URI (default ``$HYBRIDPOSE_TRACKING_URI``) that gets the figures and files (docs/TRACKING.md)."""
+    tracking URI (default ``$HYBRIDPOSE_TRACKING_URI``) that gets the figures and files (docs/TRACKING.md).
+    Several people in a labelled photo (a data set predicted with ``max_people`` > 1, or a predictions CSV with
+    a row per person): the row scored is the ``person`` one (``largest`` or ``center``; default: the run's
+    ``fit --person``, else largest), the others go to other_people.csv."""
+    from ..pose.frontend import PERSON_CHOICES
+
     target = Path(target)
+    if max_people < 1:
+        raise DatasetError(f"--max-people {max_people}: give 1 or more.")
+    if person is not None and person not in PERSON_CHOICES:
+        raise DatasetError(f"--person {person}: choose one of {', '.join(PERSON_CHOICES)}.")
     tracker = Tracker(tracking_uri(track), f"evaluate {target.name}")  # before any work
     with tracker:
-        summary = _evaluate(target, model, out, data, images, show_progress)
+        summary = _evaluate(target, model, out, data, images, show_progress, max_people, person)
         if tracker.enabled:
             _track(tracker, target, model, summary)
     return summary
@@ -55,8 +65,10 @@ def _track(tracker: Tracker, target: Path, model, summary: dict) -> None:
         summary["tracking"] = {"uri": tracker.uri, "run_id": tracker.run_id}
 
 
-def _evaluate(target: Path, model, out, data, images, show_progress: bool) -> dict:
+def _evaluate(target: Path, model, out, data, images, show_progress: bool, max_people: int = DEFAULTS.max_people,
+              person: str | None = None) -> dict:
     from .metrics import evaluate_frame
+    from .people import one_row_per_photo, oof_people, people_bands, several_rows, write_others
     from .report import write_report
     from .review import write_review
 
@@ -82,11 +94,24 @@ def _evaluate(target: Path, model, out, data, images, show_progress: bool) -> di
         frame, h = _frame_from_predictions(target, data, images)
         title = f"Evaluation of {target}"
     else:
-        frame, h = _frame_from_dataset(target, Path(model), images, show_progress)
+        frame, h = _frame_from_dataset(target, Path(model), images, show_progress, max_people)
         title = f"Evaluation of {model} on {target}"
     if of_run and RunFolder(target).is_clip_run() and "found" not in frame:
         frame = _with_found(target, frame)
+    others = None
+    if several_rows(frame):  # the label belongs to one person of the photo: that row is scored
+        frame, others = one_row_per_photo(frame, person or _run_person(model))
+    elif of_run:
+        frame = oof_people(frame, RunFolder(target).poses)
     summary = evaluate_frame(frame, h, out_dir, title=title)
+    if "people" in frame:
+        summary["people"] = people_bands(frame, h)
+        summary["person_scored"] = person or _run_person(target if of_run else model)
+    if others is not None:
+        summary["other_people"] = int((others["status"] == "ok").sum())
+        written = write_others(others, h, out_dir)
+        if written:
+            summary["files"].append(written)
     if "found" in frame:
         summary["found"] = found_bands(frame, h)
     run_dir = target if of_run else (Path(model) if model is not None else None)
@@ -152,7 +177,15 @@ def _holds_photos(folder: Path) -> bool:
     return any(p.suffix.lower() in IMAGE_EXTENSIONS for p in folder.rglob("*"))
 
 
-def _frame_from_dataset(data: Path, run: Path, images, show_progress: bool) -> tuple[pd.DataFrame, Hierarchy]:
+def _run_person(run) -> str:
+    """Whose row a labelled photo's label belongs to: the run's ``fit --person`` choice, else the default."""
+    if run is None or not RunFolder(run).is_run():
+        return DEFAULTS.person
+    return (RunFolder(run).read_config().get("people") or {}).get("person", DEFAULTS.person)
+
+
+def _frame_from_dataset(data: Path, run: Path, images, show_progress: bool,
+                        max_people: int = DEFAULTS.max_people) -> tuple[pd.DataFrame, Hierarchy]:
     from ..inference.classifier import HybridPoseClassifier
 
     if RunFolder(run).is_clip_run():  # a clip run: one row per clip (docs/CLIPS.md)
@@ -167,9 +200,15 @@ def _frame_from_dataset(data: Path, run: Path, images, show_progress: bool) -> t
     if unknown:
         raise DatasetError(f"{data}: classes {unknown} are not classes of the model {run}.")
     h = clf.hierarchy
+    from ..pose.frontend import estimator_class
+
+    several = max_people > 1 and estimator_class(clf.skeleton, max_people) is not estimator_class(clf.skeleton)
+    clf.max_people = max_people if several else None  # as predict: a row per person, one of them scored
     frame = pd.concat(list(clf.iter_predict(ds.paths, show_progress=show_progress, detailed=True)), ignore_index=True)
-    for lv in h.levels:
-        frame[true_column(lv)] = ds.level_labels(lv)
+    truth = dict(zip(map(str, ds.paths), ds.labels))
+    leaf = frame["path"].map(truth)  # by path: a photo with several people has several rows
+    for lv in h.levels:  # the run's hierarchy (the folder may hold no hierarchy.csv of its own)
+        frame[true_column(lv)] = [h.ancestor(y, lv) for y in leaf]
     return frame, h
 
 

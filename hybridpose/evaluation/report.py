@@ -195,6 +195,19 @@ def _found_section(summary: dict) -> str:
     return _section("found", "Frames with a skeleton", _table(pd.DataFrame(bands)), note)
 
 
+def _people_section(summary: dict) -> str:
+    bands = summary.get("people") or []
+    if not bands:
+        return ""
+    others = summary.get("other_people")
+    note = (f"Labelled photos by the number of people the pose model found in them. A photo's label belongs to one "
+            f"person: the {summary.get('person_scored', 'largest')} one (fit --person) is the row scored; top-1 is "
+            "that row's final label.")
+    if others:
+        note += f" The {others} other people found are not scored: other_people.csv lists them with their labels."
+    return _section("people", "People per photo", _table(pd.DataFrame(bands)), note)
+
+
 def _per_class_section(out: Path, levels: list[str], branch_name: str) -> str:
     parts = []
     for level in levels:
@@ -269,7 +282,7 @@ def _levels(out: Path, summary: dict) -> list[str]:
 
 def _nav(sections: list[str]) -> str:
     links = [
-        ("metrics", "Metrics"), ("ablation", "Ablation"), ("yoga82", "Yoga-82"), ("rules", "Rules"), ("found", "Frames found"),
+        ("metrics", "Metrics"), ("ablation", "Ablation"), ("yoga82", "Yoga-82"), ("rules", "Rules"), ("found", "Frames found"), ("people", "People"),
         ("per-class", "Per class"), ("confusion", "Confusion"), ("top-losses", "Top losses"),
         ("duplicates", "Duplicates"), ("more", "More figures"),
     ]
@@ -288,6 +301,7 @@ def write_report(out_dir: str | Path, summary: dict, *, title: str) -> Path:
         _yoga_section(out),
         _rules_section(summary),
         _found_section(summary),
+        _people_section(summary),
         _per_class_section(out, levels, summary.get("best_branch_name", "")),
         confusion_html,
         _top_losses_section(out),

@@ -19,39 +19,97 @@ from ..data.sources import open_inputs, photos
 from ..defaults import DEFAULTS
 from ..engines import with_gradients
 from ..inference.classifier import HybridPoseClassifier
-from ..pose.frontend import keypoints_array
+from ..pose.frontend import estimator_class, keypoints_array
 from ..run.folder import RunFolder
 from ..viz.plots import contact_sheet
 from .cam import cam_maps, grad_cam_class, overlay
 
 
 def explain_photos(inputs: str | Path, run: str | Path, out: str | Path, *, method: str = DEFAULTS.cam_method,
-                   tsne: str | Path | None = None, limit: int = DEFAULTS.explain_limit) -> dict:
+                   tsne: str | Path | None = None, limit: int = DEFAULTS.explain_limit,
+                   max_people: int = DEFAULTS.max_people) -> dict:
+    """Per photo ``NAME_explain.png``; a photo with several people (``max_people`` > 1) gets one per person,
+    ``NAME_person<k>_explain.png``, and ``NAME_people.png``: the whole photo with every person's skeleton, box
+    and label."""
     inputs, out = Path(inputs), Path(out)
     grad_cam_class(method)  # an unknown method fails before any work
     paths = photos(open_inputs(inputs))[:limit]
-    names = output_names(paths)
+    names = dict(zip(map(str, paths), output_names(paths)))
     clf = HybridPoseClassifier.load(run, engine=with_gradients(RunFolder(run)))  # CAMs need the checkpoints
-    written, sheet = [], []
+    several = max_people > 1 and estimator_class(clf.skeleton, max_people) is not estimator_class(clf.skeleton)
+    clf.max_people = max_people if several else None  # a skeleton without a multi-person model: one row per photo
+    written, people, sheet = [], [], []
     for i in range(0, len(paths), 16):
-        chunk = paths[i : i + 16]
-        poses, crops = clf.poses_and_crops(chunk)
+        poses, crops = clf.poses_and_crops(paths[i : i + 16])
         b = clf.batch_from(poses, crops)
         targets = [clf.hierarchy.leaves.index(leaf) for leaf in b.leaf]
         # an exported bundle (ONNX) has no gradients: its explanations are drawn without the CAM
-        maps = cam_maps(clf, crops, targets, method) if hasattr(clf.image_branch, "models_") else [None] * len(chunk)
-        for j, path in enumerate(chunk):
-            png = out / f"{names[i + j]}_explain.png"
+        maps = cam_maps(clf, crops, targets, method) if hasattr(clf.image_branch, "models_") else [None] * len(crops)
+        rows = poses["path"].astype(str).to_numpy()
+        for j, path in enumerate(rows):
+            several = int((rows == path).sum()) > 1
+            stem = names[path] + (f"_person{int(poses['person'].iat[j])}" if several else "")
+            png = out / f"{stem}_explain.png"
             _figure(png, crops[j], maps[j], _crop_keypoints(clf, poses.iloc[j]), b, j, clf, method)
             written.append(str(png))
             conf = b.fused[clf.hierarchy.leaf_level][j, targets[j]]
-            sheet.append((overlay(crops[j], maps[j]), [printable(Path(path).name), f"{b.leaf[j]} {conf:.2f}",
-                                                         f"rule: {b.rule[j]}" if b.rule[j] else "no rule"]))
+            if not several:
+                sheet.append((overlay(crops[j], maps[j]), [printable(Path(path).name), f"{b.leaf[j]} {conf:.2f}",
+                                                             f"rule: {b.rule[j]}" if b.rule[j] else "no rule"]))
+            elif j == 0 or rows[j - 1] != path:  # the photo's first person: its overview, once
+                overview = out / f"{names[path]}_people.png"
+                picked = np.flatnonzero(rows == path)
+                _people_figure(overview, path, poses.iloc[picked], [b.leaf[k] for k in picked],
+                               [float(b.fused[clf.hierarchy.leaf_level][k, targets[k]]) for k in picked], clf)
+                people.append(str(overview))
+                sheet.append((str(overview), [printable(Path(path).name), f"{len(picked)} people",
+                                              " | ".join(b.leaf[k] for k in picked)]))
     contact_sheet(sheet, out / "explain_contact_sheet.png", cols=5, thumb=240)
-    result = {"photos": len(written), "files": written, "contact_sheet": str(out / "explain_contact_sheet.png")}
+    result = {"photos": len(paths), "explanations": len(written), "files": written, "people": people,
+              "contact_sheet": str(out / "explain_contact_sheet.png")}
     if tsne is not None:
         result["tsne"] = str(tsne_plot(clf, tsne, out / "tsne.png"))
     return result
+
+
+def _people_figure(path: Path, photo: str, rows: pd.DataFrame, leaves: list[str], confidences: list[float],
+                   clf: HybridPoseClassifier) -> None:
+    """The whole photo with every person's skeleton, box and ``#person label confidence``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from ..data.images import open_rgb
+
+    rgb = np.asarray(open_rgb(photo))
+    w, h = float(rows["width"].iat[0]), float(rows["height"].iat[0])  # the keypoints' pixels
+    fig, ax = plt.subplots(figsize=(min(12, 2 + 5 * w / h), 5.4))
+    ax.imshow(rgb, extent=(0, w, h, 0))
+    kps = keypoints_array(rows, clf.skeleton)
+    for (_, row), kp, leaf, conf, colour in zip(rows.iterrows(), kps, leaves, confidences, PERSON_COLOURS * len(rows)):
+        if row["status"] != "ok":
+            continue
+        x0, y0, x1, y1 = (float(row[c]) for c in ("box_x0", "box_y0", "box_x1", "box_y1"))
+        ax.add_patch(plt.Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, lw=2, color=colour))
+        seen = kp[:, 3] > 0.3
+        for a, c in clf.skeleton.edges:
+            i, k = clf.skeleton.index[a], clf.skeleton.index[c]
+            if seen[i] and seen[k]:
+                ax.plot([kp[i, 0], kp[k, 0]], [kp[i, 1], kp[k, 1]], color=colour, lw=2)
+        ax.scatter(kp[seen, 0], kp[seen, 1], s=8, c="#ff1744", zorder=3)
+        ax.text(x0, max(y0 - 4, 10), f"#{int(row['person'])} {leaf} {conf:.2f}", color="white", fontsize=9,
+                va="bottom", bbox={"facecolor": colour, "alpha": 0.85, "pad": 2, "lw": 0})
+    ax.set_xlim(0, w)
+    ax.set_ylim(h, 0)
+    ax.axis("off")
+    ax.set_title(f"{printable(Path(photo).name)}: {len(rows)} people", fontsize=11)
+    fig.tight_layout()
+    atomic.save_figure(path, fig, dpi=100)
+    plt.close(fig)
+
+
+PERSON_COLOURS = ["#00c853", "#2979ff", "#ff9100", "#d500f9", "#00b8d4", "#ffd600"]
 
 
 def output_names(paths: list[Path]) -> list[str]:

@@ -40,10 +40,12 @@ def estimator_class(skeleton: Skeleton | str | None = None, max_people: int = 1)
     return single
 
 
-def retry_class(estimator: type) -> type | None:
-    """The estimator registered as ``estimator``'s second look (its ``retry_of``) at frames it found nothing in."""
+def retry_class(estimator: type, of: str = "retry_of") -> type | None:
+    """The estimator registered as ``estimator``'s second look at what it found nothing in: a clip's frames
+    (its ``retry_of``), or with ``of="second_look_of"`` a photo (stricter: a photo has no other frames to outvote
+    a stray find)."""
     for name in ESTIMATORS.names():
-        if getattr(ESTIMATORS[name], "retry_of", None) == estimator.name:
+        if getattr(ESTIMATORS[name], of, None) == estimator.name:
             return ESTIMATORS[name]
     return None
 
@@ -58,14 +60,16 @@ def extract(
     skeleton: Skeleton | str | None = None,
     max_people: int = 1,
     retry: bool = False,
+    second_look: bool = False,
 ) -> pd.DataFrame:
     """Poses table for ``paths`` (one row each, in order; with ``max_people`` > 1 one row per person found,
-    up to that many, and the person columns). Cached results cost no pose model run. ``retry``: photos the
-    pose model found nothing in get a second look from its retry estimator (``retry_class``), where it has one."""
+    up to that many, and the person columns). Cached results cost no pose model run. ``retry``: frames of a
+    clip the pose model found nothing in get a second look from its retry estimator (``retry_class``), where it
+    has one; ``second_look``: photos do, from its stricter photo estimator (``second_look_of``)."""
     estimator = estimator_class(skeleton, max_people)
     paths = [str(p) for p in paths]
     shas, results = _results(paths, estimator, cache_dir, workers, show_progress, use_cache)
-    second = retry_class(estimator) if retry else None
+    second = retry_class(estimator, "second_look_of") if second_look else retry_class(estimator) if retry else None
     nobody = getattr(estimator, "missing", ("no_person",))[0]
     missing = [i for i, r in enumerate(results) if second is not None and r.status == nobody]
     if missing:

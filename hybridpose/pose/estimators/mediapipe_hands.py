@@ -125,3 +125,92 @@ def even_contrast(rgb: np.ndarray) -> np.ndarray:
     lab = cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2LAB)
     lab[..., 0] = cv2.createCLAHE(clipLimit=2.0, tileGridSize=(8, 8)).apply(lab[..., 0])
     return cv2.cvtColor(lab, cv2.COLOR_LAB2RGB)
+
+
+SECOND_DETECTION = 0.15   # the palm detector's threshold in the second look at a photo
+SECOND_PRESENCE = 0.8     # the landmark model's hand presence a hand of the second look needs
+SECOND_HANDEDNESS = 0.8   # and how sure its left / right call must be, in both tries
+SECOND_AGREE_IOU = 0.5    # a hand is kept only when the whole-photo try and a zoomed try find it in one place
+SECOND_SIZE = (0.02, 0.6)  # the hand's box side against the photo's shorter side
+
+
+def hand_box(p: np.ndarray) -> np.ndarray:
+    return np.r_[p[:, :2].min(0), p[:, :2].max(0)]
+
+
+def box_iou(a: np.ndarray, b: np.ndarray) -> float:
+    w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - w * h
+    return w * h / union if union > 0 else 0.0
+
+
+def zoomed(rgb: np.ndarray, share: float = 0.6) -> list[tuple[int, int, np.ndarray]]:
+    """The 2 x 2 overlapping views (x0, y0, pixels) of ``share`` of the photo's width and height each."""
+    h, w = rgb.shape[:2]
+    cw, ch = int(round(share * w)), int(round(share * h))
+    return [(x, y, rgb[y:y + ch, x:x + cw]) for y in (0, h - ch) for x in (0, w - cw)]
+
+
+@register
+class HandSecondLook(HandEstimator):
+    """The second chance of a photo where ``mediapipe_hands`` found no hand (``extract --second-look``; off by
+    default): the palm detector at a low threshold on the whole photo, and at the usual one on four zoomed views.
+    A hand is kept only when both find it in the same place (keypoint boxes IoU >= ``SECOND_AGREE_IOU``), the
+    landmark model is sure of it in both (presence >= ``SECOND_PRESENCE``), both call its side surely
+    (handedness >= ``SECOND_HANDEDNESS``) and its size is a hand's (``SECOND_SIZE``). docs/RESULTS.md has what
+    it recovers and what it costs."""
+
+    name = "mediapipe_hands_second"
+    version = (f"{HANDS_VERSION}-second-det{SECOND_DETECTION}-p{SECOND_PRESENCE}-h{SECOND_HANDEDNESS}"
+               f"-iou{SECOND_AGREE_IOU}-v1")
+    second_look_of = "mediapipe_hands"
+    min_detection_confidence = SECOND_DETECTION
+
+    def make_graph(self, solutions):
+        def graph(detection: float):
+            return solutions.hands.Hands(static_image_mode=True, max_num_hands=self.max_hands, model_complexity=1,
+                                         min_detection_confidence=detection, min_tracking_confidence=SECOND_PRESENCE)
+
+        self._zoom_graph = graph(HandEstimator.min_detection_confidence)
+        return graph(SECOND_DETECTION)
+
+    def _hands(self, graph, rgb: np.ndarray) -> list[tuple[np.ndarray, float]]:
+        """(keypoints, handedness score) of every hand ``graph`` finds in ``rgb``."""
+        result = graph.process(np.ascontiguousarray(rgb))
+        out = []
+        for marks, side in zip(result.multi_hand_landmarks or [], result.multi_handedness or []):
+            label = side.classification[0]
+            right = label.score if label.label == "Right" else 1.0 - label.score
+            out.append((np.array([[p.x, p.y, p.z, right] for p in marks.landmark], dtype=np.float64), label.score))
+        return out
+
+    def detect(self, rgb: np.ndarray) -> list[np.ndarray]:
+        if not self._warm:  # the first call's C++ chatter silenced
+            self._warm = True
+            with quiet_stderr():
+                return self.detect(rgb)
+        h, w = rgb.shape[:2]
+        whole = [(p, s) for p, s in self._hands(self._graph, rgb) if s >= SECOND_HANDEDNESS and self._plausible(p, w, h)]
+        if not whole:
+            return []
+        views = []
+        for x0, y0, view in zoomed(rgb):
+            vh, vw = view.shape[:2]
+            for p, s in self._hands(self._zoom_graph, view):
+                if s >= SECOND_HANDEDNESS:
+                    p[:, 0], p[:, 1] = (p[:, 0] * vw + x0) / w, (p[:, 1] * vh + y0) / h
+                    views.append(p)
+        return [p for p, _ in whole
+                if any(box_iou(hand_box(p), hand_box(q)) >= SECOND_AGREE_IOU and (p[0, 3] >= 0.5) == (q[0, 3] >= 0.5)
+                       for q in views)]
+
+    @staticmethod
+    def _plausible(p: np.ndarray, w: int, h: int) -> bool:
+        b = hand_box(p)
+        side = max((b[2] - b[0]) * w, (b[3] - b[1]) * h) / min(w, h)
+        return SECOND_SIZE[0] <= side <= SECOND_SIZE[1]
+
+    def close(self) -> None:
+        self._zoom_graph.close()
+        super().close()

@@ -9,9 +9,7 @@ difference ~0.0003 of the photo's size).
 
 The detector misses the smaller people of a wide photo (it sees the photo letterboxed to 224 px), so a
 second look searches each wide strip that no person found covers; a person found there is kept when the
-landmark model is sure of it (mean presence >= ``MIN_PRESENCE``) and it is not one already found. A strip much
-wider than high (two videos side by side, where the first look often finds nobody) is searched in overlapping
-windows of ``MAX_WINDOW`` x its height.
+landmark model is sure of it (mean presence >= ``MIN_PRESENCE``) and it is not one already found.
 """
 from __future__ import annotations
 
@@ -25,14 +23,23 @@ import numpy as np
 from ... import atomic
 from ...data.content import default_cache_dir
 from . import MediaPipeEstimator, quiet_stderr, register, started
+from .mediapipe_pose import SECOND_HEIGHT, SECOND_VISIBILITY, plausible_body
 
 PEOPLE_LIMIT = 8         # people the model looks for per photo (the cache keeps all; --max-people cuts)
 MIN_PRESENCE = 0.5       # a person of the second look is kept when the landmark model is this sure of it
 MIN_STRIP = 0.4          # a strip left of, right of or between found people is searched when this wide (x height)
 SAME_PERSON_IOU = 0.3    # a person whose keypoint box overlaps one already found this much is that one
-SAME_PERSON_INSIDE = 0.6  # ... or lies this much inside it (or it inside the other)
-MAX_WINDOW = 1.5         # a strip wider than this (x height) is searched in windows this wide, overlapping by half
+INSIDE = 0.6             # ... or whose box lies this much inside one already found
+MAX_DEPTH = 2            # strips of strips: a second row or column of people
+MAX_LOOKS = 9            # detector runs per photo at most
+MAX_WINDOW = 1.5         # a strip wider than this (x its height) is searched in windows this wide, overlapping by
+                         # half: two videos side by side (720 x 202) gave 4 of 30 people without, 29 with
+WIDE = 1.5               # a photo this many times as wide as high where nobody is found is searched in halves
+                         # (not any photo: in the halves of a narrow room's view the detector finds kettles)
 BUNDLE_REVISION = 1      # bump when the bundle's content changes
+SEARCH_REVISION = 6      # bump when the search for people changes what is found (the cache key)
+SECOND_DETECTION = 0.15  # the second look at a photo where nobody was found: the detector's threshold
+SECOND_PRESENCE = 0.8    # and the landmark model's mean presence a person it finds needs
 
 
 def mediapipe_version() -> str:
@@ -99,13 +106,14 @@ def iou(a: np.ndarray, b: np.ndarray) -> float:
     return w * h / union if union > 0 else 0.0
 
 
-def same_person(a: np.ndarray, b: np.ndarray) -> bool:
-    """Keypoint boxes ``a`` and ``b`` are one person: they overlap by ``SAME_PERSON_IOU``, or one lies mostly
-    inside the other (a window that cut a person found the part it saw)."""
+def same_person(p: np.ndarray, q: np.ndarray) -> bool:
+    """Whether a person of a second look is ``q``, found already: their keypoint boxes overlap (IoU >=
+    ``SAME_PERSON_IOU``), or ``p``'s lies mostly (``INSIDE``) within ``q``'s (a limb of ``q`` taken for a person)."""
+    a, b = keypoint_extent(p), keypoint_extent(q)
     w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
     h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    smaller = min((a[2] - a[0]) * (a[3] - a[1]), (b[2] - b[0]) * (b[3] - b[1]))
-    return iou(a, b) >= SAME_PERSON_IOU or (smaller > 0 and w * h / smaller >= SAME_PERSON_INSIDE)
+    own = (a[2] - a[0]) * (a[3] - a[1])
+    return iou(a, b) >= SAME_PERSON_IOU or (own > 0 and w * h / own >= INSIDE)
 
 
 def free_strips(people: list[np.ndarray], aspect: float) -> list[tuple[float, float]]:
@@ -138,15 +146,19 @@ class PeopleEstimator(MediaPipeEstimator):
     """Every person of the photo (up to ``PEOPLE_LIMIT``), 33 keypoints each, ordered left to right."""
 
     name = "mediapipe_people"
-    version = f"mediapipe-{mediapipe_version()}-people-r{BUNDLE_REVISION}-v2"
+    version = f"mediapipe-{mediapipe_version()}-people-r{BUNDLE_REVISION}-v{SEARCH_REVISION}"
     skeleton_name = "body"
     people_of = "mediapipe_pose"  # the single-person model it stands in for when several people are asked for
+
+    min_detection = 0.5  # the person detector's threshold (the Tasks API's default)
+    min_presence = MIN_PRESENCE  # a person of the strips' look is kept when the landmark model is this sure of it
 
     def make_graph(self, solutions):
         from mediapipe.tasks.python import BaseOptions, vision
 
         options = vision.PoseLandmarkerOptions(base_options=BaseOptions(**bundle_source()),
-                                               running_mode=vision.RunningMode.IMAGE, num_poses=PEOPLE_LIMIT)
+                                               running_mode=vision.RunningMode.IMAGE, num_poses=PEOPLE_LIMIT,
+                                               min_pose_detection_confidence=self.min_detection)
         return vision.PoseLandmarker.create_from_options(options)
 
     def __init__(self) -> None:
@@ -172,17 +184,46 @@ class PeopleEstimator(MediaPipeEstimator):
     def people(self, rgb: np.ndarray) -> list[tuple[np.ndarray, float]]:
         """Every person: ((33, 4) keypoints, x and y normalised to [0, 1], z, visibility; the landmark model's
         mean presence), left to right."""
-        found = self._detect(rgb)
+        found: list[np.ndarray] = []
         h, w = rgb.shape[:2]
-        for x0, x1 in windows(free_strips(found, w / h), w / h) if len(found) < PEOPLE_LIMIT else []:
-            a, b = int(round(x0 * w)), int(round(x1 * w))
-            for p in self._detect(rgb[:, a:b]):
-                p[:, 0] = (p[:, 0] * (b - a) + a) / w
-                if p[:, 4].mean() >= MIN_PRESENCE and not any(
-                        same_person(keypoint_extent(p), keypoint_extent(q)) for q in found):
-                    found.append(p)
+        looks = [0]
+        self._look(rgb, (0, 0, w, h), found, looks)
+        if not found and w >= WIDE * h:  # nobody in a wide photo: each half of it (a row of people)
+            for half in ((0, 0, w // 2, h), (w // 2, 0, w, h)):
+                self._look(rgb, half, found, looks, depth=1)
+        if 2 <= len(found) < PEOPLE_LIMIT:  # a group: a quarter of the photo where none of them stands
+            for qx, qy in ((0, 0), (1, 0), (0, 1), (1, 1)):
+                quarter = (qx * w // 2, qy * h // 2, (qx + 1) * w // 2, (qy + 1) * h // 2)
+                if not any(qx == (np.median(p[:, 0]) >= 0.5) and qy == (np.median(p[:, 1]) >= 0.5) for p in found):
+                    self._look(rgb, quarter, found, [0], depth=MAX_DEPTH)
         found = sorted(found[:PEOPLE_LIMIT], key=lambda p: float(np.median(p[:, 0])))
         return [(p[:, :4], round(float(p[:, 4].mean()), 4)) for p in found]
+
+    def _look(self, rgb: np.ndarray, region: tuple[int, int, int, int], found: list[np.ndarray], looks: list[int],
+              depth: int = 0) -> None:
+        """Add the people of ``region`` (x0, y0, x1, y1 pixels) to ``found`` (normalised to the whole photo), then
+        look again in each strip of it, left, right, above or below the people found in it, that is wide enough
+        (``free_strips``; people side by side or stacked in rows), ``MAX_DEPTH`` deep, ``MAX_LOOKS`` looks in all.
+        (``people`` looks in the halves of a wide photo where nobody was found, and in each quarter of a group
+        photo where none of the people found stands.)"""
+        x0, y0, x1, y1 = region
+        h, w = rgb.shape[:2]
+        looks[0] += 1
+        for p in self._detect(rgb[y0:y1, x0:x1]):
+            p[:, 0], p[:, 1] = (p[:, 0] * (x1 - x0) + x0) / w, (p[:, 1] * (y1 - y0) + y0) / h
+            if depth == 0 or (p[:, 4].mean() >= self.min_presence and not any(same_person(p, q) for q in found)):
+                found.append(p)
+        inside = [(p[:, :2] - [x0 / w, y0 / h]) / [(x1 - x0) / w, (y1 - y0) / h] for p in found]
+        inside = [p for p in inside if 0 <= np.median(p[:, 0]) <= 1 and 0 <= np.median(p[:, 1]) <= 1]
+        if not inside or depth >= MAX_DEPTH:
+            return
+        rw, rh = x1 - x0, y1 - y0
+        strips = [(x0 + round(a * rw), y0, x0 + round(b * rw), y1)
+                  for a, b in windows(free_strips(inside, rw / rh), rw / rh)]
+        strips += [(x0, y0 + round(a * rh), x1, y0 + round(b * rh)) for a, b in free_strips([p[:, ::-1] for p in inside], rh / rw)]
+        for strip in strips:
+            if len(found) < PEOPLE_LIMIT and looks[0] < MAX_LOOKS:
+                self._look(rgb, strip, found, looks, depth + 1)
 
     def landmarks(self, rgb: np.ndarray) -> np.ndarray | None:
         """The largest person (by the area of its keypoint box), as the single-person models answer."""
@@ -193,3 +234,28 @@ class PeopleEstimator(MediaPipeEstimator):
 
     def close(self) -> None:
         self._graph.close()
+
+
+@register
+class PeopleSecondLook(PeopleEstimator):
+    """The second chance of a photo where ``mediapipe_people`` found nobody (``extract --second-look``; off by
+    default): the person detector at a low threshold (``SECOND_DETECTION``); a person it finds is kept only when
+    the landmark model is sure of it (mean presence >= ``SECOND_PRESENCE``) and it is a whole body of a plausible
+    size (``mediapipe_pose.plausible_body``). docs/RESULTS.md has the numbers."""
+
+    name = "mediapipe_people_second"
+    version = (f"{PeopleEstimator.version}-second-det{SECOND_DETECTION}-p{SECOND_PRESENCE}-v{SECOND_VISIBILITY}"
+               f"-h{SECOND_HEIGHT}")
+    second_look_of = "mediapipe_people"
+    people_of = None
+    min_detection = SECOND_DETECTION
+    min_presence = SECOND_PRESENCE
+
+    def _detect(self, rgb: np.ndarray) -> list[np.ndarray]:
+        """The sure finds, one per person: at a low threshold the detector finds a person twice (a box inside
+        another), the surer is kept."""
+        kept: list[np.ndarray] = []
+        for p in sorted(super()._detect(rgb), key=lambda p: -p[:, 4].mean()):
+            if p[:, 4].mean() >= SECOND_PRESENCE and plausible_body(p) and not any(same_person(p, q) for q in kept):
+                kept.append(p)
+        return kept
