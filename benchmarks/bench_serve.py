@@ -40,7 +40,7 @@ LEVELS = (1, 4, 16)
 
 
 class ServerProcess:
-    """`hybridpose serve RUN --port 0` in a child process; its URL read from its first line."""
+    """`hybridpose serve RUN --port 0` in a child process; its URL read from the line that says it."""
 
     def __init__(self, run: Path, tmp: Path, queue: int):
         env = {**os.environ, "TMPDIR": str(tmp), "HYBRIDPOSE_CACHE": str(tmp / "pose-cache"), "COLUMNS": "300"}
@@ -48,11 +48,16 @@ class ServerProcess:
                "--queue", str(queue), "--max-upload-mb", "8"]
         t0 = time.perf_counter()
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
-        line = self.proc.stdout.readline()
-        found = re.search(r"at (http://127\.0\.0\.1:\d+)/", line)
+        said = ""  # lines before the URL (the run's ONNX graph built on first use says so)
+        for _ in range(20):
+            line = self.proc.stdout.readline()
+            said += line
+            found = re.search(r"at (http://127\.0\.0\.1:\d+)/", line)
+            if found or not line:
+                break
         if not found:
             self.proc.kill()
-            sys.exit(f"the server did not start: {line}{self.proc.stdout.read()}")
+            sys.exit(f"the server did not start: {said}{self.proc.stdout.read()}")
         self.url, self.tmp = found.group(1), tmp
         self.start_s = time.perf_counter() - t0
         threading.Thread(target=self.proc.stdout.read, daemon=True).start()  # never let its pipe fill

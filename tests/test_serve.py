@@ -289,8 +289,11 @@ def test_cli_serves_until_interrupted(tiny_run, tmp_path):
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env={**os.environ, "COLUMNS": "300", "TMPDIR": str(tmp_path)})
     try:
-        line = proc.stdout.readline()
-        assert line.startswith(f"serving {tiny_run} at http://127.0.0.1:"), line
+        said = [proc.stdout.readline()]  # the run's ONNX graph, built on first use, may say so first
+        while said[-1] and not said[-1].startswith("serving ") and len(said) < 20:
+            said.append(proc.stdout.readline())
+        line = said[-1]
+        assert line.startswith(f"serving {tiny_run} at http://127.0.0.1:"), said
         url = line.split(" at ", 1)[1].split("/ ", 1)[0]
         status, health = request(url, path="/health")
         assert status == 200 and health["status"] == "ok"
