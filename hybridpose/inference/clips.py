@@ -151,7 +151,6 @@ class ClipPredictor:
         first = estimator_class(self.sk)
         cache = PoseCache(self.cache_dir, first.version)
         again = PoseCache(self.cache_dir, self.retry.version) if self.retry is not None else None
-        nobody = getattr(first, "missing", ("no_person",))[0]
         prep = self.clf.image_branch.preprocessing_
         pending: list[tuple[Frame, PoseResult, np.ndarray]] = []
         try:
@@ -159,11 +158,7 @@ class ClipPredictor:
                 if not fr.sampled:
                     continue
                 key = f"{sha}:{fr.index}:{FRAME_MAX_SIDE}" if sha else None
-                h, w = fr.rgb.shape[:2]
-                result = cache.fetch(key, lambda: analyse_array(fr.rgb, w, h, self.clf.estimator))
-                if again is not None and result.status == nobody:
-                    second = again.fetch(key, lambda: analyse_array(fr.rgb, w, h, self.retry))
-                    result = second if second.status == "ok" else result
+                result = self.frame_pose(fr.rgb, key, cache, again)
                 from PIL import Image
 
                 crop, _ = crop_photo(Image.fromarray(fr.rgb), result.box, None, prep.eval_margin, prep.input_size, self.sk.n)
@@ -194,12 +189,17 @@ class ClipPredictor:
         sequence = self.clf.branches.get("sequence")
         return (sequence.frames_ if sequence is not None else window) / self.sampling.fps
 
-    def live_pose(self, rgb: np.ndarray) -> PoseResult:
-        """A live frame's pose, with the run's second look where the first found no skeleton."""
+    def frame_pose(self, rgb: np.ndarray, key: str | None = None, cache: PoseCache | None = None,
+                   again: PoseCache | None = None) -> PoseResult:
+        """A frame's pose (from ``cache`` under ``key`` where given), with the run's second look (from ``again``)
+        where the first found no skeleton."""
         h, w = rgb.shape[:2]
-        result = analyse_array(rgb, w, h, self.clf.estimator)
-        if self.retry is not None and result.status == getattr(estimator_class(self.sk), "missing", ("no_person",))[0]:
-            second = analyse_array(rgb, w, h, self.retry)
+        first = lambda: analyse_array(rgb, w, h, self.clf.estimator)  # noqa: E731
+        result = cache.fetch(key, first) if cache is not None else first()
+        nobody = getattr(estimator_class(self.sk), "missing", ("no_person",))[0]
+        if self.retry is not None and result.status == nobody:
+            look = lambda: analyse_array(rgb, w, h, self.retry)  # noqa: E731
+            second = again.fetch(key, look) if again is not None else look()
             result = second if second.status == "ok" else result
         return result
 

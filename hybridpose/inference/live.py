@@ -169,7 +169,7 @@ def _one_person(pred: ClipPredictor, rgb: np.ndarray, now: float, one: Running, 
                 span: float) -> tuple[dict, list]:
     from ..viz.annotate import Shown
 
-    result = pred.live_pose(rgb)
+    result = pred.frame_pose(rgb)
     frame = pred.live_frame(rgb, result, now) if one.wants(now, pred) else None
     kp = np.asarray(result.keypoints, float).reshape(pred.sk.n, 4) if result.keypoints is not None else None
     out = {"status": result.status, "track": 0, **one.label(pred, frame, window, span)}

@@ -177,13 +177,8 @@ class HandSecondLook(HandEstimator):
 
     def _hands(self, graph, rgb: np.ndarray) -> list[tuple[np.ndarray, float]]:
         """(keypoints, handedness score) of every hand ``graph`` finds in ``rgb``."""
-        result = graph.process(np.ascontiguousarray(rgb))
-        out = []
-        for marks, side in zip(result.multi_hand_landmarks or [], result.multi_handedness or []):
-            label = side.classification[0]
-            right = label.score if label.label == "Right" else 1.0 - label.score
-            out.append((np.array([[p.x, p.y, p.z, right] for p in marks.landmark], dtype=np.float64), label.score))
-        return out
+        # P(right) is the handedness score or 1 minus it: the score is the surer of the two
+        return [(p, max(p[0, 3], 1.0 - p[0, 3])) for p in hands_of(graph.process(np.ascontiguousarray(rgb)))]
 
     def detect(self, rgb: np.ndarray) -> list[np.ndarray]:
         if not self._warm:  # the first call's C++ chatter silenced
