@@ -166,6 +166,7 @@ def fit(
     max_people: int = typer.Option(FitOptions.max_people, "--max-people", min=1, help="Above 1: find every person of a training photo (the multi-person pose model) and give the label to one of them (--person); 1: the single-person model."),
     person: PersonChoice = typer.Option(FitOptions.person, "--person", help="With --max-people above 1: the person a photo's label belongs to, the largest or the one nearest the centre."),
     track: Optional[str] = TrackOpt,
+    second_look: bool = typer.Option(FitOptions.second_look, "--second-look", help="A training photo where nobody (no hand) was found gets a second look (a lower detection threshold, a padded or zoomed view; kept only when the landmark model is sure); recorded in the run, so predict does the same. docs/RESULTS.md has what it recovers."),
 ) -> None:
     """Train the image branch per fold, the keypoint branch and their fusion; out-of-fold predictions included."""
     from hybridpose.train.config import read_fit_config, stage_epochs, train_overrides
@@ -193,7 +194,7 @@ def fit(
                       gpus_per_fold=given("gpus_per_fold", gpus_per_fold), clips=clip_opts,
                       keypoints=keypoints, keypoint_units=keypoint_units,
                       max_people=given("max_people", max_people), person=getattr(given("person", person), "value", given("person", person)),
-                      track=track, **overrides)
+                      track=track, second_look=given("second_look", second_look), **overrides)
     if not summary.get("already_complete"):  # else fit said so, in one line
         _print_fit(summary, out)
 
@@ -358,6 +359,7 @@ def predict(
     keypoint_units: str = UnitsOpt,
     max_people: Optional[int] = typer.Option(None, "--max-people", min=1, help=f"Photos: a row (crop, keypoints, label) per person found, up to this many, with its index (left to right), box and score (default {DEFAULTS.max_people}). Clips and --camera: above 1, every person tracked across the frames and labelled as a clip of its own (a row per track, column `track`; default 1, one person per clip). 1: the single-person model."),
     tracker: Optional[str] = typer.Option(None, "--tracker", help="Clips and --camera with --max-people above 1: the multi-object tracker that keeps each person's id (norfair, or bytetrack with supervision<0.27; default norfair, docs/CLIPS.md)."),
+    second_look: Optional[bool] = typer.Option(None, "--second-look/--no-second-look", help="Photos: one where nobody (no hand) was found gets a second look (lower detection threshold, padded or zoomed view; kept only when the landmark model is sure). Default: as the run was fitted (fit --second-look)."),
 ) -> None:
     """Label every photo at every hierarchy level: one row per person found (a photo with nobody: one row), whatever the file holds."""
     from hybridpose.inference.api import predict as run_predict
@@ -375,7 +377,8 @@ def predict(
                       address=address, cpus_per_worker=cpus_per_worker, gpus_per_worker=gpus_per_worker,
                       per_frame=per_frame, annotate=annotate, fps=fps, frames=frames, camera=camera,
                       max_frames=max_frames, show=show, on_frame=on_frame, keypoints=keypoints,
-                      keypoint_units=keypoint_units, max_people=max_people, tracker=tracker, realtime=realtime)
+                      keypoint_units=keypoint_units, max_people=max_people, tracker=tracker, realtime=realtime,
+                      second_look=second_look)
     _print_predict(res, camera)
 
 

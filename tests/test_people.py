@@ -227,3 +227,130 @@ def extract_boxes(photo: Path) -> list[float]:
 
     t = extract([photo], max_people=4, show_progress=False)
     return ((t["box_x1"] - t["box_x0"]) * (t["box_y1"] - t["box_y0"])).tolist()
+
+
+def cells_tile(paths: list[Path], dest: Path, cell: int = 400) -> Path:
+    """The photos letterboxed into ``cell`` px squares (grey) and tiled 2 x 2, left to right, top to bottom."""
+    out = Image.new("RGB", (2 * cell, 2 * cell), (127, 127, 127))
+    for j, p in enumerate(paths):
+        im = Image.open(p).convert("RGB")
+        s = cell / max(im.size)
+        im = im.resize((round(im.width * s), round(im.height * s)))
+        out.paste(im, ((j % 2) * cell + (cell - im.width) // 2, (j // 2) * cell + (cell - im.height) // 2))
+    out.save(dest, quality=95)
+    return dest
+
+
+def test_four_people_too_small_for_one_look_are_found_in_the_quarters(tmp_path, people_model):
+    from hybridpose.pose.frontend import extract
+
+    names = ["natarajasana_a", "vrukshasana_a", "natarajasana_b", "vrukshasana_b"]
+    t = cells_tile([ROOT / "tests" / "data" / "people" / f"{n}.jpg" for n in names], tmp_path / "four.jpg")
+    assert people_model._detect(np.asarray(Image.open(t).convert("RGB"))) == []  # the whole tile: nobody
+    table = extract([t], max_people=4, show_progress=False, cache_dir=tmp_path / "cache")
+    assert (table["status"] == "ok").all() and len(table) == 4
+    cells = ((table["box_x0"] + table["box_x1"]) / 2 // 400 + 2 * ((table["box_y0"] + table["box_y1"]) / 2 // 400))
+    assert sorted(cells.astype(int)) == [0, 1, 2, 3]  # one person per cell, none twice
+
+
+class _Scripted:
+    """A stand-in detector: the people it "finds" in a region are given by the region's size."""
+
+    def __init__(self, by_size):
+        self.by_size, self.regions = by_size, []
+
+    def __call__(self, rgb):
+        self.regions.append(rgb.shape[:2])
+        return [p.copy() for p in self.by_size(rgb.shape[0], rgb.shape[1])]
+
+
+def _body(presence: float, visibility: float, height: float) -> np.ndarray:
+    kp = np.zeros((33, 5))
+    kp[:, 0] = np.linspace(0.4, 0.6, 33)
+    kp[:, 1] = np.linspace(0.5 - height / 2, 0.5 + height / 2, 33)
+    kp[:, 3], kp[:, 4] = visibility, presence
+    return kp
+
+
+@pytest.mark.parametrize("size, found, quarter_finds", [
+    ((800, 800), 4, [_body(0.99, 0.95, 0.6)]),   # a sure, whole body in each quarter: kept
+    ((800, 800), 0, [_body(0.99, 0.6, 0.6)]),    # an arm at a quarter's edge (low visibility): not kept
+    ((800, 800), 0, [_body(0.6, 0.95, 0.6)]),    # the landmark model unsure: not kept
+    ((400, 400), 0, [_body(0.99, 0.95, 0.6)]),   # quarters smaller than the detector's input: not searched
+])
+def test_the_quarters_are_searched_only_in_a_large_photo_with_nobody_and_keep_only_sure_bodies(size, found,
+                                                                                            quarter_finds):
+    from hybridpose.pose.estimators.mediapipe_people import PeopleEstimator
+
+    est = PeopleEstimator.__new__(PeopleEstimator)  # no graph: the detector is scripted
+    h, w = size
+    est._detect = _Scripted(lambda rh, rw: quarter_finds if (rh, rw) == (h // 2, w // 2) else [])
+    people = est.people(np.zeros((h, w, 3), np.uint8))
+    assert len(people) == found
+    assert ((h // 2, w // 2) in est._detect.regions) == (min(size) >= 448)
+
+
+NOBODY_AT_FIRST = ROOT / "tests" / "data" / "people" / "vrukshasana_nobody_at_first.jpg"
+
+
+@pytest.mark.parametrize("max_people", [1, 4])
+def test_predict_second_look_labels_a_photo_the_first_look_found_nobody_in(tiny_run, tmp_path, max_people):
+    import hybridpose
+    from hybridpose.errors import ConfigError
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for p in (NOBODY_AT_FIRST, LEFT):
+        (photos / p.name).write_bytes(p.read_bytes())
+    got = {}
+    for second, workers in ((None, 0), (True, 0), (True, 1)):
+        out = tmp_path / f"p{second}{workers}.csv"
+        hybridpose.predict(photos, tiny_run, out, workers=workers, show_progress=False, max_people=max_people,
+                           second_look=second, cache_dir=tmp_path / "cache")
+        got[second, workers] = pd.read_csv(out).set_index("path")
+    first, again = got[None, 0], got[True, 0]
+    nobody, other = str(photos / NOBODY_AT_FIRST.name), str(photos / LEFT.name)
+    assert first.loc[nobody, "status"] == "no_person"  # the run's default: no second look
+    assert again.loc[nobody, "status"] == "ok" and isinstance(again.loc[nobody, "class"], str)
+    assert again.loc[other, "class"] == first.loc[other, "class"]  # a photo found at first is not looked at again
+    assert got[True, 1]["class"].to_dict() == again["class"].to_dict()  # in worker processes the same
+    with pytest.raises(ConfigError):
+        hybridpose.predict(photos, tiny_run, tmp_path / "ray.csv", executor="ray", second_look=True)
+
+
+def test_fit_second_look_is_recorded_and_predict_follows_it(tmp_path):
+    import json
+
+    from hybridpose.train.fit import prepare
+
+    data = tmp_path / "data"
+    for cls, photos in {"Vrukshasana": [NOBODY_AT_FIRST, SAMPLE / "Vrukshasana" / "1.jpg"],
+                        "Triangle": [LEFT, SAMPLE / "Triangle" / "triangle37.jpg"]}.items():
+        (data / cls).mkdir(parents=True)
+        for p in photos:
+            (data / cls / p.name).write_bytes(p.read_bytes())
+    plain = prepare(data, tmp_path / "plain", folds=2, preset="tiny", show_progress=False)
+    looked = prepare(data, tmp_path / "looked", folds=2, preset="tiny", show_progress=False, second_look=True)
+    assert "second_look" not in json.loads(plain.config.read_text())
+    config = json.loads(looked.config.read_text())
+    assert config["second_look"] is True and "--second-look" in looked.fit_command(config)
+    status = {r: pd.read_csv(r.poses).set_index("path")["status"] for r in (plain, looked)}
+    photo = str(data / "Vrukshasana" / NOBODY_AT_FIRST.name)
+    assert photo not in status[plain] or status[plain][photo] != "ok"  # left out, or kept as nobody
+    assert status[looked][photo] == "ok"
+
+
+def test_predict_follows_the_runs_second_look(copy_run, tmp_path):
+    import json
+
+    import hybridpose
+
+    run = copy_run()
+    config = json.loads((run / "config.json").read_text())
+    (run / "config.json").write_text(json.dumps({**config, "second_look": True}))
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    (photos / NOBODY_AT_FIRST.name).write_bytes(NOBODY_AT_FIRST.read_bytes())
+    for second, status in ((None, "ok"), (False, "no_person")):
+        hybridpose.predict(photos, run, tmp_path / "p.csv", workers=0, show_progress=False, second_look=second)
+        assert pd.read_csv(tmp_path / "p.csv")["status"].tolist() == [status]

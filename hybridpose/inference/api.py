@@ -27,7 +27,8 @@ def predict(inputs: str | Path | None, run: str | Path, out: str | Path | None =
             frames: int | None = None, camera: int | str | None = None, max_frames: int | None = None,
             show: bool = True, on_frame: Callable[[dict], None] | None = None,
             keypoints: str | Path | None = None, keypoint_units: str = "pixels", show_progress: bool = True,
-            max_people: int | None = None, tracker: str | None = None, realtime: bool = True) -> dict:
+            max_people: int | None = None, tracker: str | None = None, realtime: bool = True,
+            second_look: bool | None = None) -> dict:
     """Label ``inputs`` with the run (or bundle) ``run``; the result's ``kind`` says which path it took
     (``photos``, ``ray``, ``clips`` or ``camera``) and the rest what was written.
 
@@ -38,7 +39,8 @@ def predict(inputs: str | Path | None, run: str | Path, out: str | Path | None =
     the loop has no time for are dropped, as from a camera; False: every frame of the file). Photos: a row per person found, up to ``max_people`` (default
     ``DEFAULTS.max_people``). Clips and the camera: with ``max_people`` > 1 (default 1: one person per clip, the
     output of before) every person is tracked (``tracker``, default ``pose.trackers.DEFAULT_TRACKER``) and
-    labelled as a clip of its own (a row per track)."""
+    labelled as a clip of its own (a row per track). ``second_look``: a photo where nobody (no hand) is found
+    gets the pose model's second look (None: as the run was fitted); clips have their own (the run's ``retry``)."""
     executor = getattr(executor, "value", executor)
     if tracker is not None:
         from ..pose.trackers import tracker_class
@@ -47,6 +49,9 @@ def predict(inputs: str | Path | None, run: str | Path, out: str | Path | None =
     clip = bool(camera is not None or per_frame or annotate or fps or frames or RunFolder(run).is_clip_run())
     if max_people is None:
         max_people = 1 if clip else DEFAULTS.max_people
+    if second_look is not None and (clip or executor == "ray"):
+        raise ConfigError("--second-look / --no-second-look is for photos predicted here: clips have their own "
+                          "(the run's retry), and Ray's actors follow the run's choice; leave it out.")
     _check(inputs, rules, no_rules, camera, clip, executor, fmt, **{"--out": out, "--per-frame": per_frame,
                                                                    "--annotate": annotate})
     if camera is not None:
@@ -68,7 +73,7 @@ def predict(inputs: str | Path | None, run: str | Path, out: str | Path | None =
     res = predict_photos(inputs, run, Path(out or PREDICTIONS_FILE.get(fmt, "predictions.csv")), rules=rules,
                          no_rules=no_rules, fmt=fmt, batch_size=batch_size, show_progress=show_progress,
                          cache_dir=cache_dir, partial=partial, engine=engine, workers=workers, keypoints=keypoints,
-                         keypoint_units=keypoint_units, max_people=max_people)
+                         keypoint_units=keypoint_units, max_people=max_people, second_look=second_look)
     return {"kind": "photos", **res}
 
 

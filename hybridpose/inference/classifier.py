@@ -61,6 +61,7 @@ class HybridPoseClassifier:
         self.cache_dir: Path | None = None
         self.keypoint_source = None  # a keypoint_file.KeypointFile: keypoints from a file, not the pose model
         self.max_people: int | None = None  # None: one row per photo; N: a row per person found, up to N
+        self.second_look = bool(config.get("second_look"))  # a photo with nobody found gets a second look
         self._estimator = None
 
     @classmethod
@@ -228,12 +229,13 @@ class HybridPoseClassifier:
 
     @property
     def estimator_class(self) -> type:
-        """The pose model: the skeleton's, or the multi-person one that stands in for it (``max_people`` > 1)."""
-        return estimator_class(self.skeleton, self.max_people or 1)
+        """The pose model: the skeleton's, or the multi-person one that stands in for it (``max_people`` > 1),
+        with its second look where nobody is found (``second_look``)."""
+        return estimator_class(self.skeleton, self.max_people or 1, self.second_look)
 
     @property
     def estimator(self):
-        if type(self._estimator) is not self.estimator_class:  # none yet, or max_people changed since
+        if type(self._estimator) is not self.estimator_class:  # none yet, or max_people / second_look changed
             self._estimator = self.estimator_class()
         return self._estimator
 

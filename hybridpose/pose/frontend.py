@@ -18,7 +18,7 @@ from ..defaults import DEFAULTS
 from ..progress import progress_bar
 from ..skeletons import Skeleton, get_skeleton
 from .cache import Lookup, PoseCache, look_up
-from .estimators import ESTIMATORS
+from .estimators import ESTIMATORS, looked_twice
 from .result import PoseResult
 from .workers import run_pose
 
@@ -27,17 +27,18 @@ HEAD_COLUMNS = ["path", "sha256", "status", "reason", "width", "height"]
 PERSON_COLUMNS = ["person", "person_score"]  # the multi-person table's: index left to right, the model's confidence
 
 
-def estimator_class(skeleton: Skeleton | str | None = None, max_people: int = 1) -> type:
+def estimator_class(skeleton: Skeleton | str | None = None, max_people: int = 1, second_look: bool = False) -> type:
     """The pose front end class that finds ``skeleton``'s keypoints; with ``max_people`` > 1 the multi-person
-    model that stands in for it (an estimator whose ``people_of`` names it), where there is one."""
+    model that stands in for it (an estimator whose ``people_of`` names it), where there is one; with
+    ``second_look``, followed on a photo where it finds nobody by its second look (``second_look_of``)."""
     sk = get_skeleton(skeleton)
-    single = ESTIMATORS.get(sk.estimator, error=f"skeleton {sk.name!r} has no pose model here; give its keypoints "
+    chosen = ESTIMATORS.get(sk.estimator, error=f"skeleton {sk.name!r} has no pose model here; give its keypoints "
                                                  "with --keypoints FILE.")
     if max_people > 1:
-        for name in ESTIMATORS.names():
-            if getattr(ESTIMATORS[name], "people_of", None) == sk.estimator:
-                return ESTIMATORS[name]
-    return single
+        chosen = next((ESTIMATORS[n] for n in ESTIMATORS.names()
+                       if getattr(ESTIMATORS[n], "people_of", None) == sk.estimator), chosen)
+    second = retry_class(chosen, "second_look_of") if second_look else None
+    return looked_twice(chosen, second) if second is not None else chosen
 
 
 def retry_class(estimator: type, of: str = "retry_of") -> type | None:
@@ -66,10 +67,10 @@ def extract(
     up to that many, and the person columns). Cached results cost no pose model run. ``retry``: frames of a
     clip the pose model found nothing in get a second look from its retry estimator (``retry_class``), where it
     has one; ``second_look``: photos do, from its stricter photo estimator (``second_look_of``)."""
-    estimator = estimator_class(skeleton, max_people)
+    estimator = estimator_class(skeleton, max_people, second_look)
     paths = [str(p) for p in paths]
     shas, results = _results(paths, estimator, cache_dir, workers, show_progress, use_cache)
-    second = retry_class(estimator, "second_look_of") if second_look else retry_class(estimator) if retry else None
+    second = retry_class(estimator) if retry else None
     nobody = getattr(estimator, "missing", ("no_person",))[0]
     missing = [i for i, r in enumerate(results) if second is not None and r.status == nobody]
     if missing:

@@ -129,6 +129,8 @@ class RunFolder:
         people = config.get("people")
         if isinstance(people, dict) and people.get("max_people"):
             parts += ["--max-people", str(people["max_people"]), "--person", str(people.get("person", DEFAULTS.person))]
+        if config.get("second_look"):
+            parts.append("--second-look")
         if self.config.exists():
             parts += ["--config", str(self.config)]
         return " ".join(shlex.quote(p) for p in parts)

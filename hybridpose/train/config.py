@@ -208,6 +208,7 @@ class FitOptions:
     cache: str | None = None
     max_people: int = 1         # >1: the multi-person pose model, the label given to one person per photo
     person: str = DEFAULTS.person  # ... which one: largest or center
+    second_look: bool = False   # a training photo where nobody is found gets the pose model's second look
 
 
 STAGE_KEYS = {f.name for f in fields(StageConfig)}

@@ -90,14 +90,17 @@ def fit(data: str | Path, out: str | Path, *, folds: int = DEFAULTS.folds, prese
         executor: str | Executor = "local", address: str | None = None, cpus_per_fold: float = 1,
         gpus_per_fold: float = 0, retries: int = 2, on_epoch: Callable[[dict], None] | None = None,
         clips: dict | None = None, keypoints: str | Path | None = None, keypoint_units: str = "pixels",
-        max_people: int = 1, person: str = DEFAULTS.person, track: str | Tracker | None = None, **overrides) -> dict:
+        max_people: int = 1, person: str = DEFAULTS.person, track: str | Tracker | None = None,
+        second_look: bool = False, **overrides) -> dict:
     """Train the image branch per fold, the other branches and the fusion; returns the summary dict.
 
     ``executor``: where the folds run (``hybridpose.executors``: ``local``, ``ray``); ``on_epoch``
     is called with every epoch's metrics row (``fold``, ``stage``, ``epoch``, ``val_macro_f1``, ...),
     in this process (local executor only). ``clips`` (``{"fps": , "frames": , "groups": , "force": }``,
     see ``clipfit``): samples are clips; data holding a video is always clips. ``max_people`` > 1: the
-    multi-person pose model, each photo's label given to its ``person`` (largest or center). On a run already finished
+    multi-person pose model, each photo's label given to its ``person`` (largest or center). ``second_look``: a
+    photo where nobody (no hand) is found gets the pose model's second look, recorded in the run (predict does the
+    same unless told otherwise). On a run already finished
     with these settings nothing is done or written: its summary comes back, with ``already_complete``.
     ``track``: an MLflow tracking URI (default ``$HYBRIDPOSE_TRACKING_URI``; docs/TRACKING.md), or a
     ``tracking.Tracker`` whose run this fit logs into; a tracking failure is a warning, never the fit's."""
@@ -110,7 +113,8 @@ def fit(data: str | Path, out: str | Path, *, folds: int = DEFAULTS.folds, prese
             run = prepare(data, out, folds=folds, preset=preset, hierarchy=hierarchy, images=images,
                           flip_pairs=flip_pairs, workers=workers, cache_dir=cache_dir, show_progress=show_progress,
                           skeleton=skeleton, executor=ex, clips=clips, keypoints=keypoints,
-                          keypoint_units=keypoint_units, max_people=max_people, person=person, **overrides)
+                          keypoint_units=keypoint_units, max_people=max_people, person=person,
+                          second_look=second_look, **overrides)
             _track_start(tracker, run)
             trained = train_folds(run, ex, resources=Resources(cpus_per_fold, gpus_per_fold), retries=retries,
                                   show_progress=show_progress, on_epoch=tracker.epoch_logger(on_epoch))
@@ -243,7 +247,7 @@ def prepare(data: str | Path, out: str | Path, *, folds: int = DEFAULTS.folds, p
             workers: int = DEFAULTS.pose_workers, cache_dir: str | Path | None = None, show_progress: bool = True,
             skeleton: str = DEFAULTS.skeleton, executor: Executor | None = None, clips: dict | None = None,
             keypoints: str | Path | None = None, keypoint_units: str = "pixels", max_people: int = 1,
-            person: str = DEFAULTS.person, **overrides) -> RunFolder:
+            person: str = DEFAULTS.person, second_look: bool = False, **overrides) -> RunFolder:
     """Check everything, then write config.json, poses.csv, folds.csv and the crop cache.
 
     A distributed ``executor`` runs the pose model on its workers first (into the pose cache)."""
@@ -252,6 +256,9 @@ def prepare(data: str | Path, out: str | Path, *, folds: int = DEFAULTS.folds, p
     sk = get_skeleton(skeleton)
     _check_people(max_people, person)
     if _is_clip_data(data, images, clips):
+        if second_look:
+            raise ConfigError("--second-look is for photos: a clip's frames always get one (a frame with nobody "
+                              "found is looked at again); leave it out.")
         from ..data.video import Sampling
 
         c = clips or {}
@@ -271,6 +278,8 @@ def prepare(data: str | Path, out: str | Path, *, folds: int = DEFAULTS.folds, p
         config["keypoints"] = source.describe()
     elif max_people > 1:
         config["people"] = {"max_people": max_people, "person": person}
+    if second_look and source is None:
+        config["second_look"] = True
     if finished_with(run, config):
         return run  # nothing to prepare again, nothing rewritten; fit checks the folds and says it is complete
     _warn_undeclared_mirrors(ds)  # after every check: an error stays the only line
@@ -284,7 +293,7 @@ def prepare(data: str | Path, out: str | Path, *, folds: int = DEFAULTS.folds, p
         if executor is not None and executor.distributed:
             warm_pose_cache(executor, ds.paths, skeleton=sk, cache_dir=cache_dir, show_progress=show_progress)
         poses = extract(ds.paths, cache_dir=cache_dir, workers=workers, show_progress=show_progress, skeleton=sk,
-                        max_people=max_people)
+                        max_people=max_people, second_look=second_look)
         if max_people > 1:
             poses, several = choose_person(poses, person)
             log(f"{several} of {len(poses)} training photos show more than one person; each label goes to the "

@@ -89,3 +89,57 @@ class MediaPipeEstimator:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+_TWICE: dict[tuple[type, type], type] = {}
+
+
+class LookedTwice:
+    """``first``, and on a photo where it finds nobody, ``second`` (its second look): one estimator, with a
+    cache key of its own. Made by ``looked_twice``."""
+    first: type
+    second: type
+    skeleton = MediaPipeEstimator.skeleton
+
+    def __init__(self) -> None:
+        self._first, self._second = self.first(), None
+
+    def _again(self):
+        if self._second is None:  # made on the first miss: most photos never need it
+            self._second = self.second()
+        return self._second
+
+    def landmarks(self, rgb: np.ndarray) -> np.ndarray | None:
+        found = self._first.landmarks(rgb)
+        return found if found is not None else self._again().landmarks(rgb)
+
+    def close(self) -> None:
+        for est in (self._first, self._second):
+            if est is not None:
+                est.close()
+
+    def __enter__(self) -> "LookedTwice":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class PeopleLookedTwice(LookedTwice):
+    def people(self, rgb: np.ndarray) -> list:
+        return self._first.people(rgb) or self._again().people(rgb)
+
+
+def looked_twice(first: type, second: type) -> type:
+    """The estimator class of ``first`` then, where it found nobody, ``second``; one class per pair."""
+    if (first, second) not in _TWICE:
+        base = PeopleLookedTwice if hasattr(first, "people") else LookedTwice
+        attrs = {"first": first, "second": second, "name": f"{first.name}+{second.name}",
+                 "version": f"{first.version}+{second.version}", "skeleton_name": first.skeleton_name,
+                 "__module__": __name__}
+        if hasattr(first, "missing"):
+            attrs["missing"] = first.missing
+        cls = type(f"{first.__name__}Then{second.__name__}", (base,), attrs)
+        globals()[cls.__name__] = cls  # found by name when pickled
+        _TWICE[(first, second)] = cls
+    return _TWICE[(first, second)]

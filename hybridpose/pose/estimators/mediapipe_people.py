@@ -36,8 +36,10 @@ MAX_WINDOW = 1.5         # a strip wider than this (x its height) is searched in
                          # half: two videos side by side (720 x 202) gave 4 of 30 people without, 29 with
 WIDE = 1.5               # a photo this many times as wide as high where nobody is found is searched in halves
                          # (not any photo: in the halves of a narrow room's view the detector finds kettles)
+DETECTOR_SIZE = 224      # the detector's input (px): a photo where nobody is found is searched in quarters when
+                         # each quarter still holds this much (4 people tiled 2 x 2 are too small for one look)
 BUNDLE_REVISION = 1      # bump when the bundle's content changes
-SEARCH_REVISION = 6      # bump when the search for people changes what is found (the cache key)
+SEARCH_REVISION = 7      # bump when the search for people changes what is found (the cache key)
 SECOND_DETECTION = 0.15  # the second look at a photo where nobody was found: the detector's threshold
 SECOND_PRESENCE = 0.8    # and the landmark model's mean presence a person it finds needs
 
@@ -141,6 +143,12 @@ def windows(strips: list[tuple[float, float]], aspect: float) -> list[tuple[floa
     return out
 
 
+def quarters(w: int, h: int) -> list[tuple[int, int, int, int]]:
+    """The four quarters (x0, y0, x1, y1 pixels) of a ``w`` x ``h`` photo: top left, top right, bottom left,
+    bottom right."""
+    return [(qx * w // 2, qy * h // 2, (qx + 1) * w // 2, (qy + 1) * h // 2) for qy in (0, 1) for qx in (0, 1)]
+
+
 @register
 class PeopleEstimator(MediaPipeEstimator):
     """Every person of the photo (up to ``PEOPLE_LIMIT``), 33 keypoints each, ordered left to right."""
@@ -191,25 +199,30 @@ class PeopleEstimator(MediaPipeEstimator):
         if not found and w >= WIDE * h:  # nobody in a wide photo: each half of it (a row of people)
             for half in ((0, 0, w // 2, h), (w // 2, 0, w, h)):
                 self._look(rgb, half, found, looks, depth=1)
+        if not found and min(w, h) >= 2 * DETECTOR_SIZE:  # nobody, in more detail than the detector saw: the
+            for quarter in quarters(w, h):                 # quarters, keeping only sure, whole bodies
+                self._look(rgb, quarter, found, [0], depth=MAX_DEPTH, strict=True)
         if 2 <= len(found) < PEOPLE_LIMIT:  # a group: a quarter of the photo where none of them stands
-            for qx, qy in ((0, 0), (1, 0), (0, 1), (1, 1)):
-                quarter = (qx * w // 2, qy * h // 2, (qx + 1) * w // 2, (qy + 1) * h // 2)
+            for (qx, qy), quarter in zip(((0, 0), (1, 0), (0, 1), (1, 1)), quarters(w, h)):
                 if not any(qx == (np.median(p[:, 0]) >= 0.5) and qy == (np.median(p[:, 1]) >= 0.5) for p in found):
                     self._look(rgb, quarter, found, [0], depth=MAX_DEPTH)
         found = sorted(found[:PEOPLE_LIMIT], key=lambda p: float(np.median(p[:, 0])))
         return [(p[:, :4], round(float(p[:, 4].mean()), 4)) for p in found]
 
     def _look(self, rgb: np.ndarray, region: tuple[int, int, int, int], found: list[np.ndarray], looks: list[int],
-              depth: int = 0) -> None:
+              depth: int = 0, strict: bool = False) -> None:
         """Add the people of ``region`` (x0, y0, x1, y1 pixels) to ``found`` (normalised to the whole photo), then
         look again in each strip of it, left, right, above or below the people found in it, that is wide enough
         (``free_strips``; people side by side or stacked in rows), ``MAX_DEPTH`` deep, ``MAX_LOOKS`` looks in all.
         (``people`` looks in the halves of a wide photo where nobody was found, and in each quarter of a group
-        photo where none of the people found stands.)"""
+        photo where none of the people found stands, and the quarters of a large photo where nobody was found,
+        ``strict``: a find there is kept only as the second look keeps one, sure and a whole body of the quarter.)"""
         x0, y0, x1, y1 = region
         h, w = rgb.shape[:2]
         looks[0] += 1
         for p in self._detect(rgb[y0:y1, x0:x1]):
+            if strict and not (p[:, 4].mean() >= SECOND_PRESENCE and plausible_body(p)):
+                continue
             p[:, 0], p[:, 1] = (p[:, 0] * (x1 - x0) + x0) / w, (p[:, 1] * (y1 - y0) + y0) / h
             if depth == 0 or (p[:, 4].mean() >= self.min_presence and not any(same_person(p, q) for q in found)):
                 found.append(p)
