@@ -98,7 +98,9 @@ class ClipPredictor:
         self.h, self.sk = self.clf.hierarchy, self.clf.skeleton
         self.cache_dir = cache_dir
         self.rules = self.clf.rules
-        second = retry_class(estimator_class(self.sk)) if cfg.get("retry") else None
+        first = estimator_class(self.sk)
+        self.nobody = getattr(first, "missing", ("no_person",))[0]  # the status of a frame without a skeleton
+        second = retry_class(first) if cfg.get("retry") else None
         self.retry = second() if second is not None else None  # as fit did: a second look where no skeleton was found
         self.last_info = None  # the last video's VideoInfo (its ``truncated`` reason)
         people = estimator_class(self.sk, max_people) if max_people > 1 else None
@@ -196,8 +198,7 @@ class ClipPredictor:
         h, w = rgb.shape[:2]
         first = lambda: analyse_array(rgb, w, h, self.clf.estimator)  # noqa: E731
         result = cache.fetch(key, first) if cache is not None else first()
-        nobody = getattr(estimator_class(self.sk), "missing", ("no_person",))[0]
-        if self.retry is not None and result.status == nobody:
+        if self.retry is not None and result.status == self.nobody:
             look = lambda: analyse_array(rgb, w, h, self.retry)  # noqa: E731
             second = again.fetch(key, look) if again is not None else look()
             result = second if second.status == "ok" else result

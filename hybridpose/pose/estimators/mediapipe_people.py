@@ -143,10 +143,17 @@ def windows(strips: list[tuple[float, float]], aspect: float) -> list[tuple[floa
     return out
 
 
-def quarters(w: int, h: int) -> list[tuple[int, int, int, int]]:
-    """The four quarters (x0, y0, x1, y1 pixels) of a ``w`` x ``h`` photo: top left, top right, bottom left,
-    bottom right."""
-    return [(qx * w // 2, qy * h // 2, (qx + 1) * w // 2, (qy + 1) * h // 2) for qy in (0, 1) for qx in (0, 1)]
+def quarters(w: int, h: int) -> list[tuple[tuple[int, int], tuple[int, int, int, int]]]:
+    """The four quarters of a ``w`` x ``h`` photo, each as its (column, row) and (x0, y0, x1, y1) pixels: top
+    left, top right, bottom left, bottom right."""
+    return [((qx, qy), (qx * w // 2, qy * h // 2, (qx + 1) * w // 2, (qy + 1) * h // 2))
+            for qy in (0, 1) for qx in (0, 1)]
+
+
+def sure_body(p: np.ndarray) -> bool:
+    """Whether a find of the second look (or of a quarter's) is kept: the landmark model is sure of it (mean
+    presence, the 5th column, >= ``SECOND_PRESENCE``) and it is a whole body of its region's size."""
+    return p[:, 4].mean() >= SECOND_PRESENCE and plausible_body(p)
 
 
 @register
@@ -200,10 +207,10 @@ class PeopleEstimator(MediaPipeEstimator):
             for half in ((0, 0, w // 2, h), (w // 2, 0, w, h)):
                 self._look(rgb, half, found, looks, depth=1)
         if not found and min(w, h) >= 2 * DETECTOR_SIZE:  # nobody, in more detail than the detector saw: the
-            for quarter in quarters(w, h):                 # quarters, keeping only sure, whole bodies
+            for _, quarter in quarters(w, h):              # quarters, keeping only sure, whole bodies
                 self._look(rgb, quarter, found, [0], depth=MAX_DEPTH, strict=True)
         if 2 <= len(found) < PEOPLE_LIMIT:  # a group: a quarter of the photo where none of them stands
-            for (qx, qy), quarter in zip(((0, 0), (1, 0), (0, 1), (1, 1)), quarters(w, h)):
+            for (qx, qy), quarter in quarters(w, h):
                 if not any(qx == (np.median(p[:, 0]) >= 0.5) and qy == (np.median(p[:, 1]) >= 0.5) for p in found):
                     self._look(rgb, quarter, found, [0], depth=MAX_DEPTH)
         found = sorted(found[:PEOPLE_LIMIT], key=lambda p: float(np.median(p[:, 0])))
@@ -221,7 +228,7 @@ class PeopleEstimator(MediaPipeEstimator):
         h, w = rgb.shape[:2]
         looks[0] += 1
         for p in self._detect(rgb[y0:y1, x0:x1]):
-            if strict and not (p[:, 4].mean() >= SECOND_PRESENCE and plausible_body(p)):
+            if strict and not sure_body(p):
                 continue
             p[:, 0], p[:, 1] = (p[:, 0] * (x1 - x0) + x0) / w, (p[:, 1] * (y1 - y0) + y0) / h
             if depth == 0 or (p[:, 4].mean() >= self.min_presence and not any(same_person(p, q) for q in found)):
@@ -269,6 +276,6 @@ class PeopleSecondLook(PeopleEstimator):
         another), the surer is kept."""
         kept: list[np.ndarray] = []
         for p in sorted(super()._detect(rgb), key=lambda p: -p[:, 4].mean()):
-            if p[:, 4].mean() >= SECOND_PRESENCE and plausible_body(p) and not any(same_person(p, q) for q in kept):
+            if sure_body(p) and not any(same_person(p, q) for q in kept):
                 kept.append(p)
         return kept
