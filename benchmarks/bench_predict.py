@@ -343,6 +343,18 @@ PREDICT_CONFIGS = [("torch", 0), ("torch", 1), ("torch", 2), ("onnxruntime", 1),
 SMOKE_CONFIGS = [("torch", 0), ("onnxruntime", 1), ("default", 1)]
 
 
+def parse_configs(text: str) -> list[tuple[str, int]]:
+    """``default:2,onnxruntime:2`` -> [("default", 2), ("onnxruntime", 2)] (engine: torch, onnxruntime or
+    default, the engine `predict --model RUN` picks; then --workers)."""
+    out = []
+    for part in text.split(","):
+        engine, _, workers = part.strip().partition(":")
+        if engine not in ("torch", "onnxruntime", "default") or not workers.isdigit():
+            raise SystemExit(f"--configs {text!r}: each item is ENGINE:WORKERS, ENGINE torch, onnxruntime or default")
+        out.append((engine, int(workers)))
+    return out
+
+
 def run_process(argv: list[str], what: str) -> float:
     """Wall seconds of one whole process (start-up, imports and model loading included)."""
     import subprocess
@@ -389,7 +401,7 @@ def cli(args, tmp: Path, data: Path) -> dict:
     HybridPoseClassifier.load(args.model)  # the default engine's first use: builds the run's graph if not there
     print(f"first use of the run's default engine (its ONNX graph built where missing): {time.perf_counter() - t0:.1f} s")
     py, cli_main = sys.executable, [sys.executable, "-m", "hybridpose_cli.main"]
-    configs = SMOKE_CONFIGS if args.smoke else PREDICT_CONFIGS
+    configs = SMOKE_CONFIGS if args.smoke else (parse_configs(args.configs) if args.configs else PREDICT_CONFIGS)
     workers = sorted({w for _, w in configs if w} | {1, 2}) if not args.smoke else [1]
     jobs: dict[str, list[str]] = {"yardstick": [py, str(_common.REPO / "benchmarks" / "bench_yardstick.py"), str(photos)]}
     for kind in ("pose", "ort", "both"):
@@ -511,6 +523,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--cli", action="store_true",
                     help="whole-process mode: `hybridpose predict` (torch/onnxruntime, 0-2 workers) against the "
                          "MediaPipe + k-NN yardstick and the bare parts run concurrently, on every photo of --data")
+    ap.add_argument("--configs", help="--cli: the predict configurations to time, ENGINE:WORKERS,... (default "
+                    + ",".join(f"{e}:{w}" for e, w in PREDICT_CONFIGS) + ")")
     ap.add_argument("--bundle", help="--cli: an exported bundle of --model (default: exported on the spot, not timed)")
     ap.add_argument("--workers", type=int, default=0, help="memory mode: predict's --workers (default 0)")
     ap.add_argument("--engine", default=None, help="memory mode: predict's --engine (default: the model's)")

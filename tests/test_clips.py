@@ -60,6 +60,60 @@ def test_image_branch_frames_are_spread_over_each_clip():
     keep = image_subset(ids, 4)
     assert keep[:10].nonzero()[0].tolist() == [0, 3, 6, 9] and keep[10:12].all() and keep[12:].sum() == 4
     assert image_subset(ids, 0).all()
+    found = np.ones(17, dtype=bool)
+    found[[0, 1, 2, 13]] = False   # clip a: no skeleton in its first 3 frames; b: none at all
+    found[10:12] = False
+    keep = image_subset(ids, 4, found)
+    assert keep[:10].nonzero()[0].tolist() == [3, 5, 7, 9]   # spread over the frames with a skeleton
+    assert keep[10:12].all()                                  # none has one: all frames
+    assert keep[12:].nonzero()[0].tolist() == [0, 2, 3, 4]
+    assert image_subset(ids, 0, found).sum() == 7 + 2 + 4
+
+
+def test_frame_picker_spreads_a_stream_of_unknown_length_in_bounded_memory():
+    from hybridpose.data.clips import FramePicker
+
+    for n in (1, 5, 8, 31, 32):   # up to 4 x per_clip: exactly linspace over all of them
+        picker, made = FramePicker(8), []
+        for i in range(n):
+            picker.offer(lambda i=i: made.append(i) or i)
+        want = np.unique(np.linspace(0, n - 1, min(8, n)).round().astype(int)).tolist()
+        assert [x for _, x in picker.chosen()] == want and made == list(range(n))
+    picker, made = FramePicker(8), []
+    for i in range(10_000):   # a long video: never more than 32 kept, made only for those kept
+        picker.offer(lambda i=i: made.append(i) or i)
+        assert len(picker.kept) <= 32
+    chosen = [x for _, x in picker.chosen()]
+    assert len(chosen) == 8 and chosen[0] == 0 and chosen[-1] > 9_000 and len(made) < 200
+    gaps = np.diff(chosen)
+    assert gaps.max() <= 2 * gaps.min()   # evenly spread
+    assert len(FramePicker(0).chosen()) == 0
+
+
+def test_frames_decoded_ahead_keep_order_errors_and_clean_up():
+    from hybridpose.data.video import ahead
+
+    closed = []
+
+    def source(n, fail_at=None):
+        try:
+            for i in range(n):
+                if i == fail_at:
+                    raise VideoError("unreadable", f"broken at {i}")
+                yield i
+        finally:
+            closed.append(n)
+
+    assert list(ahead(source(50), depth=3)) == list(range(50))
+    got = []
+    with pytest.raises(VideoError, match="broken at 7"):
+        for i in ahead(source(20, fail_at=7)):
+            got.append(i)
+    assert got == list(range(7))   # every item before the error, then the error where it happened
+    it = ahead(source(1000), depth=2)
+    assert [next(it) for _ in range(3)] == [0, 1, 2]
+    it.close()                     # the consumer stops early: the source is closed too (a video's container)
+    assert closed[-1] == 1000
 
 
 def test_corrupt_and_cut_videos_get_a_reason(tmp_path, VIDEO):
@@ -193,6 +247,38 @@ def test_predict_clips_rule_per_frame_annotate_and_live(clip_run, tmp_path, CLIP
     out = list(live(p, str(VIDEO), show=False, max_frames=4, realtime=False))
     assert len(out) == 4 and all(o["label"] in p.h.leaves and o["fps"] > 0 for o in out)
     assert all(o["motion_label"] in p.h.leaves for o in out if o["status"] == "ok")  # the sequence branch, live
+
+
+@pytest.mark.slow
+def test_clip_predict_runs_the_networks_only_on_the_frames_fit_chose(clip_run, VIDEO):
+    """The K networks see a few frames of a clip, spread over those with a skeleton, as fit chose them; the
+    clip's label and probabilities are the same as when they run on every frame (a per-frame table)."""
+    from hybridpose.data.clips import Sample
+    from hybridpose.inference.clips import ClipPredictor
+
+    run, _ = clip_run
+    pred = ClipPredictor(run, use_rules=False)
+    assert pred.image_frames == 8
+    seen = []
+    branch = pred.clf.image_branch
+    real = branch.predict_level_proba
+    branch.predict_level_proba = lambda X, h: seen.append(len(X)) or real(X, h)
+    res = pred.predict_clip(Sample(VIDEO, "video"))
+    found = [f.status == "ok" for f in res.frames]
+    picked = [f for f in res.frames if f.picked]
+    assert len(res.frames) > 8 and any(found)
+    assert sum(seen) == len(picked) == min(8, sum(found)) and len(seen) == 1   # one batch
+    assert all(f.status == "ok" and np.isfinite(f.image).all() for f in picked)
+    assert all(np.isnan(f.image).all() for f in res.frames if not f.picked)
+    seen.clear()
+    pred.every_image = True
+    every = pred.predict_clip(Sample(VIDEO, "video"))
+    assert sum(seen) == len(res.frames)
+    assert [f.index for f in every.frames if f.picked] == [f.index for f in picked]
+    assert every.row["class"] == res.row["class"]
+    for name in res.probs:
+        for lv, p in res.probs[name].items():
+            np.testing.assert_allclose(every.probs[name][lv], p, atol=1e-5)
 
 
 @pytest.mark.slow

@@ -177,6 +177,49 @@ def select_frames(n: int, sampling: Sampling, rate: float) -> list[int]:
     return list(range(0, n, step))
 
 
+class FramePicker:
+    """``per_clip`` frames spread evenly over a stream of frames whose length is not known in advance, in
+    bounded memory: every ``stride``-th frame offered is kept (the stride doubling, and the kept thinned, when
+    more than ``4 * per_clip`` are held), then ``per_clip`` are spread over those kept. Up to ``4 * per_clip``
+    frames this is exactly ``linspace`` over all of them. ``per_clip`` 0: every frame. ``fit`` (``pick_frames``)
+    and ``predict`` pick with it, so the image branch sees the same frames of a clip in both."""
+
+    def __init__(self, per_clip: int):
+        self.per_clip, self.cap = per_clip, 4 * per_clip
+        self.stride, self.seen = 1, 0
+        self.kept: list[tuple[int, object]] = []
+
+    def offer(self, make) -> None:
+        """The next frame; ``make()`` (its crop, ...) is called only where it is kept."""
+        j, self.seen = self.seen, self.seen + 1
+        if j % self.stride:
+            return
+        self.kept.append((j, make()))
+        if self.per_clip and len(self.kept) > self.cap:
+            self.stride *= 2
+            self.kept = [(i, x) for i, x in self.kept if i % self.stride == 0]
+
+    def chosen(self) -> list[tuple[int, object]]:
+        """(position among the offered frames, what ``make`` gave) of the frames picked."""
+        if not self.per_clip or len(self.kept) <= self.per_clip:
+            return list(self.kept)
+        at = np.unique(np.linspace(0, len(self.kept) - 1, self.per_clip).round().astype(int))
+        return [self.kept[i] for i in at]
+
+
+def pick_frames(found, per_clip: int) -> np.ndarray:
+    """Which of a clip's frames the image branch uses: ``per_clip`` spread over the frames with a skeleton
+    (``found``), or over all of them where none has one (``FramePicker``; 0: every such frame)."""
+    found = np.asarray(found, dtype=bool)
+    rows = np.flatnonzero(found) if found.any() else np.arange(len(found))
+    picker = FramePicker(per_clip)
+    for r in rows:
+        picker.offer(lambda r=r: r)
+    keep = np.zeros(len(found), dtype=bool)
+    keep[[r for _, r in picker.chosen()]] = True
+    return keep
+
+
 class FrameCache:
     """``<cache>/frames/<sha256>-<sampling>-<side>/`` holds a video's sampled frames (JPEG) and ``frames.json``,
     written last, so a folder without it is an interrupted decode and is redone."""

@@ -151,6 +151,49 @@ def iter_frames(path: str | Path, sampling: Sampling = Sampling(), info: VideoIn
         raise VideoError("unreadable", "the video holds no decodable frame")
 
 
+def ahead(items: Iterator, depth: int = 4) -> Iterator:
+    """``items`` produced on a thread, up to ``depth`` ahead of the consumer: a video's decoding (PyAV and
+    libavcodec release the GIL) overlaps the pose model's work on the frames before. An error of ``items`` is
+    raised in the consumer, where it would have been; a consumer that stops early stops the thread."""
+    import queue
+    import threading
+
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    end = object()
+
+    def produce() -> None:
+        try:
+            for item in items:
+                while not stop.is_set():
+                    try:
+                        q.put((item, None), timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            q.put((end, None))
+        except BaseException as e:  # noqa: BLE001 - handed to the consumer
+            q.put((end, e))
+
+    thread = threading.Thread(target=produce, name="hybridpose-decode", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item, error = q.get()
+            if item is end:
+                if error is not None:
+                    raise error
+                return
+            yield item
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+        if hasattr(items, "close") and not thread.is_alive():
+            items.close()  # its own clean-up (a video's container closed) where it stopped early
+
+
 def _ends_early(info: VideoInfo, decoded: int) -> bool:
     """Fewer frames decoded than the container promises; an estimate from the duration gets some slack."""
     if info.exact:

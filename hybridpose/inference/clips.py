@@ -30,12 +30,12 @@ import numpy as np
 import pandas as pd
 
 from .. import atomic
-from ..data.clips import Sample, frame_files, list_samples, load_frame, select_frames
+from ..data.clips import FramePicker, Sample, frame_files, list_samples, load_frame, select_frames
 from ..data.content import file_sha256
 from ..data.crops import crop_photo
 from ..data.hierarchy import Hierarchy
 from ..data.images import ImageLoadError
-from ..data.video import FRAME_MAX_SIDE, Frame, Sampling, VideoError, iter_frames, probe
+from ..data.video import FRAME_MAX_SIDE, Frame, Sampling, VideoError, ahead, iter_frames, probe
 from ..defaults import DEFAULTS
 from ..errors import DatasetError, RunError
 from ..pose.cache import PoseCache
@@ -58,6 +58,7 @@ class FrameResult:
     image: np.ndarray              # leaf probabilities of the image branch (NaN: the track not in this frame)
     box: tuple | None = None       # the person's box (pixels of the frame), where found
     features: pd.DataFrame | None = None  # live, a photo run: the frame's keypoint features (for its rules)
+    picked: bool = True            # one of the frames the clip's image probabilities are averaged over
 
 
 @dataclass
@@ -103,6 +104,8 @@ class ClipPredictor:
         second = retry_class(first) if cfg.get("retry") else None
         self.retry = second() if second is not None else None  # as fit did: a second look where no skeleton was found
         self.last_info = None  # the last video's VideoInfo (its ``truncated`` reason)
+        self.image_frames = int(cfg.get("image_frames") or 0)  # as fit chose the image branch's frames of a clip
+        self.every_image = False  # the image branch on every frame (a per-frame table, a drawn clip), not just those
         people = estimator_class(self.sk, max_people) if max_people > 1 else None
         self.people_class = people if people is not None and hasattr(people, "people") else None
         self.max_people, self.tracker = max_people, tracker
@@ -131,7 +134,7 @@ class ClipPredictor:
     def frames(self, sample: Sample, every: bool = False) -> Iterator[Frame]:
         if sample.kind == "video":
             self.last_info = probe(sample.path)
-            yield from iter_frames(sample.path, self.sampling, self.last_info, every=every)
+            yield from ahead(iter_frames(sample.path, self.sampling, self.last_info, every=every))
             return
         files = [sample.path] if sample.kind == "photo" else frame_files(sample.path)
         if not files:
@@ -147,41 +150,62 @@ class ClipPredictor:
                     continue
                 yield Frame(i, i / self.sampling.fps, rgb, i in pick)
 
-    def analyse_frames(self, sample: Sample, frames: Iterator[Frame]) -> Iterator[FrameResult]:
-        """Pose (cached by the file's content hash and the frame index) and image probabilities, frame by frame."""
+    def analyse_frames(self, sample: Sample, frames: Iterator[Frame]) -> list[FrameResult]:
+        """Pose (cached by the file's content hash and the frame index) of every sampled frame, and the image
+        branch's probabilities of the frames it is averaged over, as fit chose them (``pick_frames``: a few
+        spread over the frames with a skeleton; the K networks never run on the others), in one batch at the
+        end; of every frame with ``every_image``. (Starting the networks early on a second thread, on the
+        frames likely to be picked, was slower on 2 cores: they fought the pose model and the decoder.)"""
+        from PIL import Image
+
         sha = file_sha256(sample.path) if sample.path.is_file() else None
         first = estimator_class(self.sk)
         cache = PoseCache(self.cache_dir, first.version)
         again = PoseCache(self.cache_dir, self.retry.version) if self.retry is not None else None
         prep = self.clf.image_branch.preprocessing_
-        pending: list[tuple[Frame, PoseResult, np.ndarray]] = []
+        empty = np.full(len(self.h.leaves), np.nan)
+        out: list[FrameResult] = []
+        pending: list[tuple[FrameResult, np.ndarray]] = []
+        found, anywhere = FramePicker(self.image_frames), FramePicker(self.image_frames)
+
+        def crop(rgb: np.ndarray, box) -> np.ndarray:
+            return crop_photo(Image.fromarray(rgb), box, None, prep.eval_margin, prep.input_size, self.sk.n)[0]
+
         try:
-            for fr in frames:
-                if not fr.sampled:
-                    continue
+            for fr in (f for f in frames if f.sampled):
                 key = f"{sha}:{fr.index}:{FRAME_MAX_SIDE}" if sha else None
                 result = self.frame_pose(fr.rgb, key, cache, again)
-                from PIL import Image
-
-                crop, _ = crop_photo(Image.fromarray(fr.rgb), result.box, None, prep.eval_margin, prep.input_size, self.sk.n)
-                pending.append((fr, result, crop))
-                if len(pending) >= BATCH:
-                    yield from self._flush(pending)
-            yield from self._flush(pending)
+                kp = np.asarray(result.keypoints, float).reshape(self.sk.n, 4) if result.keypoints is not None \
+                    else self.sk.empty(1)[0]
+                res = FrameResult(fr.index, fr.time, result.status, kp, empty, picked=False)
+                out.append(res)
+                if self.every_image:
+                    pending.append((res, crop(fr.rgb, result.box)))
+                    if len(pending) >= BATCH:
+                        self._image(pending)
+                # a frame that may be picked is kept whole (bounded: FramePicker), cropped once it is picked
+                (found if result.status == "ok" else anywhere).offer(
+                    lambda res=res, rgb=fr.rgb, box=result.box: (res, None if self.every_image else (rgb, box)))
+            self._image(pending)
         finally:
             cache.close()
             if again is not None:
                 again.close()
+        chosen = [item for _, item in (found.chosen() or anywhere.chosen())]
+        for res, _ in chosen:
+            res.picked = True
+        self._image([(res, crop(*kept)) for res, kept in chosen if kept is not None])
+        return out
 
-    def _flush(self, pending: list) -> Iterator[FrameResult]:
-        if not pending:
-            return
-        crops = channels_first(np.stack([c for _, _, c in pending]))
-        leaf = self.clf.image_branch.predict_level_proba(crops, self.h)[self.h.leaf_level]
-        for (fr, result, _), p in zip(pending, leaf):
-            kp = np.asarray(result.keypoints, float).reshape(self.sk.n, 4) if result.keypoints is not None \
-                else self.sk.empty(1)[0]
-            yield FrameResult(fr.index, fr.time, result.status, kp, p)
+    def _leaf(self, crops: np.ndarray) -> np.ndarray:
+        return self.clf.image_branch.predict_level_proba(channels_first(crops), self.h)[self.h.leaf_level]
+
+    def _image(self, pending: list[tuple[FrameResult, np.ndarray]]) -> None:
+        """The image branch's leaf probabilities of these frames' crops, in batches."""
+        for i in range(0, len(pending), BATCH):
+            part = pending[i:i + BATCH]
+            for (res, _), p in zip(part, self._leaf(np.stack([c for _, c in part]))):
+                res.image = p
         pending.clear()
 
     # ------------------------------------------------------------------ live
@@ -249,7 +273,7 @@ class ClipPredictor:
             return ClipResult(sample, sample.status, sample.reason)
         reason = ""
         try:
-            frames = list(self.analyse_frames(sample, self.frames(sample)))
+            frames = self.analyse_frames(sample, self.frames(sample))
             if sample.kind == "video":
                 reason = self.last_info.truncated  # decoding stopped early: the frames before it were used
         except VideoError as e:
@@ -354,9 +378,10 @@ class ClipPredictor:
     def _decide(self, frames: list[FrameResult]) -> tuple[dict, dict]:
         h, leaves = self.h, self.h.leaves
         kp = np.stack([f.keypoints for f in frames])
-        stats = pd.DataFrame([clip_statistics(kp, [f.time for f in frames], self.sk)])
-        image = np.stack([f.image for f in frames])
-        # a frame without the track has no crop of it: left out of the mean (the one-person path has none)
+        values = clip_statistics(kp, [f.time for f in frames], self.sk)  # ~1,000 numbers: one block, not a dict
+        stats = pd.DataFrame(np.array([list(values.values())], dtype=float), columns=list(values))
+        image = np.stack([f.image for f in frames if f.picked])
+        # a frame without the track has no crop of it: left out of the mean
         image_leaf = (np.nanmean(image, axis=0) if np.isnan(image).any() else image.mean(axis=0))[None]
         probs = {"image": {lv: image_leaf @ h.leaf_to_level(lv) for lv in h.levels}}
         inputs = {"clip_statistics": stats, "clip_sequence": [kp]}
@@ -498,6 +523,7 @@ def predict_clips(inputs: str | Path, run: str | Path, out: str | Path, *, rules
     if not pred.is_clip_run:
         raise RunError(f"{run}: not a clip run (fitted on photos); fit on clips (videos or frame folders) to "
                        "predict clips.")
+    pred.every_image = bool(per_frame or annotate)
     samples = list_samples(inputs, frames_folder=True)
     leaves, rows, tables, counts = pred.h.leaves, [], [], {}
     window = window_frames(pred.sampling)

@@ -102,6 +102,7 @@ class PoseCache:
         db = sqlite3.connect(self.path, timeout=60)
         try:
             db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")  # a cache: no fsync per frame; WAL stays consistent on a crash
             db.execute("CREATE TABLE IF NOT EXISTS pose (key TEXT PRIMARY KEY, result TEXT NOT NULL)")
             db.commit()
             self._inode = os.stat(self.path).st_ino

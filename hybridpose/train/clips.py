@@ -21,7 +21,7 @@ import pandas as pd
 
 from .. import atomic
 from ..branches import branch_class
-from ..data.clips import ClipDataset, FrameCache, clip_frames, load_clip_dataset
+from ..data.clips import ClipDataset, FrameCache, clip_frames, load_clip_dataset, pick_frames
 from ..data.hierarchy import read_table
 from ..data.video import Sampling
 from ..errors import DatasetError
@@ -47,16 +47,24 @@ from .prepared import (
 BRANCHES = ("image", "clip_keypoint", "sequence")
 
 
-def image_subset(clip_ids: pd.Series, per_clip: int) -> np.ndarray:
-    """Which frames the image branch uses: ``per_clip`` spread evenly over each clip's frames (0: every frame).
-    No single frame of a gesture tells its class; a few show what the hand or body looks like."""
+def image_subset(clip_ids: pd.Series, per_clip: int, found=None) -> np.ndarray:
+    """Which frames the image branch uses: ``per_clip`` spread evenly over each clip's frames with a skeleton
+    (``found``; all where it has none or ``found`` is not given), 0: every one (``data.clips.pick_frames``,
+    as predict picks them). No single frame of a gesture tells its class; a few show what the hand or body
+    looks like, and a frame where the pose model found nothing has no crop of it."""
     ids = np.asarray(clip_ids)
+    found = np.ones(len(ids), dtype=bool) if found is None else np.asarray(found, dtype=bool)
     keep = np.zeros(len(ids), dtype=bool)
     for c in pd.unique(ids):
         rows = np.flatnonzero(ids == c)
-        n = len(rows) if not per_clip else min(per_clip, len(rows))
-        keep[rows[np.unique(np.linspace(0, len(rows) - 1, n).round().astype(int))]] = True
+        keep[rows] = pick_frames(found[rows], per_clip)
     return keep
+
+
+def _found(poses: pd.DataFrame, paths: pd.Series) -> np.ndarray:
+    """Per frame path: whether the pose model found its skeleton."""
+    ok = dict(zip(poses["path"].astype(str), poses["status"] == "ok"))
+    return paths.astype(str).map(ok).fillna(False).to_numpy(dtype=bool)
 
 
 def read_groups(path: str | Path | None, root: Path) -> dict[str, str]:
@@ -158,7 +166,8 @@ def prepare_clips(data: str | Path, out: str | Path, *, folds: int, cfg, skeleto
     folds_t = pd.DataFrame({"path": frames_t["path"], "label": by_clip.loc[frames_t["clip"], "label"].to_numpy(),
                             "group": by_clip.loc[frames_t["clip"], "group"].to_numpy(),
                             "fold": by_clip.loc[frames_t["clip"], "fold"].to_numpy(),
-                            "image": image_subset(frames_t["clip"], image_frames).astype(int)})
+                            "image": image_subset(frames_t["clip"], image_frames,
+                                                  _found(poses, frames_t["path"])).astype(int)})
     atomic.write_csv(run.folds, folds_t)
     build_crop_bank(poses, bank_size(cfg), cfg.train_margin[1], skeleton, run.crops(bank_size(cfg)), show_progress)
     return run
