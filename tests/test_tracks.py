@@ -90,7 +90,7 @@ def test_tracks_become_clips_numbered_by_first_frame_then_left_to_right():
                 pf.keypoints.append(np.zeros((33, 4)))
                 pf.image.append(probs[p])
         seen.append(pf)
-    tracks = split_tracks(seen, empty)
+    tracks = split_tracks(seen, empty, 2)
     assert len(tracks) == 2  # the one-frame detection is no clip
     left, right = tracks
     assert [f.box[0] for f in left if f.box] == [10.0] * 9 and all(f.box[0] == 300.0 for f in right)
@@ -135,6 +135,12 @@ def test_two_people_side_by_side_are_two_tracks_each_with_its_own_exercise(clip_
     seg = pd.read_csv(tmp_path / "f_segments.csv")
     assert set(seg["track"]) == {0, 1}
     assert len(list(iter_frames(res["annotated"], Sampling(n=1000)))) >= 6
+    # without a per-frame table the networks see only each track's picked frames: the same rows
+    predict_clips(video, run, tmp_path / "plain.csv", show_progress=False, max_people=4)
+    plain = pd.read_csv(tmp_path / "plain.csv", keep_default_na=False)
+    cols = ["track", "class", "top1", "top2", "frames", "rule"]
+    assert plain[cols].to_dict("records") == pred[cols].to_dict("records")
+    np.testing.assert_allclose(plain["top1_prob"], pred["top1_prob"], atol=1e-4)
     from hybridpose.inference.clips import ClipPredictor
     from hybridpose.inference.live import LIVE_MIN_FRAMES, live
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import pandas as pd
@@ -84,6 +84,8 @@ class PeopleFrame:
     boxes: list = field(default_factory=list)
     image: list = field(default_factory=list)
     whole: np.ndarray | None = None
+    picked: set = field(default_factory=set)  # track ids whose image probabilities are averaged over this frame
+    whole_picked: bool = False                # the whole frame's, where no track is kept
 
 
 class ClipPredictor:
@@ -295,17 +297,19 @@ class ClipPredictor:
             return [self.predict_clip(sample)]
         reason = ""
         try:
-            seen = list(self.analyse_people(sample, self.frames(sample)))
+            seen, whole_frames = self.analyse_people(sample, self.frames(sample))
             if sample.kind == "video":
                 reason = self.last_info.truncated
         except VideoError as e:
             return [ClipResult(sample, e.status, e.reason)]
         if not seen:
             return [ClipResult(sample, "unreadable", "no readable frame")]
-        tracks = split_tracks(seen, self.sk.empty(1)[0])
+        empty, n = self.sk.empty(1)[0], len(self.h.leaves)
+        tracks = split_tracks(seen, empty, n)
         if not tracks:  # nobody in any frame: one clip of whole frames, as the one-person path
+            whole_frames()
             nobody, what = getattr(self.people_class, "missing", ("no_person", "MediaPipe found no person"))
-            frames = tracks_frames(seen, None, self.sk.empty(1)[0])
+            frames = tracks_frames(seen, None, empty, n)
             res = ClipResult(sample, nobody, f"{what} in any of the {len(frames)} sampled frames; decided by the "
                                              "image branch alone", frames)
             res.row, res.probs = self._decide(frames)
@@ -317,9 +321,12 @@ class ClipPredictor:
             out.append(res)
         return out
 
-    def analyse_people(self, sample: Sample, frames: Iterator[Frame]) -> Iterator[PeopleFrame]:
-        """Every sampled frame's people (multi-person model, cached as the one-person path caches), their track
-        ids (a new tracker per clip) and the image branch's probabilities of each one's crop."""
+    def analyse_people(self, sample: Sample, frames: Iterator[Frame]) -> tuple[list[PeopleFrame], Callable[[], None]]:
+        """Every sampled frame's people (multi-person model, cached as the one-person path caches) and their
+        track ids (a new tracker per clip); the image branch's probabilities, as in the one-person path, of the
+        frames picked per track (``FramePicker`` per track id, over the frames it is seen in) and of the whole
+        frames picked where nobody is found, computed by the function returned beside the frames (called where no
+        track is kept); of every crop with ``every_image``."""
         from PIL import Image
 
         from ..pose.trackers import make_tracker
@@ -329,45 +336,76 @@ class ClipPredictor:
         cache = PoseCache(self.cache_dir, est.version)
         tracker = make_tracker(self.tracker, self.sampling.fps)
         prep = self.clf.image_branch.preprocessing_
+        seen: list[PeopleFrame] = []
         pending: list[tuple[PeopleFrame, list[np.ndarray]]] = []
+        per_track: dict[int, FramePicker] = {}
+        nobody, anyframe = FramePicker(self.image_frames), FramePicker(self.image_frames)
+
+        def crop(image, box) -> np.ndarray:
+            return crop_photo(image, box, None, prep.eval_margin, prep.input_size, self.sk.n)[0]
+
         try:
-            for fr in frames:
-                if not fr.sampled:
-                    continue
+            for fr in (f for f in frames if f.sampled):
                 key = f"{sha}:{fr.index}:{FRAME_MAX_SIDE}" if sha else None
                 h, w = fr.rgb.shape[:2]
                 result = cache.fetch(key, lambda: analyse_array(fr.rgb, w, h, self.people_estimator))
                 image = Image.fromarray(fr.rgb)
                 pf = PeopleFrame(fr.index, fr.time, result.status)
+                seen.append(pf)
                 people = [p for p in result.persons(self.max_people) if p.keypoints is not None]
                 if people:
                     pf.keypoints = [np.asarray(p.keypoints, float).reshape(self.sk.n, 4) for p in people]
                     pf.boxes = [tuple(p.box) for p in people]
                     pf.ids = tracker.update(pf.boxes, pf.keypoints, [p.score for p in people])
-                    boxes = pf.boxes
+                    pf.image = [None] * len(people)
+                    for j, (t, box) in enumerate(zip(pf.ids, pf.boxes)):
+                        if t is not None:
+                            per_track.setdefault(t, FramePicker(self.image_frames)).offer(
+                                lambda pf=pf, j=j, image=image, box=box: (pf, j, None if self.every_image else crop(image, box)))
                 else:
                     tracker.update([], [], [])  # a frame without people ages the tracks
-                    boxes = [None]
-                crops = [crop_photo(image, b, None, prep.eval_margin, prep.input_size, self.sk.n)[0] for b in boxes]
-                pending.append((pf, crops))
-                if sum(len(c) for _, c in pending) >= BATCH:
-                    yield from self._flush_people(pending)
-            yield from self._flush_people(pending)
+                    nobody.offer(lambda pf=pf, image=image: (pf, None, None if self.every_image else crop(image, None)))
+                anyframe.offer(lambda pf=pf, image=image: (pf, None, None if self.every_image else crop(image, None)))
+                if self.every_image:
+                    pending.append((pf, [crop(image, b) for b in (pf.boxes or [None])]))
+                    if sum(len(c) for _, c in pending) >= BATCH:
+                        self._flush_people(pending)
+            self._flush_people(pending)
         finally:
             cache.close()
+        todo = []
+        for t, picker in per_track.items():
+            for _, (pf, j, c) in picker.chosen():
+                pf.picked.add(t)
+                todo.append((pf, j, c))
+        whole = [item for _, item in (nobody.chosen() or anyframe.chosen())]
+        for pf, _, _ in whole:
+            pf.whole_picked = True
+        self._people_image(todo)
+        return seen, lambda: self._people_image(whole)  # the whole frames: only where no track is kept
 
-    def _flush_people(self, pending: list) -> Iterator[PeopleFrame]:
+    def _people_image(self, todo: list) -> None:
+        """(frame, person index or None for the whole frame, crop or None where already done) -> probabilities."""
+        todo = [item for item in todo if item[2] is not None]
+        for i in range(0, len(todo), BATCH):
+            part = todo[i:i + BATCH]
+            for (pf, j, _), p in zip(part, self._leaf(np.stack([c for _, _, c in part]))):
+                if j is None:
+                    pf.whole = p
+                else:
+                    pf.image[j] = p
+
+    def _flush_people(self, pending: list) -> None:
+        """Every crop's probabilities (``every_image``)."""
         if not pending:
             return
-        crops = channels_first(np.stack([c for _, cs in pending for c in cs]))
-        leaf = iter(self.clf.image_branch.predict_level_proba(crops, self.h)[self.h.leaf_level])
+        leaf = iter(self._leaf(np.stack([c for _, cs in pending for c in cs])))
         for pf, cs in pending:
             probs = [next(leaf) for _ in cs]
             if pf.boxes:
                 pf.image = probs
             else:
                 pf.whole = probs[0]
-            yield pf
         pending.clear()
 
     def close(self) -> None:
@@ -407,7 +445,7 @@ class ClipPredictor:
         return row, {**probs, "fused": fused_levels}
 
 
-def split_tracks(seen: list[PeopleFrame], empty: np.ndarray) -> list[list[FrameResult]]:
+def split_tracks(seen: list[PeopleFrame], empty: np.ndarray, n_classes: int) -> list[list[FrameResult]]:
     """The clips of the tracks seen in at least ``MIN_TRACK_SHARE`` of the frames (and 2), numbered by their
     first frame, then left to right; each holds every sampled frame (those without the track: no keypoints)."""
     first: dict[int, tuple[int, float]] = {}
@@ -419,24 +457,25 @@ def split_tracks(seen: list[PeopleFrame], empty: np.ndarray) -> list[list[FrameR
                 count[t] = count.get(t, 0) + 1
     need = max(2, MIN_TRACK_SHARE * len(seen))
     kept = sorted((t for t in first if count[t] >= need or len(seen) < 2), key=lambda t: first[t])
-    return [tracks_frames(seen, t, empty) for t in kept]
+    return [tracks_frames(seen, t, empty, n_classes) for t in kept]
 
 
-def tracks_frames(seen: list[PeopleFrame], track: int | None, empty: np.ndarray) -> list[FrameResult]:
-    """Track ``track``'s frames (None: the whole frames, nobody being found in any)."""
+def tracks_frames(seen: list[PeopleFrame], track: int | None, empty: np.ndarray, n_classes: int) -> list[FrameResult]:
+    """Track ``track``'s frames (None: the whole frames, no track being kept); a frame without the track has
+    no crop of it, and no image probabilities (NaN)."""
+    n = n_classes
     out = []
     for pf in seen:
         j = pf.ids.index(track) if track is not None and track in pf.ids else None
         if j is not None:
-            out.append(FrameResult(pf.index, pf.time, "ok", pf.keypoints[j], pf.image[j], pf.boxes[j]))
-        else:  # nobody in the frame: its whole crop, as the one-person path; others only: no crop of this one
-            image = pf.whole if pf.whole is not None else np.full_like(np.asarray(_any_probs(seen)), np.nan)
-            out.append(FrameResult(pf.index, pf.time, pf.status if pf.status != "ok" else "no_person", empty, image))
+            image = pf.image[j] if pf.image[j] is not None else np.full(n, np.nan)
+            out.append(FrameResult(pf.index, pf.time, "ok", pf.keypoints[j], image, pf.boxes[j],
+                                   picked=track in pf.picked))
+        else:
+            image = pf.whole if track is None and pf.whole is not None else np.full(n, np.nan)
+            out.append(FrameResult(pf.index, pf.time, pf.status if pf.status != "ok" else "no_person", empty, image,
+                                   picked=track is None and pf.whole_picked))
     return out
-
-
-def _any_probs(seen: list[PeopleFrame]) -> np.ndarray:
-    return next(p for pf in seen for p in ([pf.whole] if pf.whole is not None else pf.image))
 
 
 def smooth(probs: np.ndarray, window: int, causal: bool = False) -> np.ndarray:
