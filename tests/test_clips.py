@@ -279,6 +279,11 @@ def test_clip_predict_runs_the_networks_only_on_the_frames_fit_chose(clip_run, V
     for name in res.probs:
         for lv, p in res.probs[name].items():
             np.testing.assert_allclose(every.probs[name][lv], p, atol=1e-5)
+    seen.clear()
+    pred.every_image, pred.image_frames = False, 0   # a run fitted on every frame: streamed, batch by batch
+    whole = pred.predict_clip(Sample(VIDEO, "video"))
+    assert sum(seen) == len(whole.frames) and max(seen) <= 16
+    assert [f.picked for f in whole.frames] == [f.status == "ok" for f in whole.frames]
 
 
 @pytest.mark.slow

@@ -156,7 +156,8 @@ class ClipPredictor:
         """Pose (cached by the file's content hash and the frame index) of every sampled frame, and the image
         branch's probabilities of the frames it is averaged over, as fit chose them (``pick_frames``: a few
         spread over the frames with a skeleton; the K networks never run on the others), in one batch at the
-        end; of every frame with ``every_image``. (Starting the networks early on a second thread, on the
+        end; of every frame, batch by batch, with ``every_image`` or a run fitted on every frame (``--image-frames
+        0``). (Starting the networks early on a second thread, on the
         frames likely to be picked, was slower on 2 cores: they fought the pose model and the decoder.)"""
         from PIL import Image
 
@@ -169,6 +170,7 @@ class ClipPredictor:
         out: list[FrameResult] = []
         pending: list[tuple[FrameResult, np.ndarray]] = []
         found, anywhere = FramePicker(self.image_frames), FramePicker(self.image_frames)
+        stream = self.every_image or not self.image_frames  # every frame's probabilities, batch by batch
 
         def crop(rgb: np.ndarray, box) -> np.ndarray:
             return crop_photo(Image.fromarray(rgb), box, None, prep.eval_margin, prep.input_size, self.sk.n)[0]
@@ -181,13 +183,13 @@ class ClipPredictor:
                     else self.sk.empty(1)[0]
                 res = FrameResult(fr.index, fr.time, result.status, kp, empty, picked=False)
                 out.append(res)
-                if self.every_image:
+                if stream:
                     pending.append((res, crop(fr.rgb, result.box)))
                     if len(pending) >= BATCH:
                         self._image(pending)
                 # a frame that may be picked is kept whole (bounded: FramePicker), cropped once it is picked
                 (found if result.status == "ok" else anywhere).offer(
-                    lambda res=res, rgb=fr.rgb, box=result.box: (res, None if self.every_image else (rgb, box)))
+                    lambda res=res, rgb=fr.rgb, box=result.box: (res, None if stream else (rgb, box)))
             self._image(pending)
         finally:
             cache.close()
@@ -340,6 +342,7 @@ class ClipPredictor:
         pending: list[tuple[PeopleFrame, list[np.ndarray]]] = []
         per_track: dict[int, FramePicker] = {}
         nobody, anyframe = FramePicker(self.image_frames), FramePicker(self.image_frames)
+        stream = self.every_image or not self.image_frames  # every crop's probabilities, batch by batch
 
         def crop(image, box) -> np.ndarray:
             return crop_photo(image, box, None, prep.eval_margin, prep.input_size, self.sk.n)[0]
@@ -361,12 +364,12 @@ class ClipPredictor:
                     for j, (t, box) in enumerate(zip(pf.ids, pf.boxes)):
                         if t is not None:
                             per_track.setdefault(t, FramePicker(self.image_frames)).offer(
-                                lambda pf=pf, j=j, image=image, box=box: (pf, j, None if self.every_image else crop(image, box)))
+                                lambda pf=pf, j=j, image=image, box=box: (pf, j, None if stream else crop(image, box)))
                 else:
                     tracker.update([], [], [])  # a frame without people ages the tracks
-                    nobody.offer(lambda pf=pf, image=image: (pf, None, None if self.every_image else crop(image, None)))
-                anyframe.offer(lambda pf=pf, image=image: (pf, None, None if self.every_image else crop(image, None)))
-                if self.every_image:
+                    nobody.offer(lambda pf=pf, image=image: (pf, None, None if stream else crop(image, None)))
+                anyframe.offer(lambda pf=pf, image=image: (pf, None, None if stream else crop(image, None)))
+                if stream:
                     pending.append((pf, [crop(image, b) for b in (pf.boxes or [None])]))
                     if sum(len(c) for _, c in pending) >= BATCH:
                         self._flush_people(pending)
