@@ -93,3 +93,31 @@ def test_a_photo_run_live_labels_each_frame_with_the_whole_hybrid(tiny_run, tmp_
     assert {o["label"] for o in got} == {rows[leaf].iloc[0]}
     assert got[-1]["confidence"] == pytest.approx(float(fused.max()), abs=1e-4)
     assert got[-1]["rule"] == (rows["rule"].iloc[0] or "") and got[-1]["dropped"] == 0
+
+
+@pytest.mark.slow
+def test_a_clip_run_live_averages_the_image_branch_over_frames_with_a_skeleton(clip_run):
+    """As predict does: a frame without a skeleton (a whole-frame crop) does not pull the live label, unless no
+    frame of the history has one."""
+    from hybridpose.inference.clips import ClipPredictor, FrameResult
+
+    pred = ClipPredictor(clip_run[0], use_rules=False)
+    leaves, n = pred.h.leaves, pred.sk.n
+    kp = np.random.default_rng(0).uniform(0.3, 0.7, (n, 4))
+    kp[:, 2:] = 1.0
+    onehot = lambda i: np.eye(len(leaves))[i]  # noqa: E731
+    seen = [FrameResult(i, i / 4, "ok", kp, onehot(0)) for i in range(6)]
+    stray = FrameResult(6, 1.5, "no_person", np.full((n, 4), np.nan), onehot(1), picked=False)
+    with_stray = pred._decide(seen + [stray])[1]["image"][pred.h.leaf_level]
+    np.testing.assert_allclose(with_stray[0], onehot(0))
+    alone = pred._decide([stray])[1]["image"][pred.h.leaf_level]
+    np.testing.assert_allclose(alone[0], onehot(1))
+    from hybridpose.pose.result import PoseResult
+
+    rgb = np.full((120, 160, 3), 90, np.uint8)
+    live = pred.live_frame(rgb, PoseResult("no_person", "", 160, 120), 0.0)   # the live loop's frame: the same rule
+    assert not live.picked and np.isfinite(live.image).all()
+    box = (40.0, 10.0, 120.0, 110.0)
+    pixels = (kp[:, :2] * [160, 120]).tolist()
+    live = pred.live_frame(rgb, PoseResult("ok", "", 160, 120, box, [p + [0.0, 1.0] for p in pixels]), 0.25)
+    assert live.picked

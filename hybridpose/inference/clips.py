@@ -243,9 +243,9 @@ class ClipPredictor:
         crop, _ = crop_photo(Image.fromarray(rgb), result.box, None, prep.eval_margin, prep.input_size, self.sk.n)
         kp = np.asarray(result.keypoints, float).reshape(self.sk.n, 4) if result.keypoints is not None \
             else self.sk.empty(1)[0]
-        if self.is_clip_run:
+        if self.is_clip_run:  # averaged, as in predict, over the frames with a skeleton (all where none has one)
             p = self.clf.image_branch.predict_level_proba(channels_first(crop[None]), self.h)[self.h.leaf_level][0]
-            return FrameResult(0, now, result.status, kp, p, result.box)
+            return FrameResult(0, now, result.status, kp, p, result.box, picked=result.status == "ok")
         b = self.clf.batch_from(make_table(["camera"], [None], [result], self.sk), channels_first(crop[None]))
         return FrameResult(0, now, result.status, kp, b.fused[self.h.leaf_level][0], result.box, b.features)
 
@@ -421,7 +421,7 @@ class ClipPredictor:
         kp = np.stack([f.keypoints for f in frames])
         values = clip_statistics(kp, [f.time for f in frames], self.sk)  # ~1,000 numbers: one block, not a dict
         stats = pd.DataFrame(np.array([list(values.values())], dtype=float), columns=list(values))
-        image = np.stack([f.image for f in frames if f.picked])
+        image = np.stack([f.image for f in ([f for f in frames if f.picked] or frames)])
         # a frame without the track has no crop of it: left out of the mean
         image_leaf = (np.nanmean(image, axis=0) if np.isnan(image).any() else image.mean(axis=0))[None]
         probs = {"image": {lv: image_leaf @ h.leaf_to_level(lv) for lv in h.levels}}
