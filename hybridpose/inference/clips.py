@@ -201,15 +201,16 @@ class ClipPredictor:
         self._image([(res, crop(*kept)) for res, kept in chosen if kept is not None])
         return out
 
-    def _leaf(self, crops: np.ndarray) -> np.ndarray:
-        return self.clf.image_branch.predict_level_proba(channels_first(crops), self.h)[self.h.leaf_level]
+    def _leaf(self, crops: Sequence[np.ndarray]) -> np.ndarray:
+        """The image branch's leaf probabilities of these crops, ``BATCH`` at a time."""
+        return np.concatenate([
+            self.clf.image_branch.predict_level_proba(channels_first(np.stack(crops[i:i + BATCH])), self.h)[self.h.leaf_level]
+            for i in range(0, len(crops), BATCH)]) if len(crops) else np.empty((0, len(self.h.leaves)))
 
     def _image(self, pending: list[tuple[FrameResult, np.ndarray]]) -> None:
-        """The image branch's leaf probabilities of these frames' crops, in batches."""
-        for i in range(0, len(pending), BATCH):
-            part = pending[i:i + BATCH]
-            for (res, _), p in zip(part, self._leaf(np.stack([c for _, c in part]))):
-                res.image = p
+        """These frames' image probabilities, from their crops."""
+        for (res, _), p in zip(pending, self._leaf([c for _, c in pending])):
+            res.image = p
         pending.clear()
 
     # ------------------------------------------------------------------ live
@@ -390,19 +391,15 @@ class ClipPredictor:
     def _people_image(self, todo: list) -> None:
         """(frame, person index or None for the whole frame, crop or None where already done) -> probabilities."""
         todo = [item for item in todo if item[2] is not None]
-        for i in range(0, len(todo), BATCH):
-            part = todo[i:i + BATCH]
-            for (pf, j, _), p in zip(part, self._leaf(np.stack([c for _, _, c in part]))):
-                if j is None:
-                    pf.whole = p
-                else:
-                    pf.image[j] = p
+        for (pf, j, _), p in zip(todo, self._leaf([c for _, _, c in todo])):
+            if j is None:
+                pf.whole = p
+            else:
+                pf.image[j] = p
 
     def _flush_people(self, pending: list) -> None:
         """Every crop's probabilities (``every_image``)."""
-        if not pending:
-            return
-        leaf = iter(self._leaf(np.stack([c for _, cs in pending for c in cs])))
+        leaf = iter(self._leaf([c for _, cs in pending for c in cs]))
         for pf, cs in pending:
             probs = [next(leaf) for _ in cs]
             if pf.boxes:
