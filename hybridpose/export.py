@@ -6,7 +6,8 @@
     DIR/keypoint_model.json  the keypoint branch (XGBoost's own JSON inside; see docs/FORMATS.md)
     a clip run's bundle:     clip_keypoint_model.json (XGBoost's JSON) and the sequence branch:
                              sequence_model.json, sequence_model.pt (plain tensors) and sequence_model.onnx
-                             (its seed networks in one graph, what the bundle predicts with)
+                             (its seed networks in one graph, what the bundle predicts with), and
+                             trajectory_model.json (the trajectory branch's paths, plain JSON)
     with --int8:             image_model.onnx is the int8 graph (``engines/quantize.py``), calibrated on the
                              run's own crops; manifest and config.json say so (``precision``)
     DIR/fusion.json          temperatures and weights per level and branch

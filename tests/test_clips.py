@@ -207,7 +207,7 @@ def test_fit_on_clips_scores_per_clip(clip_run, CLIPS):
     run, summary = clip_run
     oof = pd.read_csv(run / "oof_predictions.csv")
     assert len(oof) == 5 and set(oof["path"]) == {str(s.path) for s in list_samples(CLIPS)}
-    assert set(summary["oof_top1"]) == {"image", "clip_keypoint", "sequence", "fused"}
+    assert set(summary["oof_top1"]) == {"image", "clip_keypoint", "sequence", "trajectory", "fused"}
     folds = pd.read_csv(run / "folds.csv")
     frames = pd.read_csv(run / "clip_frames.csv")
     merged = frames.merge(folds, on="path")

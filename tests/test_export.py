@@ -541,7 +541,7 @@ def clip_export(clip_data, tmp_path_factory) -> tuple[Path, Path, Path]:
     tmp = tmp_path_factory.mktemp("clip_export")
     fit(clip_data, tmp / "run", folds=2, preset="tiny", show_progress=False, clips={"fps": 5})
     manifest = export(tmp / "run", tmp / "bundle")
-    assert manifest["kind"] == "clips" and set(manifest["branches"]) == {"image", "clip_keypoint", "sequence"}
+    assert manifest["kind"] == "clips" and set(manifest["branches"]) == {"image", "clip_keypoint", "sequence", "trajectory"}
     return tmp / "run", tmp / "bundle", _held_out_clips(tmp / "held_out")
 
 
@@ -554,7 +554,7 @@ def test_an_exported_clip_run_predicts_held_out_clips_as_the_run(clip_export, tm
 
     run, bundle, clips = clip_export
     for name in ("clip_keypoint_model.json", "sequence_model.json", "sequence_model.pt", "sequence_model.onnx",
-                 "fusion.json", "config.json", "image_model.onnx"):
+                 "trajectory_model.json", "fusion.json", "config.json", "image_model.onnx"):
         assert (bundle / name).exists(), name
     want, got = ClipPredictor(run, engine="torch"), ClipPredictor(bundle)
     assert got.clf.branches["sequence"].session_ is not None and want.clf.branches["sequence"].session_ is None
@@ -567,7 +567,7 @@ def test_an_exported_clip_run_predicts_held_out_clips_as_the_run(clip_export, tm
         assert a.status == b.status == "ok", (s.path, a.reason, b.reason)
         assert {k: v for k, v in b.row.items() if not k.endswith("_prob") and k != "confidence"} == \
                {k: v for k, v in a.row.items() if not k.endswith("_prob") and k != "confidence"}
-        for branch in ("image", "clip_keypoint", "sequence", "fused"):
+        for branch in ("image", "clip_keypoint", "sequence", "trajectory", "fused"):
             diff = max_difference(a.probs[branch], b.probs[branch])
             assert all(d <= 1e-4 for d in diff.values()), (s.path, branch, diff)
         assert np.nanstd(b.probs["sequence"]["class"]) > 0 or b.probs["sequence"]["class"].shape[1] == 1

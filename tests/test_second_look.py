@@ -91,3 +91,34 @@ def test_a_yoga_photo_where_nobody_was_found_gets_its_person(max_people):
     assert second["status"].tolist() == ["ok"]  # one person, not found twice
     w = second.loc[0, "width"]
     assert (second.loc[0, "box_x1"] - second.loc[0, "box_x0"]) > 0.3 * w
+
+
+def test_the_clips_retry_brightens_a_dark_frame_and_pads_below_a_hand_cut_by_the_edge():
+    """The clip retry's last looks: lifted shadows (a dark hand on a patterned cloth), then a black band below
+    the frame; a hand found in the padded frame is mapped back to the frame's own coordinates."""
+    from types import SimpleNamespace
+
+    from hybridpose.pose.estimators.mediapipe_hands import HandRetryEstimator, brighter, padded_below
+
+    dark = np.full((40, 60, 3), 30, dtype=np.uint8)
+    assert brighter(dark).min() > 80 and brighter(np.array([[[0, 255, 128]]], np.uint8)).tolist() == [[[0, 255, 181]]]
+    assert padded_below(dark).shape == (60, 60, 3) and not padded_below(dark)[40:].any()
+
+    def hand_at(y):
+        point = SimpleNamespace(x=0.5, y=y, z=0.0)
+        side = SimpleNamespace(classification=[SimpleNamespace(label="Right", score=0.9)])
+        return SimpleNamespace(multi_hand_landmarks=[SimpleNamespace(landmark=[point] * 21)], multi_handedness=[side])
+
+    class Graph:  # finds a hand only in a frame taller than the original: the padded look
+        def __init__(self):
+            self.seen = []
+
+        def process(self, rgb):
+            self.seen.append(rgb.shape[0])
+            return hand_at(0.5) if rgb.shape[0] > 40 else SimpleNamespace(multi_hand_landmarks=None)
+
+    retry = HandRetryEstimator.__new__(HandRetryEstimator)
+    retry._lite, retry._graph, retry._warm = Graph(), Graph(), True
+    hands = retry.detect(dark)
+    assert retry._lite.seen == [40, 20, 40, 60] and retry._graph.seen == [40, 40]  # every look, in order
+    assert len(hands) == 1 and np.allclose(hands[0][:, 1], 0.75)  # y 0.5 of 60 rows = row 30 = 0.75 of 40

@@ -54,6 +54,16 @@ def test_resample_uses_the_frames_with_a_skeleton():
     assert resample(np.full((4, SK.n, 4), np.nan), SK, 3) is None
 
 
+def test_resample_keeps_each_frame_at_its_time():
+    """A hand lost for a while: the frames after the gap are later in the clip, not squeezed up to the first."""
+    kp = np.full((7, SK.n, 4), np.nan)
+    for i, x in ((0, 0.0), (1, 10.0), (6, 60.0)):
+        kp[i, ..., :2], kp[i, ..., 2:] = x, 1.0
+    seq = resample(kp, SK, 4)
+    assert np.allclose(seq[:, 0, 0], [0, 20, 40, 60])  # times 0, 2, 4, 6: linear over the gap
+    assert np.allclose(resample(kp[1:], SK, 2)[:, 0, 0], [10, 60])  # starts at the first frame with a skeleton
+
+
 def test_labels_swipes_and_a_clip_played_backwards_gets_its_mirror_in_time(swipes):
     model, test = swipes
     clips, truth = [c for c, _ in test], [d for _, d in test]
@@ -82,6 +92,25 @@ def test_abstains_without_a_skeleton_and_saves_and_loads(swipes, tmp_path):
     back = SequenceClassifier.load(tmp_path / "sequence_model.json")
     assert back.classes_ == model.classes_
     assert np.allclose(back.predict_proba(clips[:1]), p[:1], atol=1e-6)
+
+
+def test_a_running_label_looks_back_as_long_as_a_training_clip_lasts(tmp_path):
+    """Fitted with each clip's length, the running label over a clip's frames (with their times) is decided on
+    the last seconds a training clip lasts, whatever the clip's frame rate: a left swipe followed by a right one
+    reads left at the end of the first and right at the end of the second; the length is saved."""
+    rng = np.random.default_rng(2)
+    hand = rng.normal(0, 30, (SK.n, 2))
+    X = [swipe(rng, d, 40, hand) for d in ["left", "right"] * 6]  # 1 s each, at 40 frames a second
+    model = SequenceClassifier(skeleton="hand", epochs=60, seeds=1).fit(X, ["left", "right"] * 6, seconds=[1.0] * 12)
+    assert model.seconds_ == 1.0 and model.frames_ == 40
+    both = np.concatenate([swipe(rng, "left", 20, hand), swipe(rng, "right", 20, hand)])
+    times = np.arange(40) / 20.0  # a clip sampled at 20 frames a second: a second is 20 frames here
+    p = model.running_proba(both, times=times)
+    assert [model.classes_[i] for i in p[[19, 39]].argmax(1)] == ["left", "right"]
+    by_count = model.running_proba(both)[39]  # the last 40 frames: both swipes, there and back
+    assert p[39].max() > by_count.max()
+    model.save(tmp_path / "sequence_model.json")
+    assert SequenceClassifier.load(tmp_path / "sequence_model.json").seconds_ == 1.0
 
 
 def test_a_damaged_weights_file_is_one_error(swipes, tmp_path):

@@ -215,9 +215,12 @@ class ClipPredictor:
 
     # ------------------------------------------------------------------ live
     def live_span(self, window: int) -> float:
-        """Seconds of history a live label is decided on (a clip run): a training clip's length at the run's
-        sampling (the sequence branch's median clip), else ``window`` sampled frames."""
+        """Seconds of history a live label is decided on (a clip run): a training clip's median length (the
+        sequence branch's; for a run fitted before it kept one, its median frame count at the run's fps), else
+        ``window`` sampled frames."""
         sequence = self.clf.branches.get("sequence")
+        if sequence is not None and getattr(sequence, "seconds_", None):
+            return float(sequence.seconds_)
         return (sequence.frames_ if sequence is not None else window) / self.sampling.fps
 
     def frame_pose(self, rgb: np.ndarray, key: str | None = None, cache: PoseCache | None = None,
@@ -518,7 +521,7 @@ def per_frame_table(res: ClipResult, leaves: Sequence[str], window: int, sequenc
                          "smoothed_label": [leaves[i] if ok else "" for i, ok in zip(sm, has_s)],
                          "smoothed_confidence": s[np.arange(len(s)), sm].round(4)})
     if sequence is not None:
-        m = sequence.running_proba(np.stack([f.keypoints for f in res.frames]))
+        m = sequence.running_proba(np.stack([f.keypoints for f in res.frames]), times=[f.time for f in res.frames])
         seen = np.isfinite(m).all(1)
         best = np.nan_to_num(m).argmax(1)
         table["motion_label"] = [sequence.classes_[i] if ok else "" for i, ok in zip(best, seen)]

@@ -13,6 +13,7 @@ simply do not appear in every fold.
 """
 from __future__ import annotations
 
+import inspect
 import warnings
 from pathlib import Path
 
@@ -44,7 +45,7 @@ from .prepared import (
     write_config,
 )
 
-BRANCHES = ("image", "clip_keypoint", "sequence")
+BRANCHES = ("image", "clip_keypoint", "sequence", "trajectory")
 
 
 def image_subset(clip_ids: pd.Series, per_clip: int, found=None) -> np.ndarray:
@@ -193,8 +194,9 @@ def finish_clips(p: Prepared) -> dict:
 
     image = _clip_image_oof(p, frames, order)
     inputs = {"clip_statistics": stats, "clip_sequence": clip_sequences(kp_frames, frames["clip"], order)}
+    span = frames.groupby("clip")["time"].agg(lambda t: t.max() - t.min()).reindex(order).to_numpy(dtype=float)
     names = [b for b in p.config.get("branches", BRANCHES) if b != "image"]
-    oof = {name: _branch_oof(p, name, inputs, y, fold) for name in names}
+    oof = {name: _branch_oof(p, name, inputs, y, fold, span) for name in names}
     scored = fold > 0
     branches = {name: {lv: v[scored] for lv, v in levels.items()} for name, levels in {"image": image, **oof}.items()}
     choice = select(h, branches, y_leaf[scored], fold[scored])
@@ -225,21 +227,24 @@ def _take(X, idx: np.ndarray):
     return X.iloc[idx] if isinstance(X, pd.DataFrame) else [X[i] for i in idx]
 
 
-def _branch_oof(p: Prepared, name: str, inputs: dict, y: np.ndarray, fold: np.ndarray) -> dict[str, np.ndarray]:
+def _branch_oof(p: Prepared, name: str, inputs: dict, y: np.ndarray, fold: np.ndarray,
+                span: np.ndarray) -> dict[str, np.ndarray]:
     """A clip branch's out-of-fold probabilities per level (fitted on the other folds), then fitted on every
-    clip and saved in the run."""
+    clip and saved in the run; a branch whose ``fit`` takes ``seconds`` is told each clip's length."""
     h, leaves = p.hierarchy, p.hierarchy.leaves
     X = inputs[branch_class(name).input]
+    timed = "seconds" in inspect.signature(branch_class(name).fit).parameters
     out = {lv: np.full((len(y), len(h.classes(lv))), np.nan) for lv in h.levels}
     with progress_bar(f"{name} folds", total=p.k) as advance:
         for f in range(1, p.k + 1):
             train, test = np.flatnonzero(fold != f), np.flatnonzero(fold == f)
             if len(test):
-                part = new_branch(p, name).fit(_take(X, train), y[train], classes=leaves)
+                more = {"seconds": span[train]} if timed else {}
+                part = new_branch(p, name).fit(_take(X, train), y[train], classes=leaves, **more)
                 for lv, v in part.predict_level_proba(_take(X, test), h).items():
                     out[lv][test] = v
             advance()
-    new_branch(p, name).fit(X, y, classes=leaves).save(p.run)
+    new_branch(p, name).fit(X, y, classes=leaves, **({"seconds": span} if timed else {})).save(p.run)
     return out
 
 
