@@ -3,6 +3,7 @@ and (slow) fit + predict on tiny clips cut from ../shared/data/exercise_clips (t
 that is absent: the repository holds no clip of that unlicensed set)."""
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -214,6 +215,9 @@ def test_fit_on_clips_scores_per_clip(clip_run, CLIPS):
     assert (merged.groupby("clip")["fold"].nunique() == 1).all()  # a clip's frames share one fold
     stats = pd.read_csv(run / "clip_statistics.csv")
     assert len(stats) == 5 and "range_min_knee_angle" in stats
+    span = frames.groupby("clip")["time"].agg(lambda t: t.max() - t.min())
+    seconds = json.loads((run / "sequence_model.json").read_text())["seconds"]
+    assert seconds == pytest.approx(span.median())  # the running label's look-back: a training clip's length
 
 
 @pytest.mark.slow
