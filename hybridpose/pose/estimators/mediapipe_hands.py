@@ -94,19 +94,19 @@ class HandRetryEstimator(HandEstimator):
     def detect(self, rgb: np.ndarray) -> list[np.ndarray]:
         import cv2
 
-        h = rgb.shape[0]
-        looks = ((self._lite, lambda: rgb, 1.0),
-                 (self._lite, lambda: cv2.resize(rgb, None, fx=0.5, fy=0.5, interpolation=cv2.INTER_AREA), 1.0),
-                 (self._graph, lambda: even_contrast(rgb), 1.0),
-                 (self._lite, lambda: brighter(rgb), 1.0),
-                 (self._graph, lambda: brighter(rgb), 1.0),
-                 (self._lite, lambda: padded_below(rgb), (h + h // 2) / h))
-        for graph, image, y_scale in looks:
+        looks = ((self._lite, lambda: rgb, False),
+                 (self._lite, lambda: cv2.resize(rgb, None, fx=0.5, fy=0.5, interpolation=cv2.INTER_AREA), False),
+                 (self._graph, lambda: even_contrast(rgb), False),
+                 (self._lite, lambda: brighter(rgb), False),
+                 (self._graph, lambda: brighter(rgb), False),
+                 (self._lite, lambda: padded_below(rgb), True))
+        for graph, make, padded in looks:
+            image = make()
             with quiet_stderr() if not self._warm else nullcontext():  # first calls' C++ chatter
-                hands = hands_of(graph.process(np.ascontiguousarray(image())))
+                hands = hands_of(graph.process(np.ascontiguousarray(image)))
             if hands:
-                for p in hands:
-                    p[:, 1] *= y_scale
+                for p in hands:  # y in [0, 1] of the padded image -> of the frame
+                    p[:, 1] *= image.shape[0] / rgb.shape[0] if padded else 1.0
                 break
         self._warm = True
         return hands
