@@ -80,10 +80,10 @@ class TrajectoryNeighbours:
         self.classes_ = sorted(classes if classes is not None else set(map(str, y)))
         index = {c: i for i, c in enumerate(self.classes_)}
         rows, labels = [], []
-        for kp, label in zip(X, y):
+        for clip, label in zip(X, y):
+            kp = np.asarray(clip, dtype=np.float64)
             for mirror in ([False, True] if self.flip_pairs else [False]):
                 other = self.flip_pairs.get(str(label), str(label)) if mirror else str(label)
-                kp = np.asarray(kp, dtype=np.float64)
                 p = paths(sk.mirror_keypoints(kp, 0.0) if mirror else kp, sk, self.points)
                 if p is not None and other in index:
                     rows.append(p)

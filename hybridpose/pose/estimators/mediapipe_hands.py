@@ -7,6 +7,7 @@ and the image branch decides on the whole photo. Each hand's fourth value is P(r
 """
 from __future__ import annotations
 
+import functools
 from contextlib import nullcontext
 
 import numpy as np
@@ -94,11 +95,12 @@ class HandRetryEstimator(HandEstimator):
     def detect(self, rgb: np.ndarray) -> list[np.ndarray]:
         import cv2
 
+        lifted = functools.cache(lambda: brighter(rgb))  # two looks share it; made only if they are reached
         looks = ((self._lite, lambda: rgb, False),
                  (self._lite, lambda: cv2.resize(rgb, None, fx=0.5, fy=0.5, interpolation=cv2.INTER_AREA), False),
                  (self._graph, lambda: even_contrast(rgb), False),
-                 (self._lite, lambda: brighter(rgb), False),
-                 (self._graph, lambda: brighter(rgb), False),
+                 (self._lite, lifted, False),
+                 (self._graph, lifted, False),
                  (self._lite, lambda: padded_below(rgb), True))
         for graph, make, padded in looks:
             image = make()
