@@ -27,16 +27,23 @@ def swipe(rng, direction, frames, hand, missing=0, handed=0.9):
     return kp
 
 
-@pytest.fixture(scope="module")
-def swipes():
-    rng = np.random.default_rng(0)
+def swipe_set(seed, per_class, tests_per_class):
+    """Training swipes (10-30 frames, up to 3 without the hand) of one hand in every direction, and held-out
+    ones (20 frames, 3 without it): X, y, [(clip, direction)]."""
+    rng = np.random.default_rng(seed)
     hand = rng.normal(0, 30, (SK.n, 2))
     X, y = [], []
     for d in DIRECTIONS:
-        for _ in range(8):
+        for _ in range(per_class):
             X.append(swipe(rng, d, int(rng.integers(10, 30)), hand, missing=int(rng.integers(0, 4))))
             y.append(d)
-    test = [(swipe(rng, d, 20, hand, missing=3), d) for d in DIRECTIONS for _ in range(2)]
+    test = [(swipe(rng, d, 20, hand, missing=3), d) for d in DIRECTIONS for _ in range(tests_per_class)]
+    return X, y, test
+
+
+@pytest.fixture(scope="module")
+def swipes():
+    X, y, test = swipe_set(0, 8, 2)
     model = SequenceClassifier(skeleton="hand", epochs=60, seeds=1).fit(X, y)
     return model, test
 

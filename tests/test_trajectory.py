@@ -8,20 +8,12 @@ from hybridpose.branches import branch_class
 from hybridpose.branches.trajectory import FILENAME, TrajectoryNeighbours, paths
 from hybridpose.errors import RunError
 from hybridpose.skeletons import get_skeleton
-from test_sequence import DIRECTIONS, REVERSED, SK, swipe
+from test_sequence import DIRECTIONS, REVERSED, SK, swipe_set
 
 
 @pytest.fixture(scope="module")
 def data():
-    rng = np.random.default_rng(1)
-    hand = rng.normal(0, 30, (SK.n, 2))
-    X, y = [], []
-    for d in DIRECTIONS:
-        for _ in range(5):
-            X.append(swipe(rng, d, int(rng.integers(10, 30)), hand, missing=int(rng.integers(0, 4))))
-            y.append(d)
-    test = [(swipe(rng, d, 20, hand, missing=3), d) for d in DIRECTIONS for _ in range(3)]
-    return X, y, test
+    return swipe_set(1, 5, 3)
 
 
 def labels(model, clips):
